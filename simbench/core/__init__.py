@@ -1,0 +1,1 @@
+"""simbench.core"""

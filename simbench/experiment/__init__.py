@@ -1,0 +1,1 @@
+"""simbench.experiment"""
