@@ -1,0 +1,155 @@
+"""The one message type and its one binary wire encoding, shared by both runtimes.
+
+Layout of an encoded message (all integers little-endian)::
+
+    b"SBM1" | u32 header_len | header (UTF-8 JSON) | tensor bytes, back to back
+
+The header is ``{"k": kind, "s": src, "m": meta, "t": [[name, dtype, shape], ...]}``.
+Tensor bytes follow in the order of ``"t"``; each tensor's size is implied by its dtype
+and shape. ``meta`` holds JSON scalars, lists and dicts (round numbers, versions, epochs).
+Nothing is pickled: a malformed buffer raises :class:`WireError` and cannot run code.
+
+The destination is not part of the message: the transport knows it, and leaving it out
+lets one encoding be sent to many neighbours (``Message.encode`` caches it).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+MAGIC = b"SBM1"
+_PREFIX = struct.Struct("<4sI")
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+    "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32,
+    "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
+}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+class WireError(ValueError):
+    """A buffer that is not a well-formed simbench message."""
+
+
+@dataclass
+class Message:
+    """A typed message: a ``kind``, JSON ``meta`` data and named tensors.
+
+    ``src`` is filled in by the runtime on send. Treat a message as immutable once sent:
+    its encoding is cached and may be delivered to several nodes.
+    """
+
+    kind: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    src: int = -1
+    _wire: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __getitem__(self, key: str) -> Any:
+        """``msg["round"]`` reads ``meta``; tensors are in ``msg.tensors``."""
+        return self.meta[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.meta.get(key, default)
+
+    def encode(self, src: int) -> bytes:
+        """The wire bytes of this message sent by ``src`` (computed once per source)."""
+        if self._wire is None or self.src != src:
+            self.src = src
+            self._wire = encode(self.kind, src, self.meta, self.tensors)
+        return self._wire
+
+    @property
+    def nbytes(self) -> int:
+        """Encoded size; only meaningful after the message was sent (encoded)."""
+        if self._wire is None:
+            raise RuntimeError("message has not been encoded yet")
+        return len(self._wire)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, tuple)):
+        return list(obj.tolist() if isinstance(obj, np.ndarray) else obj)
+    raise TypeError(f"meta value {obj!r} of type {type(obj).__name__} is not JSON-encodable")
+
+
+def encode(kind: str, src: int, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """Encode a message into one ``bytes`` object (one copy of the tensor data)."""
+    specs, blobs = [], []
+    for name, t in tensors.items():
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        dtype = _NAMES.get(t.dtype)
+        if dtype is None:
+            raise WireError(f"tensor {name!r} has unsupported dtype {t.dtype}; allowed: {', '.join(_DTYPES)}")
+        specs.append([name, dtype, list(t.shape)])
+        blobs.append(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+    header = json.dumps(
+        {"k": kind, "s": int(src), "m": dict(meta), "t": specs},
+        separators=(",", ":"), default=_json_default,
+    ).encode()
+    total = _PREFIX.size + len(header) + sum(b.nbytes for b in blobs)
+    out = bytearray(total)
+    _PREFIX.pack_into(out, 0, MAGIC, len(header))
+    pos = _PREFIX.size
+    out[pos:pos + len(header)] = header
+    pos += len(header)
+    view = memoryview(out)
+    for blob in blobs:
+        n = blob.nbytes
+        view[pos:pos + n] = blob.data if blob.flags.c_contiguous else blob.tobytes()
+        pos += n
+    return bytes(out)
+
+
+def decode(buf: bytes | bytearray | memoryview) -> Message:
+    """Decode wire bytes into a :class:`Message` whose tensors own fresh memory."""
+    view = memoryview(buf)
+    if len(view) < _PREFIX.size:
+        raise WireError(f"message too short ({len(view)} bytes)")
+    magic, hlen = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise WireError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
+    end = _PREFIX.size + hlen
+    if end > len(view):
+        raise WireError(f"header length {hlen} runs past the end of a {len(view)}-byte message")
+    try:
+        header = json.loads(bytes(view[_PREFIX.size:end]))
+        kind, src, meta, specs = header["k"], header["s"], header["m"], header["t"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WireError(f"unreadable header: {exc}") from None
+    if not isinstance(kind, str) or not isinstance(src, int) or not isinstance(meta, dict) or not isinstance(specs, list):
+        raise WireError("header fields have the wrong types")
+    tensors: dict[str, torch.Tensor] = {}
+    pos = end
+    for spec in specs:
+        try:
+            name, dtype_name, shape = spec
+            dtype = _DTYPES[dtype_name]
+            shape = [int(s) for s in shape]
+        except (ValueError, KeyError, TypeError):
+            raise WireError(f"bad tensor spec {spec!r}") from None
+        if any(s < 0 for s in shape):
+            raise WireError(f"negative dimension in tensor {name!r}")
+        numel = int(np.prod(shape)) if shape else 1
+        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        if pos + nbytes > len(view):
+            raise WireError(f"tensor {name!r} runs past the end of the message")
+        raw = bytearray(view[pos:pos + nbytes])
+        tensors[name] = (
+            torch.frombuffer(raw, dtype=dtype).reshape(shape) if nbytes else torch.empty(shape, dtype=dtype)
+        )
+        pos += nbytes
+    if pos != len(view):
+        raise WireError(f"{len(view) - pos} trailing bytes after the last tensor")
+    return Message(kind=kind, meta=meta, tensors=tensors, src=src, _wire=bytes(buf) if not isinstance(buf, bytes) else buf)

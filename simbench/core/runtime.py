@@ -1,0 +1,115 @@
+"""The Runtime interface: everything node code may do, for simulated and real runs alike.
+
+Algorithm code is written once as ``async def run(self, rt)`` and awaits only the
+methods below. :class:`simbench.sim.runtime.SimRuntime` implements them on the
+discrete-event kernel (virtual clock, modelled network and compute);
+:class:`simbench.real.runtime.RealRuntime` on asyncio and ZeroMQ (wall clock, real
+sockets). Node code never asks which one it has.
+
+Contract (checked by ``tests/test_runtime_conformance.py`` against both):
+
+* ``send`` hands the message to the network and returns without waiting for delivery.
+  Messages on one link arrive in the order they were sent, or not at all (loss, crash).
+* ``recv(timeout=, match=)`` returns the oldest queued message accepted by ``match``
+  (a kind string, or a predicate), waiting for one if none is queued; it returns
+  ``None`` when ``timeout`` seconds pass first. Messages that do not match stay queued.
+* ``compute(fn, *args, cost=)`` runs ``fn(*args)`` for real and returns its result. In
+  simulation the node's clock advances by the modelled cost of ``cost`` (seconds, or a
+  :class:`Work` of FLOPs/steps), never by wall time; ``cost=None`` costs nothing
+  (bookkeeping, evaluation). In real runs wall time passes, plus any straggler delay.
+* A crashed node's processes stop; peers learn of it only through timeouts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+from .message import Message
+
+Match = Union[str, Callable[[Message], bool], None]
+
+
+@dataclass(frozen=True)
+class Work:
+    """The amount of compute a call does, for the cost model.
+
+    ``flops`` is converted to time by the node's device speed; ``steps`` (training steps)
+    by a fixed step time when the config sets one. Either may be zero.
+    """
+
+    flops: float = 0.0
+    steps: int = 0
+
+
+Cost = Union[float, Work, None]
+
+
+def matcher(match: Match) -> Callable[[Message], bool] | None:
+    """Normalise a ``match`` argument: a kind string becomes a kind predicate."""
+    if match is None or callable(match):
+        return match
+    if isinstance(match, str):
+        return lambda m, kind=match: m.kind == kind
+    if isinstance(match, (tuple, list, set, frozenset)):
+        kinds = frozenset(match)
+        return lambda m: m.kind in kinds
+    raise TypeError(f"match must be a kind, a collection of kinds or a predicate, not {match!r}")
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A handle on a coroutine started with :meth:`Runtime.spawn`."""
+
+    def cancel(self) -> None: ...
+
+    def done(self) -> bool: ...
+
+
+class Runtime(Protocol):
+    """What a node sees of the world it runs in."""
+
+    node_id: int
+    """This node's id (an int, 0..N-1)."""
+    neighbors: tuple[int, ...]
+    """Ids of the nodes this node has a link to in the topology, sorted."""
+    nodes: tuple[int, ...]
+    """Ids of every node in the run (servers need to know their clients)."""
+    role: str
+    """This node's role from the topology/algorithm ("worker", "server", ...)."""
+    rng: np.random.Generator
+    """This node's own random stream for algorithm decisions (not shared with data/faults)."""
+
+    def now(self) -> float:
+        """Seconds since the run started: simulated in SimRuntime, wall-clock in RealRuntime."""
+        ...
+
+    async def send(self, dst: int, msg: Message) -> None:
+        """Queue ``msg`` for ``dst``; returns once handed to the network."""
+        ...
+
+    async def recv(self, timeout: float | None = None, match: Match = None) -> Message | None:
+        """The oldest matching message, or ``None`` after ``timeout`` seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` pass on this runtime's clock."""
+        ...
+
+    async def compute(self, fn: Callable[..., Any], *args: Any, cost: Cost = None) -> Any:
+        """Run ``fn(*args)``; charge its modelled cost to this node's clock."""
+        ...
+
+    def spawn(self, coro: Awaitable[Any], name: str = "") -> Task:
+        """Run ``coro`` concurrently on this node (it dies with the node on a crash)."""
+        ...
+
+    async def gather(self, *tasks: Task) -> list[Any]:
+        """Wait for every task; their results in order."""
+        ...
+
+    def log(self, metric: str, value: float, *, epoch: int | None = None) -> None:
+        """Record ``metric`` = ``value`` for this node at ``now()``."""
+        ...

@@ -1,0 +1,76 @@
+"""The recorder: every metric and fault of a run as long-format rows, and per-epoch rows.
+
+``events`` rows are ``(time_s, wall_s, node, metric, value)``; the run id is added when
+the table is written. ``wall_s`` is the only wall-clock reading in a run (seconds since
+the recorder started) and is left at 0.0 with ``wall_clock=False`` so that two runs of
+one config give byte-identical files. Rows logged with an ``epoch`` also fill the
+per-epoch table (one row per node and epoch, one column per metric), whose columns start
+with seed 003's ``epoch, train_loss, val_loss, test_loss, train_acc, val_acc, test_acc``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+EVENT_COLUMNS = ["run_id", "time_s", "wall_s", "node", "metric", "value"]
+EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc"]
+
+
+class Recorder:
+    """Collects events in memory; tables are built once at the end of a run."""
+
+    def __init__(self, run_id: str, *, wall_clock: bool = True) -> None:
+        self.run_id = run_id
+        self.wall_clock = wall_clock
+        self._t0 = time.perf_counter()
+        self.events: list[tuple[float, float, Any, str, float]] = []
+        self.epochs: dict[tuple[Any, int], dict[str, float]] = {}
+
+    def wall(self) -> float:
+        return round(time.perf_counter() - self._t0, 6) if self.wall_clock else 0.0
+
+    def event(self, time_s: float, node: Any, metric: str, value: float, epoch: int | None = None) -> None:
+        self.events.append((time_s, self.wall(), node, metric, float(value)))
+        if epoch is not None:
+            row = self.epochs.setdefault((node, int(epoch)), {"time_s": time_s})
+            row[metric] = float(value)
+            row["time_s"] = max(row["time_s"], time_s)
+
+    # -- tables ---------------------------------------------------------------------
+    def events_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.events, columns=EVENT_COLUMNS[1:])
+        df.insert(0, "run_id", self.run_id)
+        df["node"] = df["node"].astype(str)
+        return df
+
+    def epochs_frame(self) -> pd.DataFrame:
+        rows = [{"node": str(node), "epoch": epoch, **vals} for (node, epoch), vals in self.epochs.items()]
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return pd.DataFrame(columns=["run_id", "node", "time_s", *EPOCH_COLUMNS])
+        extra = [c for c in df.columns if c not in ("node", "time_s", *EPOCH_COLUMNS)]
+        for col in EPOCH_COLUMNS:
+            if col not in df.columns:
+                df[col] = float("nan")
+        df = df[["node", "time_s", *EPOCH_COLUMNS, *sorted(extra)]]
+        df.insert(0, "run_id", self.run_id)
+        # nodes in numeric order, the average model ("avg") last
+        key = df["node"].map(lambda s: (1, 0) if not s.lstrip("-").isdigit() else (0, int(s)))
+        return df.assign(_k=key).sort_values(["_k", "epoch"], kind="stable").drop(columns="_k").reset_index(drop=True)
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        """Write ``events.csv`` and ``epochs.csv`` (atomically: temp file, then rename)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, frame in (("events.csv", self.events_frame()), ("epochs.csv", self.epochs_frame())):
+            path = out_dir / name
+            tmp = path.with_suffix(".csv.tmp")
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+            tmp.replace(path)
+            paths.append(path)
+        return paths[0], paths[1]

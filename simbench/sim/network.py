@@ -1,0 +1,246 @@
+"""The simulated network: latency, bandwidth and fair sharing of node links, on the kernel.
+
+Model
+-----
+* Every message is a *transfer* of its real encoded size from ``src`` to ``dst``.
+* Transfers on one directed link ``src -> dst`` are sent one after another (one stream
+  per peer pair, like a TCP connection), so messages on a link arrive in send order.
+* The head transfer of every busy link is a *flow*. A flow crosses three capacities:
+  the sender's uplink, the link's own bandwidth and the receiver's downlink. Whenever a
+  flow starts or ends, the rates of all flows are recomputed by **max-min fair sharing**
+  (progressive filling): the most contended capacity is split equally among its flows,
+  those flows are frozen at that rate, their share is taken off their other capacities,
+  and so on. This is the flow-level model of SimGrid-style simulators: 16 workers
+  pushing to one server split its downlink 16 ways, while a small message from a fresh
+  sender still gets an equal share at once instead of queueing behind them.
+* After its last byte leaves, a message arrives ``latency`` later; latency is drawn per
+  message from the link's distribution (constant, or with jitter). Arrival times on a
+  link never go backwards, so jitter cannot reorder a link.
+* At arrival the delivery may still fail: the receiver crashed, the link is cut by a
+  partition, or the message is lost (probability ``loss``, drawn per message from the
+  network's own random stream). A crashed sender's queued and in-flight transfers are
+  dropped at the crash.
+
+Capacities are bytes per second (``math.inf`` for unlimited); latencies are seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..core.units import SECOND_TICKS
+from .kernel import Kernel
+
+LatencyDraw = Callable[[np.random.Generator], float]
+
+
+@dataclass
+class LinkSpec:
+    """One directed link: a latency draw (seconds) and a bandwidth (bytes/s)."""
+
+    latency: LatencyDraw
+    bandwidth: float = math.inf
+
+
+class _Transfer:
+    __slots__ = ("src", "dst", "payload", "size", "remaining", "rate", "resources", "lost", "meta")
+
+    def __init__(self, src: int, dst: int, payload: bytes, lost: bool) -> None:
+        self.src, self.dst, self.payload = src, dst, payload
+        self.size = len(payload)
+        self.remaining = float(self.size)
+        self.rate = 0.0
+        self.resources: tuple = ()
+        self.lost = lost
+
+
+class Network:
+    """Carries encoded messages between nodes with modelled delays.
+
+    Parameters
+    ----------
+    kernel : Kernel
+    links : dict[(src, dst), LinkSpec]
+        Directed links that may carry messages; sending on a missing link is an error.
+    uplink, downlink : sequence of float
+        Per-node capacities in bytes/s.
+    loss : float
+        Probability that a message is lost.
+    rng : numpy Generator
+        The network's own stream (latency jitter, losses).
+    deliver : callable(src, dst, payload)
+        Called at arrival time for each delivered message.
+    drop_reason : callable(src, dst) -> str | None
+        Asked at arrival; a non-empty reason drops the message (crash, partition).
+    on_drop : callable(src, dst, size, reason)
+        Told about every dropped message (for the event log).
+    """
+
+    def __init__(self, kernel: Kernel, links: dict[tuple[int, int], LinkSpec],
+                 uplink, downlink, *, loss: float, rng: np.random.Generator,
+                 deliver: Callable[[int, int, bytes], None],
+                 drop_reason: Callable[[int, int], str | None],
+                 on_drop: Callable[[int, int, int, str], None]) -> None:
+        self.kernel = kernel
+        self.links = links
+        self.uplink = list(uplink)
+        self.downlink = list(downlink)
+        self.loss = loss
+        self.rng = rng
+        self._deliver = deliver
+        self._drop_reason = drop_reason
+        self._on_drop = on_drop
+        self._queues: dict[tuple[int, int], deque[_Transfer]] = {}
+        self._flows: list[_Transfer] = []
+        self._last_update = 0
+        self._completion = None
+        self._last_arrival: dict[tuple[int, int], int] = {}
+        self.bytes_sent = [0] * len(self.uplink)
+        self.bytes_received = [0] * len(self.uplink)
+        self.msgs_sent = [0] * len(self.uplink)
+        self.msgs_dropped = 0
+
+    # -- sending ------------------------------------------------------------------
+    def send(self, src: int, dst: int, payload: bytes) -> None:
+        """Queue ``payload`` on the link ``src -> dst``."""
+        key = (src, dst)
+        if key not in self.links:
+            raise ValueError(f"node {src} has no link to node {dst} in the topology")
+        lost = self.loss > 0 and self.rng.random() < self.loss
+        self.bytes_sent[src] += len(payload)
+        self.msgs_sent[src] += 1
+        transfer = _Transfer(src, dst, payload, lost)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+        queue.append(transfer)
+        if len(queue) == 1:
+            self._start(transfer)
+
+    def _start(self, t: _Transfer) -> None:
+        link = self.links[(t.src, t.dst)]
+        caps = (("up", t.src), ("link", t.src, t.dst), ("down", t.dst))
+        t.resources = tuple(r for r in caps if self._capacity(r) != math.inf)
+        if not t.resources or t.size == 0:
+            self._transmitted(t)  # unlimited capacity: only latency applies
+            return
+        self._advance()
+        self._flows.append(t)
+        self._reallocate()
+
+    def _capacity(self, resource: tuple) -> float:
+        kind = resource[0]
+        if kind == "up":
+            return self.uplink[resource[1]]
+        if kind == "down":
+            return self.downlink[resource[1]]
+        return self.links[(resource[1], resource[2])].bandwidth
+
+    # -- max-min fair sharing -----------------------------------------------------
+    def _advance(self) -> None:
+        """Take the bytes sent since the last update off every flow."""
+        dt = (self.kernel.now - self._last_update) / SECOND_TICKS
+        if dt > 0:
+            for f in self._flows:
+                f.remaining -= f.rate * dt
+        self._last_update = self.kernel.now
+
+    def _reallocate(self) -> None:
+        flows = self._flows
+        cap: dict[tuple, float] = {}
+        users: dict[tuple, list[_Transfer]] = {}
+        for f in flows:
+            for r in f.resources:
+                if r not in cap:
+                    cap[r] = self._capacity(r)
+                    users[r] = []
+                users[r].append(f)
+        left = {r: len(u) for r, u in users.items()}
+        frozen: set[int] = set()
+        while len(frozen) < len(flows):
+            bottleneck, share = None, math.inf
+            for r, n in left.items():
+                if n > 0:
+                    s = cap[r] / n
+                    if s < share:
+                        bottleneck, share = r, s
+            if bottleneck is None:
+                break
+            for f in users[bottleneck]:
+                if id(f) in frozen:
+                    continue
+                frozen.add(id(f))
+                f.rate = share
+                for r in f.resources:
+                    cap[r] -= share
+                    left[r] -= 1
+        self._schedule_completion()
+
+    def _schedule_completion(self) -> None:
+        if self._completion is not None:
+            Kernel.cancel(self._completion)
+            self._completion = None
+        if not self._flows:
+            return
+        soonest = min(f.remaining / f.rate if f.rate > 0 else math.inf for f in self._flows)
+        if soonest == math.inf:
+            return
+        delay = max(0, math.ceil(soonest * SECOND_TICKS - 1e-6))
+        self._completion = self.kernel.schedule(delay, self._on_completion)
+
+    def _on_completion(self) -> None:
+        self._completion = None
+        self._advance()
+        tick = 1.0 / SECOND_TICKS
+        done = [f for f in self._flows if f.remaining <= f.rate * tick + 1e-6]
+        if done:
+            self._flows = [f for f in self._flows if f not in done]
+            for f in done:
+                self._transmitted(f)
+        self._reallocate()
+
+    # -- after the last byte ------------------------------------------------------
+    def _transmitted(self, t: _Transfer) -> None:
+        key = (t.src, t.dst)
+        latency = self.links[key].latency(self.rng)
+        arrival = self.kernel.now + max(0, round(latency * SECOND_TICKS))
+        arrival = max(arrival, self._last_arrival.get(key, 0))
+        self._last_arrival[key] = arrival
+        self.kernel.schedule_at(arrival, self._arrive, t)
+        queue = self._queues[key]
+        queue.popleft()
+        if queue:
+            self._start(queue[0])
+
+    def _arrive(self, t: _Transfer) -> None:
+        reason = "lost" if t.lost else self._drop_reason(t.src, t.dst)
+        if reason:
+            self.msgs_dropped += 1
+            self._on_drop(t.src, t.dst, t.size, reason)
+            return
+        self.bytes_received[t.dst] += t.size
+        self._deliver(t.src, t.dst, t.payload)
+
+    def abort_from(self, node: int) -> int:
+        """Drop every queued or in-flight transfer sent by ``node`` (it crashed)."""
+        dropped = 0
+        self._advance()
+        for (src, dst), queue in self._queues.items():
+            if src == node and queue:
+                dropped += len(queue)
+                head = queue[0]
+                if head in self._flows:
+                    self._flows.remove(head)
+                queue.clear()
+        if dropped:
+            self._reallocate()
+        return dropped
+
+    @property
+    def active_flows(self) -> int:
+        return len(self._flows)

@@ -1,0 +1,185 @@
+"""SimRuntime: the Runtime interface on the discrete-event kernel, one per simulated node.
+
+Delivery, compute and timeouts are kernel events; the node's clock is the kernel's.
+Messages travel as their real encoded bytes through :class:`~simbench.sim.network.Network`
+and are decoded on arrival, exactly as the real runtime does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import numpy as np
+
+from ..core.message import Message, decode
+from ..core.runtime import Cost, Match, Work, matcher
+from ..core.scenario import NodeProfile
+from ..core.units import SECOND_TICKS, to_ticks
+from .kernel import Process, SimFuture, gather
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .world import SimWorld
+
+
+class SimTask:
+    """Handle on a process spawned by a node."""
+
+    __slots__ = ("process",)
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+
+    def cancel(self) -> None:
+        self.process.kill()
+
+    def done(self) -> bool:
+        return not self.process.alive
+
+
+class SimRuntime:
+    """One node's view of the simulated world (see :mod:`simbench.core.runtime`)."""
+
+    def __init__(self, world: "SimWorld", node_id: int, role: str, neighbors: tuple[int, ...],
+                 nodes: tuple[int, ...], rng: np.random.Generator, profile: NodeProfile,
+                 straggler_rng: np.random.Generator) -> None:
+        self.world = world
+        self.kernel = world.kernel
+        self.node_id = node_id
+        self.role = role
+        self.neighbors = neighbors
+        self.nodes = nodes
+        self.rng = rng
+        self.profile = profile
+        self._straggler_rng = straggler_rng
+        self._mailbox: deque[Message] = deque()
+        self._waiters: list[list] = []  # [future, predicate, timeout handle]
+        self._procs: set[Process] = set()
+        self.crashed = False
+        self.compute_s = 0.0
+
+    # -- clock ------------------------------------------------------------------
+    def now(self) -> float:
+        return self.kernel.now / SECOND_TICKS
+
+    async def sleep(self, seconds: float) -> None:
+        await self.kernel.timeout(to_ticks(seconds))
+
+    # -- messages -------------------------------------------------------------------
+    async def send(self, dst: int, msg: Message) -> None:
+        if self.crashed:
+            return
+        self.world.network.send(self.node_id, dst, msg.encode(self.node_id))
+
+    async def recv(self, timeout: float | None = None, match: Match = None) -> Message | None:
+        pred = matcher(match)
+        box = self._mailbox
+        for i, m in enumerate(box):
+            if pred is None or pred(m):
+                del box[i]
+                return m
+        if timeout is not None and timeout <= 0:
+            return None
+        label = f"node {self.node_id} recv({match if isinstance(match, str) else ''})"
+        waiter = [SimFuture(self.kernel, label), pred, None]
+        self._waiters.append(waiter)
+        if timeout is not None:
+            waiter[2] = self.kernel.schedule(to_ticks(timeout), self._expire, waiter)
+        return await waiter[0]
+
+    def _expire(self, waiter: list) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+            waiter[0].set_result(None)
+
+    def deliver(self, payload: bytes) -> None:
+        """Called by the network at arrival time."""
+        msg = decode(payload)
+        for waiter in self._waiters:
+            if waiter[1] is None or waiter[1](msg):
+                self._waiters.remove(waiter)
+                if waiter[2] is not None:
+                    self.kernel.cancel(waiter[2])
+                waiter[0].set_result(msg)
+                return
+        self._mailbox.append(msg)
+
+    # -- compute -------------------------------------------------------------------
+    async def compute(self, fn: Callable[..., Any], *args: Any, cost: Cost = None) -> Any:
+        result = fn(*args)
+        seconds = self._cost_seconds(cost)
+        if seconds > 0:
+            self.compute_s += seconds
+            await self.kernel.timeout(to_ticks(seconds))
+        return result
+
+    def _cost_seconds(self, cost: Cost) -> float:
+        if cost is None:
+            return 0.0
+        spec = self.world.compute
+        if isinstance(cost, Work):
+            if spec.step_time is not None:
+                base = cost.steps * spec.step_time
+            else:
+                base = cost.flops / spec.speed
+        else:
+            base = float(cost)
+        if base <= 0:
+            return 0.0
+        seconds = base / self.profile.speed
+        if self.profile.straggler:
+            factor = max(1.0, self.world.scenario.stragglers.slowdown.sample(self._straggler_rng))
+            self.log("straggler_slowdown", factor)
+            seconds *= factor
+        return seconds
+
+    # -- concurrency ---------------------------------------------------------------------
+    def spawn(self, coro: Awaitable[Any], name: str = "task") -> SimTask:
+        if self.crashed:
+            coro.close()
+            raise RuntimeError(f"node {self.node_id} is crashed and cannot spawn")
+        proc = self.kernel.spawn(coro, f"node{self.node_id}.{name}")
+        self._procs.add(proc)
+        proc.done.add_waiter(lambda _f, p=proc: self._procs.discard(p))
+        return SimTask(proc)
+
+    async def gather(self, *tasks: SimTask) -> list[Any]:
+        return await gather(self.kernel, [t.process.done for t in tasks])
+
+    # -- records ------------------------------------------------------------------
+    def log(self, metric: str, value: float, *, epoch: int | None = None) -> None:
+        self.world.recorder.event(self.now(), self.node_id, metric, value, epoch)
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.world.network.bytes_sent[self.node_id]
+
+    @property
+    def msgs_sent(self) -> int:
+        return self.world.network.msgs_sent[self.node_id]
+
+    # -- faults (driven by the world) ------------------------------------------------
+    def start(self, main: Awaitable[Any]) -> Process:
+        proc = self.kernel.spawn(self._main(main), f"node{self.node_id}")
+        self._procs.add(proc)
+        return proc
+
+    async def _main(self, main: Awaitable[Any]) -> Any:
+        try:
+            return await main
+        finally:
+            # a node's run is over when its main coroutine returns: stop its helpers
+            for proc in list(self._procs):
+                if proc.name != f"node{self.node_id}":
+                    proc.kill()
+
+    def crash(self) -> None:
+        self.crashed = True
+        for proc in list(self._procs):
+            proc.kill()
+        self._procs.clear()
+        for waiter in self._waiters:
+            if waiter[2] is not None:
+                self.kernel.cancel(waiter[2])
+        self._waiters.clear()
+        self._mailbox.clear()

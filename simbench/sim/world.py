@@ -1,0 +1,150 @@
+"""SimWorld: builds the kernel, network, fault schedule and one SimRuntime per node, then runs.
+
+Random streams: one root seed is split with ``numpy.random.SeedSequence`` into streams
+per purpose (network, faults) and per node (algorithm decisions, straggler draws), so
+adding a fault or a node never shifts another stream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Protocol
+
+import networkx as nx
+import numpy as np
+
+from ..core.scenario import ComputeSpec, Dist, NetworkSpec, NodeProfile, Scenario, crash_schedule
+from ..core.units import SECOND_TICKS, to_ticks
+from ..metrics.recorder import Recorder
+from .kernel import Kernel
+from .network import LinkSpec, Network
+from .runtime import SimRuntime
+
+
+class NodeLike(Protocol):
+    async def run(self, rt: Any) -> Any: ...
+
+
+def _latency_draw(base: Dist, jitter: float):
+    if base.kind == "constant" and jitter == 0:
+        value = base.value
+        return lambda rng: value
+    return lambda rng: base.sample(rng) + (float(rng.uniform(0.0, jitter)) if jitter else 0.0)
+
+
+class SimWorld:
+    """Every node of a run in one process on a virtual clock."""
+
+    def __init__(self, graph: nx.Graph, nodes: Mapping[int, NodeLike], *, roles: Mapping[int, str],
+                 network: NetworkSpec, compute: ComputeSpec, scenario: Scenario,
+                 profiles: list[NodeProfile], recorder: Recorder, seed: int,
+                 horizon: float = 24 * 3600.0) -> None:
+        self.kernel = Kernel()
+        self.graph = graph
+        self.nodes = dict(nodes)
+        self.compute = compute
+        self.scenario = scenario
+        self.recorder = recorder
+        n = graph.number_of_nodes()
+        root = np.random.SeedSequence(seed)
+        net_seq, fault_seq, node_seq, strag_seq = root.spawn(4)
+        node_rngs = [np.random.default_rng(s) for s in node_seq.spawn(n)]
+        strag_rngs = [np.random.default_rng(s) for s in strag_seq.spawn(n)]
+
+        links = {}
+        for u, v, attrs in graph.edges(data=True):
+            lat = Dist("constant", value=attrs["latency"]) if "latency" in attrs else network.latency
+            spec = LinkSpec(_latency_draw(lat, network.jitter), attrs.get("bandwidth", network.bandwidth))
+            links[(u, v)] = spec
+            links[(v, u)] = spec
+        up = network.uplink if network.uplink is not None else network.bandwidth
+        down = network.downlink if network.downlink is not None else network.bandwidth
+        self.network = Network(
+            self.kernel, links, [up] * n, [down] * n, loss=network.loss,
+            rng=np.random.default_rng(net_seq), deliver=self._deliver,
+            drop_reason=self._drop_reason, on_drop=self._on_drop,
+        )
+        all_nodes = tuple(range(n))
+        self.runtimes = [
+            SimRuntime(self, i, roles.get(i, "worker"), tuple(sorted(graph.neighbors(i))), all_nodes,
+                       node_rngs[i], profiles[i], strag_rngs[i])
+            for i in range(n)
+        ]
+        self._down_edges: dict[frozenset, int] = {}
+        self._schedule_faults(np.random.default_rng(fault_seq), horizon)
+
+    # -- network callbacks ---------------------------------------------------------
+    def _deliver(self, src: int, dst: int, payload: bytes) -> None:
+        self.runtimes[dst].deliver(payload)
+
+    def _drop_reason(self, src: int, dst: int) -> str | None:
+        if self.runtimes[dst].crashed:
+            return "crashed_receiver"
+        if self._down_edges.get(frozenset((src, dst))):
+            return "partition"
+        return None
+
+    def _on_drop(self, src: int, dst: int, size: int, reason: str) -> None:
+        self.recorder.event(self.kernel.now / SECOND_TICKS, dst, f"drop_{reason}", src)
+
+    # -- faults -------------------------------------------------------------------------
+    def _schedule_faults(self, rng: np.random.Generator, horizon: float) -> None:
+        n = len(self.runtimes)
+        for crash in crash_schedule(self.scenario, n, horizon, rng):
+            self.kernel.schedule(to_ticks(crash.at), self.crash, crash.node)
+            if crash.recover_at is not None:
+                self.kernel.schedule(to_ticks(crash.recover_at), self.recover, crash.node)
+        for k, part in enumerate(self.scenario.partitions):
+            edges = [frozenset(e) for e in part.edges]
+            self.kernel.schedule(to_ticks(part.start), self._partition, edges, +1)
+            self.kernel.schedule(to_ticks(part.end), self._partition, edges, -1)
+        for i, rt in enumerate(self.runtimes):
+            if rt.profile.straggler:
+                self.recorder.event(0.0, i, "straggler", 1.0)
+            if rt.profile.weak:
+                self.recorder.event(0.0, i, "weak_worker", rt.profile.speed)
+
+    def crash(self, node: int) -> None:
+        rt = self.runtimes[node]
+        if rt.crashed:
+            return
+        rt.crash()
+        self.network.abort_from(node)
+        self.recorder.event(rt.now(), node, "crash", 1.0)
+
+    def recover(self, node: int) -> None:
+        rt = self.runtimes[node]
+        if not rt.crashed:
+            return
+        rt.crashed = False
+        self.recorder.event(rt.now(), node, "recover", 1.0)
+        recover = getattr(self.nodes[node], "on_recover", None)
+        if recover is not None:
+            recover()
+        rt.start(self.nodes[node].run(rt))
+
+    def _partition(self, edges: list[frozenset], delta: int) -> None:
+        now = self.kernel.now / SECOND_TICKS
+        for e in edges:
+            self._down_edges[e] = self._down_edges.get(e, 0) + delta
+            u, v = sorted(e)
+            self.recorder.event(now, u, "partition_start" if delta > 0 else "partition_end", v)
+
+    # -- running ----------------------------------------------------------------------
+    def run(self, until: float | None = None) -> None:
+        """Start every node's ``run`` and drive the kernel (to ``until`` seconds, if given)."""
+        for i, node in self.nodes.items():
+            self.runtimes[i].start(node.run(self.runtimes[i]))
+        self.kernel.run(until=None if until is None else to_ticks(until))
+        for i, rt in enumerate(self.runtimes):
+            self.recorder.event(rt.now(), i, "bytes_sent_total", self.network.bytes_sent[i])
+            self.recorder.event(rt.now(), i, "msgs_sent_total", self.network.msgs_sent[i])
+
+    @property
+    def now(self) -> float:
+        return self.kernel.now / SECOND_TICKS
+
+
+def infinite_network() -> NetworkSpec:
+    """A network with latency only (no bandwidth limits): handy for tests."""
+    return NetworkSpec(bandwidth=math.inf, uplink=math.inf, downlink=math.inf)
