@@ -32,6 +32,7 @@ _DTYPES: dict[str, torch.dtype] = {
     "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
+_ITEMSIZE = {v: torch.empty((), dtype=v).element_size() for v in _DTYPES.values()}
 
 
 class WireError(ValueError):
@@ -82,7 +83,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"meta value {obj!r} of type {type(obj).__name__} is not JSON-encodable")
 
 
-def encode(kind: str, src: int, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bytes:
+def encode(kind: str, src: int, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bytearray:
     """Encode a message into one ``bytes`` object (one copy of the tensor data)."""
     specs, blobs = [], []
     for name, t in tensors.items():
@@ -109,11 +110,11 @@ def encode(kind: str, src: int, meta: Mapping[str, Any], tensors: Mapping[str, t
         n = blob.nbytes
         view[pos:pos + n] = blob.data if blob.flags.c_contiguous else blob.tobytes()
         pos += n
-    return bytes(out)
+    return out  # a bytearray; by convention never mutated once built
 
 
-def decode(buf: bytes | bytearray | memoryview) -> Message:
-    """Decode wire bytes into a :class:`Message` whose tensors own fresh memory."""
+def parse_header(buf: bytes | bytearray | memoryview) -> tuple[str, int, dict, list, int]:
+    """Validate the prefix and header: ``(kind, src, meta, tensor specs, header end)``."""
     view = memoryview(buf)
     if len(view) < _PREFIX.size:
         raise WireError(f"message too short ({len(view)} bytes)")
@@ -130,6 +131,17 @@ def decode(buf: bytes | bytearray | memoryview) -> Message:
         raise WireError(f"unreadable header: {exc}") from None
     if not isinstance(kind, str) or not isinstance(src, int) or not isinstance(meta, dict) or not isinstance(specs, list):
         raise WireError("header fields have the wrong types")
+    return kind, src, meta, specs, end
+
+
+def decode(buf: bytes | bytearray | memoryview, header: tuple | None = None) -> Message:
+    """Decode wire bytes into a :class:`Message` whose tensors own fresh memory.
+
+    ``header`` may pass an earlier :func:`parse_header` of the same bytes (the simulator
+    delivers one encoding to several neighbours and parses its header once).
+    """
+    view = memoryview(buf)
+    kind, src, meta, specs, end = header if header is not None else parse_header(view)
     tensors: dict[str, torch.Tensor] = {}
     pos = end
     for spec in specs:
@@ -142,7 +154,7 @@ def decode(buf: bytes | bytearray | memoryview) -> Message:
         if any(s < 0 for s in shape):
             raise WireError(f"negative dimension in tensor {name!r}")
         numel = int(np.prod(shape)) if shape else 1
-        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        nbytes = numel * _ITEMSIZE[dtype]
         if pos + nbytes > len(view):
             raise WireError(f"tensor {name!r} runs past the end of the message")
         raw = bytearray(view[pos:pos + nbytes])
@@ -152,4 +164,5 @@ def decode(buf: bytes | bytearray | memoryview) -> Message:
         pos += nbytes
     if pos != len(view):
         raise WireError(f"{len(view) - pos} trailing bytes after the last tensor")
-    return Message(kind=kind, meta=meta, tensors=tensors, src=src, _wire=bytes(buf) if not isinstance(buf, bytes) else buf)
+    wire = buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)
+    return Message(kind=kind, meta=dict(meta), tensors=tensors, src=src, _wire=wire)

@@ -81,6 +81,8 @@ class Runtime(Protocol):
     """This node's role from the topology/algorithm ("worker", "server", ...)."""
     rng: np.random.Generator
     """This node's own random stream for algorithm decisions (not shared with data/faults)."""
+    bytes_sent: int
+    """Encoded bytes this node has handed to the network so far (same count in both runtimes)."""
 
     def now(self) -> float:
         """Seconds since the run started: simulated in SimRuntime, wall-clock in RealRuntime."""

@@ -126,7 +126,8 @@ def _convert_type(value: Any, tp: Any, path: str) -> Any:
 def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
     """Instantiate dataclass ``cls`` from ``data``, validating keys and values."""
     data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+    fields = {f.name: f for f in dataclasses.fields(cls)
+              if f.init and not f.name.startswith("_") and not f.metadata.get("internal")}
     hints = typing.get_type_hints(cls)
     prefix = f"{path}." if path else ""
     for key in data:

@@ -88,8 +88,10 @@ class SimFuture:
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
-        for callback in waiters:
-            self.kernel.schedule(0, callback, self)
+        kernel = self.kernel
+        for callback in waiters:  # inlined Kernel.schedule(0, ...): this is the hot path
+            kernel._seq += 1
+            heapq.heappush(kernel._heap, (kernel.now, kernel._seq, [callback, (self,)]))
 
     def __await__(self):
         if not self._done:
@@ -186,7 +188,12 @@ class Kernel:
         return entry
 
     def schedule_at(self, tick: int, callback: Callable, *args: Any) -> list:
-        return self.schedule(tick - self.now, callback, *args)
+        if tick < self.now:
+            raise ValueError(f"cannot schedule into the past (tick {tick} < now {self.now})")
+        entry = [callback, args]
+        self._seq += 1
+        heapq.heappush(self._heap, (tick, self._seq, entry))
+        return entry
 
     @staticmethod
     def cancel(handle: list) -> None:
@@ -244,9 +251,7 @@ class Kernel:
             return
         stuck = sorted((p for p in self._live if not p.daemon), key=lambda p: p.name)
         if stuck:
-            what = ", ".join(
-                f"{p.name} (on {p.waiting_on.label or 'a future'})" for p in stuck[:20]
-            )
+            what = ", ".join(f"{p.name} (waiting on {_describe(p.waiting_on)})" for p in stuck[:20])
             more = f" and {len(stuck) - 20} more" if len(stuck) > 20 else ""
             raise Deadlock(
                 f"deadlock at t={self.now / 1e9:.9f}s: every process waits and nothing is scheduled: {what}{more}"
@@ -259,6 +264,18 @@ class Kernel:
     @property
     def live(self) -> Iterable[Process]:
         return tuple(self._live)
+
+
+def _describe(fut: SimFuture | None) -> str:
+    """Human text for a future's label; recv labels are ("recv", node, match) tuples."""
+    if fut is None:
+        return "nothing"
+    label = fut.label
+    if isinstance(label, tuple) and label and label[0] == "recv":
+        match = label[2]
+        what = f"{match!r}" if isinstance(match, (str, tuple, list)) else ("a predicate" if match else "any message")
+        return f"recv of {what}"
+    return str(label) or "a future"
 
 
 def gather(kernel: Kernel, futures: list[SimFuture]) -> SimFuture:

@@ -26,6 +26,7 @@ Capacities are bytes per second (``math.inf`` for unlimited); latencies are seco
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class Network:
         self._drop_reason = drop_reason
         self._on_drop = on_drop
         self._queues: dict[tuple[int, int], deque[_Transfer]] = {}
+        self._resources: dict[tuple[int, int], tuple] = {}
         self._flows: list[_Transfer] = []
         self._last_update = 0
         self._completion = None
@@ -109,12 +111,20 @@ class Network:
     def send(self, src: int, dst: int, payload: bytes) -> None:
         """Queue ``payload`` on the link ``src -> dst``."""
         key = (src, dst)
-        if key not in self.links:
-            raise ValueError(f"node {src} has no link to node {dst} in the topology")
+        resources = self._resources.get(key)
+        if resources is None:
+            if key not in self.links:
+                raise ValueError(f"node {src} has no link to node {dst} in the topology")
+            caps = (("up", src), ("link", src, dst), ("down", dst))
+            resources = self._resources[key] = tuple(r for r in caps if self._capacity(r) != math.inf)
         lost = self.loss > 0 and self.rng.random() < self.loss
         self.bytes_sent[src] += len(payload)
         self.msgs_sent[src] += 1
         transfer = _Transfer(src, dst, payload, lost)
+        if not resources:  # unlimited capacity: only latency applies, no queueing
+            self._propagate(transfer)
+            return
+        transfer.resources = resources
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
@@ -123,11 +133,8 @@ class Network:
             self._start(transfer)
 
     def _start(self, t: _Transfer) -> None:
-        link = self.links[(t.src, t.dst)]
-        caps = (("up", t.src), ("link", t.src, t.dst), ("down", t.dst))
-        t.resources = tuple(r for r in caps if self._capacity(r) != math.inf)
-        if not t.resources or t.size == 0:
-            self._transmitted(t)  # unlimited capacity: only latency applies
+        if t.size == 0:
+            self._transmitted(t)
             return
         self._advance()
         self._flows.append(t)
@@ -205,14 +212,22 @@ class Network:
         self._reallocate()
 
     # -- after the last byte ------------------------------------------------------
-    def _transmitted(self, t: _Transfer) -> None:
+    def _propagate(self, t: _Transfer) -> None:
+        """The last byte has left: schedule arrival one latency later (FIFO per link)."""
         key = (t.src, t.dst)
-        latency = self.links[key].latency(self.rng)
-        arrival = self.kernel.now + max(0, round(latency * SECOND_TICKS))
-        arrival = max(arrival, self._last_arrival.get(key, 0))
+        kernel = self.kernel
+        delay = int(self.links[key].latency(self.rng) * SECOND_TICKS + 0.5)
+        arrival = kernel.now + (delay if delay > 0 else 0)
+        last = self._last_arrival.get(key, 0)
+        if arrival < last:
+            arrival = last
         self._last_arrival[key] = arrival
-        self.kernel.schedule_at(arrival, self._arrive, t)
-        queue = self._queues[key]
+        kernel._seq += 1  # inlined Kernel.schedule_at: one call per message
+        heapq.heappush(kernel._heap, (arrival, kernel._seq, [self._arrive, (t,)]))
+
+    def _transmitted(self, t: _Transfer) -> None:
+        self._propagate(t)
+        queue = self._queues[(t.src, t.dst)]
         queue.popleft()
         if queue:
             self._start(queue[0])

@@ -80,8 +80,7 @@ class SimRuntime:
                 return m
         if timeout is not None and timeout <= 0:
             return None
-        label = f"node {self.node_id} recv({match if isinstance(match, str) else ''})"
-        waiter = [SimFuture(self.kernel, label), pred, None]
+        waiter = [SimFuture(self.kernel, ("recv", self.node_id, match)), pred, None]
         self._waiters.append(waiter)
         if timeout is not None:
             waiter[2] = self.kernel.schedule(to_ticks(timeout), self._expire, waiter)
@@ -94,7 +93,7 @@ class SimRuntime:
 
     def deliver(self, payload: bytes) -> None:
         """Called by the network at arrival time."""
-        msg = decode(payload)
+        msg = self.world.decode(payload)
         for waiter in self._waiters:
             if waiter[1] is None or waiter[1](msg):
                 self._waiters.remove(waiter)

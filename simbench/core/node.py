@@ -1,0 +1,118 @@
+"""The base of every algorithm's node, the context it is built from, and the registry type.
+
+Rules: a node's ``__init__`` only builds state from its :class:`NodeContext`; behaviour
+lives in ``async def run(self, rt)``, which awaits only the Runtime interface. A node
+restarted after a crash-recover runs ``run`` again with the state it had (as a process
+restarting from its last checkpoint would).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import networkx as nx
+import torch
+
+from .runtime import Runtime, Work
+
+EpochHook = Callable[[int, int, Any], None]
+
+
+@dataclass
+class NodeContext:
+    """Everything a node is built from; filled by the experiment layer."""
+
+    node_id: int
+    role: str
+    params: Any
+    """The algorithm's own frozen parameter dataclass."""
+    learner: Any = None
+    """A :class:`simbench.learn.Learner` with this node's shard (None for roles without a model)."""
+    epochs: int = 1
+    """How many epochs of its local data a training node goes through."""
+    eval_train: tuple[torch.Tensor, torch.Tensor] | None = None
+    val: tuple[torch.Tensor, torch.Tensor] | None = None
+    test: tuple[torch.Tensor, torch.Tensor] | None = None
+    graph: nx.Graph | None = None
+    roles: dict[int, str] = field(default_factory=dict)
+    steps_per_epoch: int = 0
+    """For model roles without data (servers): steps of an average worker per epoch."""
+    on_epoch: EpochHook | None = None
+    """Observer told ``(node_id, epoch, learner)`` after each epoch (the average-model row)."""
+
+
+class Node:
+    """Base class: shared helpers for training steps and per-epoch evaluation."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.node_id = ctx.node_id
+        self.learner = ctx.learner
+        self.params = ctx.params
+
+    async def run(self, rt: Runtime) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- helpers used by algorithms ------------------------------------------------
+    def step_cost(self, steps: int = 1) -> Work:
+        return Work(flops=self.learner.flops_per_step() * steps, steps=steps)
+
+    async def local_step(self, rt: Runtime) -> float:
+        """One minibatch step of the local learner, charged to the node's clock."""
+        return await rt.compute(self.learner.train_step, cost=self.step_cost())
+
+    async def local_grad(self, rt: Runtime) -> float:
+        """Compute (not apply) one minibatch gradient, charged to the node's clock."""
+        return await rt.compute(self.learner.compute_grad, cost=self.step_cost())
+
+    def evaluate(self, rt: Runtime, epoch: int, learner: Any = None) -> dict[str, float]:
+        """Log seed 003's per-epoch metrics of ``learner`` (default: this node's)."""
+        learner = learner or self.learner
+        row: dict[str, float] = {}
+        for split, data in (("train", self.ctx.eval_train), ("val", self.ctx.val), ("test", self.ctx.test)):
+            if data is not None and len(data[1]):
+                loss, acc = learner.evaluate(*data)
+                row[f"{split}_loss"], row[f"{split}_acc"] = loss, acc
+        row["bytes_sent"] = float(getattr(rt, "bytes_sent", 0))
+        for metric, value in row.items():
+            rt.log(metric, value, epoch=epoch)
+        return row
+
+    def end_epoch(self, rt: Runtime, epoch: int) -> None:
+        """Evaluate and tell the observer (which may build the average model)."""
+        self.evaluate(rt, epoch)
+        if self.ctx.on_epoch is not None:
+            self.ctx.on_epoch(self.node_id, epoch, self.learner)
+
+
+class Algorithm:
+    """A registered algorithm: its parameters, the roles it gives nodes, and its nodes."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type]
+    summary: ClassVar[str] = ""
+
+    @classmethod
+    def roles(cls, graph: nx.Graph, params: Any) -> dict[int, str]:
+        """Role of every node; raise ConfigError when the topology does not suit."""
+        return {i: "worker" for i in graph.nodes}
+
+    @classmethod
+    def data_roles(cls) -> tuple[str, ...]:
+        """Roles that get a shard of the training data."""
+        return ("worker",)
+
+    @classmethod
+    def model_roles(cls) -> tuple[str, ...]:
+        """Roles that hold a model (data roles and, e.g., a parameter server)."""
+        return cls.data_roles()
+
+    @classmethod
+    def reporting_roles(cls) -> tuple[str, ...]:
+        """Roles whose nodes report per-epoch metrics (their mean is the ``avg`` row)."""
+        return cls.data_roles()
+
+    @classmethod
+    def make_node(cls, ctx: NodeContext) -> Node:  # pragma: no cover - abstract
+        raise NotImplementedError
