@@ -1,1 +1,1 @@
-"""simbench.report"""
+"""Plots and reports made from results tables."""

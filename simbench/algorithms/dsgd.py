@@ -1,0 +1,116 @@
+"""Decentralized SGD (D-SGD) as in seed 003: a local step, then average with neighbours.
+
+Update of node i in round r (synchronous rounds, seed 003's ``DSGD`` optimizer)::
+
+    x_i <- x_i - lr * g_i(x_i)                                  (local SGD step)
+    x_i <- (w * x_i + sum_{j in N_i} x_j) / (w + |N_i|)          (mixing = "seed")
+    x_i <- x_i + sum_{j in N_i} W_ij (x_j - x_i)                 (mixing = "metropolis")
+
+``w`` is the seed's ``--weight`` (self weight, 1.0 = plain average over the closed
+neighbourhood); ``W`` are Metropolis–Hastings weights 1/(1 + max(d_i, d_j)). A node waits
+at most ``swap_timeout`` simulated seconds for its neighbours' round-r parameters and
+mixes with those that arrived (seed 003's ``--swap_timeout``), so a crashed neighbour
+slows its peers down but does not block them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ..core.message import Message
+from ..core.node import Algorithm, Node, NodeContext
+from ..core.runtime import Runtime
+from ..core.units import parse_duration
+
+MIXINGS = ("seed", "metropolis")
+
+
+@dataclass(frozen=True)
+class DSGDParams:
+    weight: float = 1.0
+    """Self weight in the neighbourhood average (seed 003 ``--weight``)."""
+    mixing: str = field(default="seed", metadata={"choices": MIXINGS})
+    """``seed``: (w x_i + sum x_j)/(w + deg); ``metropolis``: Metropolis–Hastings weights."""
+    swap_timeout: Optional[float] = field(default=1.0, metadata={"parse": parse_duration})
+    """Seconds to wait for a neighbour's parameters before mixing without them; null waits forever."""
+
+
+def mix_seed(x: torch.Tensor, neighbours: list[torch.Tensor], weight: float) -> torch.Tensor:
+    """Seed 003's average: (weight * x + sum of neighbours) / (weight + count)."""
+    out = x.mul(weight)
+    for y in neighbours:
+        out.add_(y)
+    return out.div_(weight + len(neighbours))
+
+
+def mix_metropolis(x: torch.Tensor, neighbours: dict[int, torch.Tensor], w_row: dict[int, float]) -> torch.Tensor:
+    """x + sum_j W_ij (x_j - x) over the neighbours that were heard from."""
+    out = x.clone()
+    for j, y in neighbours.items():
+        out.add_(y - x, alpha=w_row[j])
+    return out
+
+
+async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], timeout: float | None) -> dict[int, Message]:
+    """Gather ``kind`` messages of round ``rnd`` from ``expected`` peers, waiting at most
+    ``timeout`` seconds in all; older rounds' stragglers are discarded on the way."""
+    got: dict[int, Message] = {}
+    pending = set(expected)
+    deadline = None if timeout is None else rt.now() + timeout
+    accept = lambda m: m.kind == kind and m.get("round", -1) <= rnd  # noqa: E731
+    while pending:
+        left = None if deadline is None else deadline - rt.now()
+        if left is not None and left <= 0:
+            break
+        msg = await rt.recv(timeout=left, match=accept)
+        if msg is None:
+            break
+        if msg["round"] == rnd and msg.src in pending:
+            got[msg.src] = msg
+            pending.discard(msg.src)
+    if pending:
+        rt.log(f"{kind}_timeouts", len(pending))
+    return got
+
+
+class DSGDNode(Node):
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
+        self.round = 0
+        g = ctx.graph
+        i = ctx.node_id
+        self.w_row = {j: 1.0 / (1 + max(g.degree(i), g.degree(j))) for j in g.neighbors(i)} if g is not None else {}
+
+    async def run(self, rt: Runtime) -> None:
+        learner, p = self.learner, self.params
+        spe = learner.steps_per_epoch
+        total = self.ctx.epochs * spe
+        while self.round < total:
+            r = self.round
+            await self.local_step(rt)
+            x = learner.get_flat()
+            msg = Message("params", {"round": r}, {"x": x})
+            for j in rt.neighbors:
+                await rt.send(j, msg)
+            got = await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout)
+            if p.mixing == "seed":
+                mixed = mix_seed(x, [m.tensors["x"] for m in got.values()], p.weight)
+            else:
+                mixed = mix_metropolis(x, {j: m.tensors["x"] for j, m in got.items()}, self.w_row)
+            learner.set_flat(mixed)
+            self.round += 1
+            if self.round % spe == 0:
+                self.end_epoch(rt, self.round // spe)
+
+
+class DSGD(Algorithm):
+    name = "dsgd"
+    Params = DSGDParams
+    summary = "decentralized SGD: local step, then average with neighbours (seed 003)"
+
+    @classmethod
+    def make_node(cls, ctx: NodeContext) -> Node:
+        return DSGDNode(ctx)

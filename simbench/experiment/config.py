@@ -1,0 +1,203 @@
+"""The experiment config: YAML -> frozen dataclasses, validated with one-line errors.
+
+A config names the nodes and topology, the algorithm and its knobs, the data split, the
+model and training, the network and compute models and the fault scenario::
+
+    name: quickstart
+    seed: 0
+    nodes: 8
+    topology: {kind: ring}            # or {file: topologies/ring8.yaml}
+    algorithm: dsgd                   # or {name: dsgd, weight: 1.0, swap_timeout: 1s}
+    dataset: {name: digits, partition: iid}
+    model: {name: mlp}
+    train: {epochs: 10, batch_size: 16, lr: 0.05}
+    network: {latency: 5ms, bandwidth: 100Mbit/s}
+    compute: {device: laptop-cpu}
+    scenario: {stragglers: {fraction: 0.25, slowdown: 3}}
+
+Every error is a :class:`~simbench.core.schema.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from ..algorithms import ALGORITHMS
+from ..core.scenario import ComputeSpec, NetworkSpec, Scenario, check_nodes
+from ..core.schema import ConfigError, convert, from_dict, to_dict
+from ..core.units import parse_duration
+from ..data.datasets import DATASETS
+from ..models import MODELS
+
+PARTITIONS = ("iid", "dirichlet", "k_classes", "shards")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = field(default="digits", metadata={"choices": DATASETS})
+    """Dataset: ``digits`` is embedded (offline); the others load through torchvision."""
+    root: Optional[str] = None
+    """Data root; default: $SIMBENCH_DATA, else ~/.cache/simbench/data."""
+    download: bool = True
+    """Let torchvision download when the files are missing (needs network)."""
+    partition: str = field(default="iid", metadata={"choices": PARTITIONS})
+    """How training data is split over the nodes that hold data."""
+    alpha: float = 0.5
+    """Dirichlet concentration (partition: dirichlet); small = more skewed."""
+    classes_per_node: int = 2
+    """Classes on each node (partition: k_classes)."""
+    shard_size: int = 50
+    """Samples per file (partition: shards, seed 002's layout)."""
+    max_per_class: Optional[int] = None
+    """Cap of samples per class on each node (FeGAN's magic_num)."""
+    val_fraction: float = field(default=0.1, metadata={"check": (lambda x: 0 <= x < 1, "must be in [0, 1)")})
+    """Validation split carved from each node's shard."""
+    max_train: Optional[int] = None
+    """Use a subset of the training set (fast runs)."""
+    max_test: Optional[int] = None
+    """Use a subset of the test set."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = field(default="mlp", metadata={"choices": tuple(MODELS)})
+    """Architecture: logistic, mlp, cnn (seed 002's Keras MNIST CNN), resnet_gn (seed 003)."""
+    options: dict = field(default_factory=dict)
+    """Keyword arguments of the architecture (e.g. hidden: [128], drop_rate: 0.1)."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = field(default=5, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    """Epochs of local data per training node."""
+    batch_size: int = field(default=32, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam")})
+    lr: float = field(default=0.05, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    l2_lambda: float = 0.0
+    """Seed 003's L2 term added to the loss."""
+    scheduler: str = field(default="none", metadata={"choices": ("none", "StepLR")})
+    step_size: int = 5
+    gamma: float = 0.9
+    same_init: bool = True
+    """All nodes start from the same initial model (seed 003's model_init_seed)."""
+    eval_samples: int = 2000
+    """Samples of the train shard and the test set used for each evaluation."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    dir: str = "results"
+    """Runs go to <dir>/<name>/<run_id>/."""
+    wall_clock: bool = True
+    """Record wall_s; false makes events.csv byte-identical across runs."""
+    plot: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "run"
+    seed: int = 0
+    nodes: int = field(default=8, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    topology: dict = field(default_factory=lambda: {"kind": "ring"})
+    algorithm: str = field(default="dsgd", metadata={"choices": tuple(ALGORITHMS)})
+    algorithm_params: Any = field(default=None, metadata={"internal": True})
+    """The algorithm's parameter dataclass, built from the ``algorithm`` mapping."""
+    dataset: DatasetSpec = DatasetSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    network: NetworkSpec = NetworkSpec()
+    compute: ComputeSpec = ComputeSpec()
+    scenario: Scenario = Scenario()
+    device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+    time_limit: Optional[float] = field(default=None, metadata={"parse": parse_duration})
+    """Stop the run at this simulated time (null: when the algorithm finishes)."""
+    output: OutputSpec = OutputSpec()
+
+    def to_dict(self) -> dict:
+        d = to_dict(self)
+        d["algorithm"] = {"name": self.algorithm, **to_dict(self.algorithm_params)}
+        d.pop("algorithm_params")
+        return d
+
+    def run_id(self) -> str:
+        """Deterministic id: the same resolved config always gets the same id."""
+        d = self.to_dict()
+        d.pop("output")
+        digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        kind = self.topology.get("kind") or Path(str(self.topology.get("file", "file"))).stem
+        return f"{self.algorithm}-{kind}{self.nodes}-s{self.seed}-{digest}"
+
+
+def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a parsed YAML mapping into an :class:`ExperimentConfig`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    data = dict(data)
+    algo = data.pop("algorithm", "dsgd")
+    if isinstance(algo, Mapping):
+        algo = dict(algo)
+        name = algo.pop("name", None)
+        if name is None:
+            raise ConfigError("algorithm.name: required field is missing; allowed: " + ", ".join(ALGORITHMS))
+    else:
+        name, algo = algo, {}
+    name = convert(name, str, "algorithm", dataclasses.fields(ExperimentConfig)[4])
+    params = from_dict(ALGORITHMS[name].Params, algo, "algorithm")
+    if "algorithm_params" in data:
+        raise ConfigError("algorithm_params: unknown field in config; put algorithm knobs under algorithm: {name: ..., ...}")
+    topo = data.get("topology", {"kind": "ring"})
+    if isinstance(topo, str):
+        data["topology"] = {"kind": topo}
+    elif not isinstance(topo, Mapping):
+        raise ConfigError(f"topology: expected a mapping like {{kind: ring}} or {{file: PATH}}, got {topo!r}")
+    cfg = from_dict(ExperimentConfig, {**data, "algorithm": name}, "")
+    cfg = dataclasses.replace(cfg, algorithm_params=params)
+    check_nodes(cfg.scenario, cfg.nodes)
+    return cfg
+
+
+def set_path(data: dict, dotted: str, value: Any) -> None:
+    """Apply one ``a.b.c=value`` override to a nested dict (creating levels)."""
+    keys = dotted.split(".")
+    cur = data
+    for k in keys[:-1]:
+        nxt = cur.get(k)
+        if k == "algorithm" and isinstance(nxt, str):
+            nxt = cur[k] = {"name": nxt}
+        if not isinstance(nxt, dict):
+            nxt = cur[k] = {}
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config, apply ``key.path=value`` overrides (YAML values), validate."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config: file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config: {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must hold a mapping at the top level")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        key, raw = item.split("=", 1)
+        set_path(data, key.strip(), yaml.safe_load(raw))
+    return parse_config(data)

@@ -1,0 +1,54 @@
+"""Plots of one run from its tables: test accuracy against simulated time and epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+FAULT_METRICS = {"crash": ("tab:red", "crash"), "recover": ("tab:green", "recover"),
+                 "partition_start": ("tab:purple", "partition")}
+
+
+def _mark_faults(ax, events: pd.DataFrame) -> None:
+    seen = set()
+    for metric, (color, label) in FAULT_METRICS.items():
+        for _, row in events[events["metric"] == metric].iterrows():
+            ax.axvline(row["time_s"], color=color, ls="--", lw=1, alpha=0.8,
+                       label=None if label in seen else f"{label} (node {row['node']})")
+            seen.add(label)
+
+
+def plot_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Two panels: every node's (thin) and the average model's (thick) test accuracy
+    against simulated time, with faults marked, and against epochs."""
+    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    nodes = [n for n in epochs["node"].unique() if n != "avg"]
+    for n in nodes:
+        rows = epochs[(epochs["node"] == n)].dropna(subset=["test_acc"])
+        kw = {"lw": 0.9, "alpha": 0.55}
+        ax_t.plot(rows["time_s"], rows["test_acc"], **kw)
+        ax_e.plot(rows["epoch"], rows["test_acc"], **kw)
+    avg = epochs[epochs["node"] == "avg"].dropna(subset=["test_acc"])
+    if len(avg):
+        ax_t.plot(avg["time_s"], avg["test_acc"], color="black", lw=2.2, label="average model")
+        ax_e.plot(avg["epoch"], avg["test_acc"], color="black", lw=2.2, label="average model")
+    _mark_faults(ax_t, events)
+    ax_t.set_xlabel("simulated time [s]")
+    ax_e.set_xlabel("epoch")
+    for ax in (ax_t, ax_e):
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1)
+    handles, labels = ax_t.get_legend_handles_labels()
+    if handles:
+        ax_t.legend(loc="lower right", fontsize=8)
+    ax_e.set_title(f"{len(nodes)} nodes (thin lines)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return Path(path)
