@@ -22,17 +22,18 @@ def run(tmp_path, **changes):
 
 
 def test_dsgd_ring8_learns_and_reaches_consensus(tmp_path):
-    res = run(tmp_path, train={**BASE["train"], "same_init": False})
+    res = run(tmp_path, train={**BASE["train"], "same_init": False, "epochs": 10})
     ep = res.epochs
     avg = ep[ep["node"] == "avg"].set_index("epoch")
     assert res.status == "finished"
-    assert avg["test_acc"].iloc[-1] > 0.85  # chance is 0.10
+    assert avg["test_acc"].iloc[-1] > 0.75  # chance is 0.10
     nodes = ep[ep["node"] != "avg"]
     assert set(nodes["node"]) == {str(i) for i in range(8)}
-    assert nodes.groupby("node")["test_acc"].last().min() > 0.8
-    # different initial models are pulled together: distance after the last epoch is a
-    # small fraction of the distance after the first
-    assert avg["consensus_distance"].iloc[-1] < 0.2 * avg["consensus_distance"].iloc[0]
+    assert nodes.groupby("node")["test_acc"].last().min() > 0.6
+    # different initial models are pulled together: the distance after the last epoch is a
+    # small fraction of the distance at the start
+    assert avg.loc[0, "consensus_distance"] > 1.0
+    assert avg["consensus_distance"].iloc[-1] < 0.1 * avg.loc[0, "consensus_distance"]
 
 
 def test_dsgd_epochs_csv_has_seed_columns(tmp_path):
@@ -48,7 +49,7 @@ def test_dsgd_epochs_csv_has_seed_columns(tmp_path):
 def test_fedavg_star_learns(tmp_path):
     res = run(tmp_path, topology={"kind": "star"}, algorithm={"name": "fedavg", "frac_clients": 0.5})
     srv = res.epochs[res.epochs["node"] == "0"]
-    assert len(srv) == 6
+    assert list(srv["epoch"]) == [0, 1, 2, 3, 4, 5, 6]
     assert srv["test_acc"].iloc[-1] > 0.85
     assert srv["test_acc"].iloc[-1] > srv["test_acc"].iloc[0]
 
@@ -85,6 +86,6 @@ def test_crashed_neighbour_does_not_block_dsgd(tmp_path):
     assert res.status == "finished"
     crash = ev[ev["metric"] == "crash"]
     assert list(crash["node"]) == ["3"] and crash["time_s"].iloc[0] == pytest.approx(0.05)
-    assert len(ep[ep["node"] == "3"]) < 3  # the crashed node stops reporting
-    assert len(ep[ep["node"] == "2"]) == 3 and len(ep[ep["node"] == "4"]) == 3
+    assert ep[ep["node"] == "3"]["epoch"].max() < 3  # the crashed node stops reporting
+    assert ep[ep["node"] == "2"]["epoch"].max() == 3 and ep[ep["node"] == "4"]["epoch"].max() == 3
     assert (ev["metric"] == "params_timeouts").any()

@@ -88,6 +88,8 @@ class DSGDNode(Node):
         learner, p = self.learner, self.params
         spe = learner.steps_per_epoch
         total = self.ctx.epochs * spe
+        if self.round == 0:
+            self.end_epoch(rt, 0)  # the starting point, so curves begin at t = 0
         while self.round < total:
             r = self.round
             await self.local_step(rt)

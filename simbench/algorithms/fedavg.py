@@ -43,6 +43,8 @@ class FedAvgServer(Node):
         clients = [i for i in rt.nodes if i != rt.node_id]
         rounds = p.rounds or self.ctx.epochs
         m = max(1, round(p.frac_clients * len(clients)))
+        if self.round == 0:
+            self.end_epoch(rt, 0)
         while self.round < rounds:
             r = self.round
             chosen = sorted(int(c) for c in rt.rng.choice(clients, size=m, replace=False))

@@ -36,6 +36,8 @@ class PSSyncServer(Node):
         workers = [i for i in rt.nodes if i != rt.node_id]
         spe = self.ctx.steps_per_epoch
         total = self.ctx.epochs * spe
+        if self.round == 0:
+            self.end_epoch(rt, 0)
         while self.round < total:
             r = self.round
             msg = Message("params", {"round": r}, {"x": self.learner.get_flat()})

@@ -89,8 +89,11 @@ def _split_data(cfg: ExperimentConfig, data: Dataset, holders: list[int], rng: n
     return out
 
 
-def build_nodes(cfg: ExperimentConfig, recorder: Recorder, observer_hook=None):
-    """Everything but the runtime: graph, roles, profiles and one algorithm node per id."""
+def build_nodes(cfg: ExperimentConfig, recorder: Recorder, observer_hook=None, only: int | None = None):
+    """Everything but the runtime: graph, roles, profiles and one algorithm node per id.
+
+    ``only=k`` builds node ``k`` alone (a real-mode process); the split is still drawn for all.
+    """
     streams = _streams(cfg.seed)
     graph = from_spec(cfg.topology, cfg.nodes, seed=streams["topology"])
     n = graph.number_of_nodes()
@@ -116,7 +119,7 @@ def build_nodes(cfg: ExperimentConfig, recorder: Recorder, observer_hook=None):
 
     mean_shard = np.mean([len(split[i][0]) for i in holders])
     contexts, nodes = {}, {}
-    for i in range(n):
+    for i in range(n) if only is None else [only]:
         learner = eval_train = val = None
         if roles[i] in algo.model_roles():
             if i in split:
@@ -174,11 +177,11 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
                      horizon=cfg.time_limit or 24 * 3600.0)
     observer.clock = lambda: world.now
     rounds = getattr(cfg.algorithm_params, "rounds", None) or cfg.train.epochs
-    total = len(reporters) * rounds
+    total = len(reporters) * (rounds + 1)  # epoch 0 is the starting point
     bar = None
     if show:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total or None, desc=f"{cfg.name} {cfg.algorithm}", unit="node-epoch", dynamic_ncols=True)
+        bar = tqdm(total=total or None, desc=f"{cfg.name} {cfg.algorithm}", unit="node-epoch", dynamic_ncols=True, mininterval=0.5)
         observer.progress = lambda: (bar.update(1), bar.set_postfix_str(f"sim {world.now:8.2f}s"))
     status, error = "finished", None
     t0 = time.perf_counter()

@@ -1,0 +1,30 @@
+"""pytest-benchmark suite: kernel throughput and one simulated DSGD round trip.
+
+Run by hand: ``pytest benchmarks/ --benchmark-only`` (not part of the default test run).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kernel_throughput import build  # noqa: E402
+
+from simbench.experiment.config import parse_config  # noqa: E402
+from simbench.experiment.run import run_experiment  # noqa: E402
+
+
+def test_kernel_gossip_1000_nodes(benchmark):
+    def go():
+        world = build(1000, 20)
+        world.run()
+        return world.kernel.events_processed
+    events = benchmark.pedantic(go, rounds=3, iterations=1)
+    benchmark.extra_info["events"] = events
+    benchmark.extra_info["events_per_s"] = events / benchmark.stats.stats.mean
+
+
+def test_quickstart_dsgd_run(benchmark, tmp_path):
+    cfg = parse_config({"nodes": 8, "train": {"epochs": 2, "batch_size": 16},
+                        "output": {"plot": False, "progress": False}})
+    benchmark.pedantic(lambda: run_experiment(cfg, tmp_path, progress=False), rounds=2, iterations=1)

@@ -1,0 +1,99 @@
+"""Classifier architectures used by the seeds: logistic regression, MLP, seed 002's Keras
+MNIST CNN and seed 003's GroupNorm ResNet."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _flat_dim(shape: tuple[int, ...]) -> int:
+    return int(math.prod(shape))
+
+
+def logistic(input_shape, num_classes):
+    """Seed 003's ``logistics``: flatten + one linear layer."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(_flat_dim(input_shape), num_classes))
+
+
+def mlp(input_shape, num_classes, hidden=(128,), drop_rate=0.0):
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = _flat_dim(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        if drop_rate:
+            layers.append(nn.Dropout(drop_rate))
+        width = int(h)
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def cnn(input_shape, num_classes, drop_rate=0.25, last_drop_rate=0.5):
+    """Keras' mnist_cnn.py (seed 002): conv32-3, conv64-3, maxpool 2, dropout, fc128, dropout, fc."""
+    c, h, w = input_shape
+    feat = 64 * ((h - 4) // 2) * ((w - 4) // 2)
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Dropout(drop_rate), nn.Flatten(), nn.Linear(feat, 128), nn.ReLU(), nn.Dropout(last_drop_rate),
+        nn.Linear(128, num_classes),
+    )
+
+
+def _gn(channels: int, group_channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(max(1, channels // group_channels), channels)
+
+
+class _Basic(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, cout, stride, gc, drop):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), _gn(cout, gc), nn.ReLU(),
+            nn.Dropout(drop) if drop else nn.Identity(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), _gn(cout, gc))
+        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _gn(cout, gc))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class _Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, mid, stride, gc, drop):
+        super().__init__()
+        cout = mid * 4
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), _gn(mid, gc), nn.ReLU(),
+            nn.Conv2d(mid, mid, 3, stride, 1, bias=False), _gn(mid, gc), nn.ReLU(),
+            nn.Dropout(drop) if drop else nn.Identity(),
+            nn.Conv2d(mid, cout, 1, bias=False), _gn(cout, gc))
+        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _gn(cout, gc))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+def resnet_gn(input_shape, num_classes, depth=18, width=64, group_channels=32, drop_rate=0.1, last_drop_rate=0.5):
+    """Seed 003's ResNet with GroupNorm (groups = channels // group_channels).
+
+    ``depth`` 18 uses basic blocks [2, 2, 2, 2]; 50 uses bottlenecks [3, 4, 6, 3].
+    ``drop_rate`` is dropout inside blocks, ``last_drop_rate`` before the classifier.
+    """
+    if depth not in (18, 50):
+        raise ValueError(f"depth must be 18 or 50, got {depth}")
+    block, counts = (_Basic, (2, 2, 2, 2)) if depth == 18 else (_Bottleneck, (3, 4, 6, 3))
+    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), _gn(width, group_channels), nn.ReLU()]
+    cin = width
+    for stage, n in enumerate(counts):
+        mid = width * 2**stage
+        for i in range(n):
+            layers.append(block(cin, mid, 2 if (i == 0 and stage > 0) else 1, group_channels, drop_rate))
+            cin = mid * block.expansion
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(last_drop_rate), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
