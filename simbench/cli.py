@@ -50,6 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("-o", "--output", default=None, help="PNG path (default: SOURCE.png)")
     show.add_argument("--seed", type=int, default=0)
     sub.add_parser("list", help="list algorithms, topologies, datasets and scenario knobs")
+    from .real.cli import add_parsers as add_real_parsers  # launch, node, merge (real processes)
+    add_real_parsers(sub)
+    mat = sub.add_parser("matrix", help="run a benchmark matrix (base config x axes) in parallel, resumably")
+    mat.add_argument("matrix", help="matrix YAML file (see benchmarks/matrices/)")
+    mat.add_argument("--out", default="results", help="results root; the matrix goes to OUT/<name>/ (default: results)")
+    mat.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field of every cell, e.g. --set train.epochs=1")
+    mat.add_argument("--workers", type=int, default=None, help="cells run at once (default: number of cores)")
+    mat.add_argument("--executor", default="local", choices=("local", "serial", "dask"),
+                     help="local worker processes (default), this process, or a Dask cluster")
+    mat.add_argument("--address", default=None, help="Dask scheduler, e.g. tcp://10.0.0.1:8786 (default: a LocalCluster)")
+    mat.add_argument("--keep-failed", action="store_true", help="do not redo cells that failed in an earlier run")
+    mat.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
+    mat.add_argument("--report", action="store_true", help="write the report when the matrix is done")
+    mat.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep = sub.add_parser("report", help="write report.md and figures for a matrix results directory")
+    rep.add_argument("results", help="a matrix results directory, e.g. results/decentralized")
+    rep.add_argument("--format", choices=("md", "html"), default="md")
     return p
 
 
@@ -75,6 +93,39 @@ def _cmd_run(args) -> int:
     return 0 if result.status == "finished" else 1
 
 
+def _cmd_matrix(args) -> int:
+    from .experiment.executors import make_executor
+    from .experiment.matrix import load_matrix, run_matrix
+
+    matrix = load_matrix(args.matrix, args.overrides)  # every cell is validated before anything runs
+    if args.dry_run:
+        for cell in matrix.cells:
+            print(f"{cell.id}  {cell.describe()}")
+        print(f"{len(matrix.cells)} cells; results would go to {Path(args.out) / matrix.name}")
+        return 0
+    executor = make_executor(args.executor, args.address, args.workers)
+    try:
+        result = run_matrix(matrix, args.out, executor=executor, retry_failed=not args.keep_failed,
+                            progress=not args.quiet, echo=print if args.quiet else None)
+    finally:
+        getattr(executor, "close", lambda: None)()
+    print(f"matrix {matrix.name}: {result.ran} cells run, {result.skipped} already done, {result.failed} failed; "
+          f"table: {result.root / 'cells.csv'}")
+    if args.report:
+        from .report.report import write_report
+        print(f"report: {write_report(result.root)}")
+    else:
+        print(f"next: simbench report {result.root}")
+    return 0 if result.failed == 0 else 1
+
+
+def _cmd_report(args) -> int:
+    from .report.report import write_report
+
+    print(f"wrote {write_report(args.results, args.format)}")
+    return 0
+
+
 def _cmd_topology(args) -> int:
     from .topology import build, describe, draw, load
 
@@ -93,13 +144,24 @@ def _cmd_topology(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .core.schema import ConfigError
 
+    if argv is None:  # a real command line (not a test calling main): tune malloc first
+        from ._malloc import reexec_with_malloc_env
+        reexec_with_malloc_env()
+
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command in ("launch", "node", "merge"):
+            from .real.cli import run as run_real
+            return run_real(args)
         if args.command == "topology" and args.topology_command == "show":
             return _cmd_topology(args)
+        if args.command == "matrix":
+            return _cmd_matrix(args)
+        if args.command == "report":
+            return _cmd_report(args)
         if args.command == "list":
             print(_catalogue())
             return 0
