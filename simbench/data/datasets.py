@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +61,15 @@ def _cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "simbench" / "data"
 
 
+def _read_only(path: Path) -> bool:
+    # The mode bits, not os.access: root passes os.access on folders meant to stay read-only.
+    return not (path.stat().st_mode & stat.S_IWUSR) or not os.access(path, os.W_OK)
+
+
 def _writable_root(root: Path, folder: str) -> Path:
     """``root`` if torchvision can write there, else a cache holding a copy of its archives."""
     raw = root / folder / "raw"
-    if not raw.is_dir() or os.access(raw, os.W_OK):
+    if not raw.is_dir() or not _read_only(raw):
         return root
     cache = _cache_dir()
     dest = cache / folder / "raw"

@@ -42,26 +42,25 @@ def dirichlet(labels: np.ndarray, n_nodes: int, alpha: float, rng: np.random.Gen
 def k_classes(labels: np.ndarray, n_nodes: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Each node gets samples of ``k`` classes (McMahan et al.'s shards).
 
-    Samples sorted by label are cut into ``n_nodes * k`` shards; shards are dealt so that a
-    node's k shards come from k different classes whenever the counts allow it.
+    Samples sorted by label (random order within a class) are cut into ``n_nodes * k``
+    shards; node ``perm[i]`` takes shards ``i, i + n, ..., i + (k-1) n``. Shards ``n`` apart
+    lie in different classes whenever each class spans at most ``n`` shards, which holds
+    for balanced labels since ``k <= num_classes``.
     """
     num_classes = len(np.unique(labels))
     if not 1 <= k <= num_classes:
         raise ValueError(f"classes_per_node must be in 1..{num_classes}, got {k}")
     shuffled = rng.permutation(len(labels))  # random order within each class
     order = shuffled[np.argsort(labels[shuffled], kind="stable")]
-    shards = np.array_split(order, n_nodes * k)
-    shard_class = [int(np.bincount(labels[s]).argmax()) if len(s) else -1 for s in shards]
-    free = list(rng.permutation(len(shards)))
-    parts: list[list[int]] = [[] for _ in range(n_nodes)]
-    for node in range(n_nodes):
-        taken: set[int] = set()
-        for _ in range(k):
-            pick = next((s for s in free if shard_class[s] not in taken), free[0])
-            free.remove(pick)
-            taken.add(shard_class[pick])
-            parts[node].extend(shards[pick].tolist())
-    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+    if (n_nodes * k) % num_classes == 0:  # cut every class into the same number of shards
+        per_class = n_nodes * k // num_classes
+        shards = [piece for c in np.unique(labels)
+                  for piece in np.array_split(order[labels[order] == c], per_class)]
+    else:
+        shards = np.array_split(order, n_nodes * k)
+    perm = rng.permutation(n_nodes)
+    parts = [np.concatenate([shards[i + j * n_nodes] for j in range(k)]) for i in range(n_nodes)]
+    return [np.sort(parts[int(np.flatnonzero(perm == node)[0])]).astype(np.int64) for node in range(n_nodes)]
 
 
 def shards_of(labels: np.ndarray, shard_size: int, n_nodes: int) -> list[np.ndarray]:
