@@ -39,19 +39,21 @@ class DSGDParams:
 
 
 def mix_seed(x: torch.Tensor, neighbours: list[torch.Tensor], weight: float) -> torch.Tensor:
-    """Seed 003's average: (weight * x + sum of neighbours) / (weight + count)."""
-    out = x.mul(weight)
+    """Seed 003's average: (weight * x + sum of neighbours) / (weight + count), into ``x``."""
+    if weight != 1.0:
+        x.mul_(weight)
     for y in neighbours:
-        out.add_(y)
-    return out.div_(weight + len(neighbours))
+        x.add_(y)
+    return x.div_(weight + len(neighbours))
 
 
 def mix_metropolis(x: torch.Tensor, neighbours: dict[int, torch.Tensor], w_row: dict[int, float]) -> torch.Tensor:
-    """x + sum_j W_ij (x_j - x) over the neighbours that were heard from."""
-    out = x.clone()
+    """x + sum_j W_ij (x_j - x) over the neighbours that were heard from, into ``x``."""
+    keep = 1.0 - sum(w_row[j] for j in neighbours)
+    x.mul_(keep)
     for j, y in neighbours.items():
-        out.add_(y - x, alpha=w_row[j])
-    return out
+        x.add_(y, alpha=w_row[j])
+    return x
 
 
 async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], timeout: float | None) -> dict[int, Message]:
@@ -93,16 +95,16 @@ class DSGDNode(Node):
         while self.round < total:
             r = self.round
             await self.local_step(rt)
-            x = learner.get_flat()
+            x = learner.flat_params()  # sending encodes a copy at once, so mixing may overwrite x
             msg = Message("params", {"round": r}, {"x": x})
             for j in rt.neighbors:
                 await rt.send(j, msg)
             got = await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout)
-            if p.mixing == "seed":
-                mixed = mix_seed(x, [m.tensors["x"] for m in got.values()], p.weight)
-            else:
-                mixed = mix_metropolis(x, {j: m.tensors["x"] for j, m in got.items()}, self.w_row)
-            learner.set_flat(mixed)
+            with torch.no_grad():
+                if p.mixing == "seed":
+                    mix_seed(x, [m.tensors["x"] for m in got.values()], p.weight)
+                else:
+                    mix_metropolis(x, {j: m.tensors["x"] for j, m in got.items()}, self.w_row)
             self.round += 1
             if self.round % spe == 0:
                 self.end_epoch(rt, self.round // spe)

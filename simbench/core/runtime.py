@@ -8,7 +8,8 @@ sockets). Node code never asks which one it has.
 
 Contract (checked by ``tests/test_runtime_conformance.py`` against both):
 
-* ``send`` hands the message to the network and returns without waiting for delivery.
+* ``send`` encodes the message at once (so the caller may overwrite the tensors it sent
+  as soon as ``send`` returns), hands it to the network and does not wait for delivery.
   Messages on one link arrive in the order they were sent, or not at all (loss, crash).
 * ``recv(timeout=, match=)`` returns the oldest queued message accepted by ``match``
   (a kind string, or a predicate), waiting for one if none is queued; it returns

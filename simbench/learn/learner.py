@@ -61,6 +61,11 @@ class Learner:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._sizes = [p.numel() for p in self.params]
         self.num_params = sum(self._sizes)
+        # Parameters live as views into one flat buffer, so mixing and sending parameters
+        # touch one contiguous vector instead of gathering and scattering every step.
+        self.flat = torch.cat([p.detach().reshape(-1) for p in self.params]) if self.params else torch.zeros(0)
+        for p, chunk in zip(self.params, torch.split(self.flat, self._sizes)):
+            p.data = chunk.view_as(p)
         self.optimizer = make_optimizer(self.params, optim)
         self.scheduler = (torch.optim.lr_scheduler.StepLR(self.optimizer, optim.step_size, optim.gamma)
                           if optim.scheduler == "StepLR" else None)
@@ -129,14 +134,16 @@ class Learner:
 
     # -- flat vectors ------------------------------------------------------------------
     def get_flat(self) -> torch.Tensor:
-        """All parameters in one fresh 1-D float32 tensor."""
-        return torch.cat([p.detach().reshape(-1) for p in self.params])
+        """All parameters in one fresh 1-D tensor (a copy)."""
+        return self.flat.clone()
+
+    def flat_params(self) -> torch.Tensor:
+        """The live flat parameter buffer: writing into it changes the model in place."""
+        return self.flat
 
     def set_flat(self, flat: torch.Tensor) -> None:
-        flat = flat.to(self.device)
         with torch.no_grad():
-            for p, chunk in zip(self.params, torch.split(flat, self._sizes)):
-                p.copy_(chunk.view_as(p))
+            self.flat.copy_(flat)
 
     def get_grad_flat(self) -> torch.Tensor:
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
