@@ -216,5 +216,7 @@ def _write(cfg, run_dir: Path, recorder: Recorder, status: str, error, sim_time:
     events, epochs = recorder.events_frame(), recorder.epochs_frame()
     if cfg.output.plot and len(epochs):
         from ..report.plots import plot_run
-        plot_run(epochs, events, run_dir / "test_acc.png", title=f"{cfg.name}: {cfg.algorithm} on {recorder.run_id}")
+        topo = cfg.topology.get("kind") or cfg.topology.get("file")
+        plot_run(epochs, events, run_dir / "test_acc.png",
+                 title=f"{cfg.name}: {cfg.algorithm} on {topo} ({cfg.nodes} nodes), {cfg.dataset.name} / {cfg.model.name}  [{recorder.run_id}]")
     return RunResult(recorder.run_id, run_dir, status, sim_time, wall, events, epochs)
