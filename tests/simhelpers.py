@@ -1,7 +1,14 @@
-"""Small builders for simulator stories: a world from a graph and a dict of node objects."""
+"""Small builders for simulator stories: a world from a graph and a dict of node objects.
+
+``make_world(graph, nodes, latency=0.005, bandwidth=10e6, step_time=0.1, ...)`` builds a
+:class:`SimWorld` with test defaults: no latency and unlimited bandwidth unless given, the
+default compute model unless a ComputeSpec field is given, an empty Scenario, node
+profiles drawn by ``node_profiles``, a recorder without wall-clock readings, seed 0.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import networkx as nx
@@ -11,20 +18,38 @@ from simbench.core.scenario import ComputeSpec, Dist, NetworkSpec, Scenario, nod
 from simbench.metrics.recorder import Recorder
 from simbench.sim.world import SimWorld
 
+_NET_FIELDS = {f.name for f in dataclasses.fields(NetworkSpec)}
+_COMPUTE_FIELDS = {f.name for f in dataclasses.fields(ComputeSpec)}
 
-def net(latency: float = 0.0, bandwidth: float = math.inf, **kw) -> NetworkSpec:
+
+def net(latency: float | Dist = 0.0, bandwidth: float = math.inf, **kw) -> NetworkSpec:
+    """A NetworkSpec; ``latency`` may be seconds or a Dist; up/downlinks default to ``bandwidth``."""
     lat = latency if isinstance(latency, Dist) else Dist("constant", value=latency)
     return NetworkSpec(latency=lat, bandwidth=bandwidth,
                        uplink=kw.pop("uplink", bandwidth), downlink=kw.pop("downlink", bandwidth), **kw)
 
 
 def make_world(graph: nx.Graph, nodes: dict, *, network: NetworkSpec | None = None,
-               compute: ComputeSpec | None = None, scenario: Scenario | None = None, seed: int = 0) -> SimWorld:
+               compute: ComputeSpec | None = None, scenario: Scenario | None = None, seed: int = 0,
+               roles: dict | None = None, **overrides) -> SimWorld:
+    """A SimWorld for a test; ``overrides`` are NetworkSpec or ComputeSpec fields."""
+    net_kw = {k: overrides.pop(k) for k in list(overrides) if k in _NET_FIELDS}
+    compute_kw = {k: overrides.pop(k) for k in list(overrides) if k in _COMPUTE_FIELDS}
+    if overrides:
+        raise TypeError(f"make_world: unknown overrides {sorted(overrides)}")
+    if network is not None and net_kw or compute is not None and compute_kw:
+        raise TypeError("make_world: pass a spec or its fields, not both")
     scenario = scenario or Scenario()
     n = graph.number_of_nodes()
-    return SimWorld(graph, nodes, roles={}, network=network or net(), compute=compute or ComputeSpec(),
-                    scenario=scenario, profiles=node_profiles(scenario, n, np.random.default_rng(seed)),
+    return SimWorld(graph, nodes, roles=roles or {}, network=network or net(**net_kw),
+                    compute=compute or ComputeSpec(**compute_kw), scenario=scenario,
+                    profiles=node_profiles(scenario, n, np.random.default_rng(seed)),
                     recorder=Recorder("test", wall_clock=False), seed=seed)
+
+
+def events(world: SimWorld, metric: str) -> list[tuple[float, object, float]]:
+    """``(time_s, node, value)`` of every recorded event named ``metric``."""
+    return [(t, node, value) for t, _wall, node, m, value in world.recorder.events if m == metric]
 
 
 class Idle:

@@ -16,6 +16,7 @@ lets one encoding be sent to many neighbours (``Message.encode`` caches it).
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -127,7 +128,7 @@ def parse_header(buf: bytes | bytearray | memoryview) -> tuple[str, int, dict, l
     try:
         header = json.loads(bytes(view[_PREFIX.size:end]))
         kind, src, meta, specs = header["k"], header["s"], header["m"], header["t"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # deeply nested JSON recurses
         raise WireError(f"unreadable header: {exc}") from None
     if not isinstance(kind, str) or not isinstance(src, int) or not isinstance(meta, dict) or not isinstance(specs, list):
         raise WireError("header fields have the wrong types")
@@ -148,19 +149,23 @@ def decode(buf: bytes | bytearray | memoryview, header: tuple | None = None) -> 
         try:
             name, dtype_name, shape = spec
             dtype = _DTYPES[dtype_name]
-            shape = [int(s) for s in shape]
+            if not isinstance(name, str) or not isinstance(shape, list) or any(type(s) is not int for s in shape):
+                raise TypeError
         except (ValueError, KeyError, TypeError):
             raise WireError(f"bad tensor spec {spec!r}") from None
         if any(s < 0 for s in shape):
             raise WireError(f"negative dimension in tensor {name!r}")
-        numel = int(np.prod(shape)) if shape else 1
+        numel = math.prod(shape)  # Python ints: np.prod would overflow silently
         nbytes = numel * _ITEMSIZE[dtype]
         if pos + nbytes > len(view):
             raise WireError(f"tensor {name!r} runs past the end of the message")
         raw = bytearray(view[pos:pos + nbytes])
-        tensors[name] = (
-            torch.frombuffer(raw, dtype=dtype).reshape(shape) if nbytes else torch.empty(shape, dtype=dtype)
-        )
+        try:
+            tensors[name] = (
+                torch.frombuffer(raw, dtype=dtype).reshape(shape) if nbytes else torch.empty(shape, dtype=dtype)
+            )
+        except (RuntimeError, TypeError, ValueError, OverflowError):  # e.g. an empty tensor with a 2**64 dimension
+            raise WireError(f"tensor {name!r} has an impossible shape {shape}") from None
         pos += nbytes
     if pos != len(view):
         raise WireError(f"{len(view) - pos} trailing bytes after the last tensor")

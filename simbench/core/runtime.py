@@ -24,7 +24,7 @@ Contract (checked by ``tests/test_runtime_conformance.py`` against both):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol, Union, runtime_checkable
+from typing import Any, Awaitable, Callable, MutableSequence, Protocol, Union, runtime_checkable
 
 import numpy as np
 
@@ -58,6 +58,15 @@ def matcher(match: Match) -> Callable[[Message], bool] | None:
         kinds = frozenset(match)
         return lambda m: m.kind in kinds
     raise TypeError(f"match must be a kind, a collection of kinds or a predicate, not {match!r}")
+
+
+def take_first(box: MutableSequence[Message], pred: Callable[[Message], bool] | None) -> Message | None:
+    """Remove and return the first message of ``box`` that ``pred`` accepts (any when None)."""
+    for i, m in enumerate(box):
+        if pred is None or pred(m):
+            del box[i]
+            return m
+    return None
 
 
 @runtime_checkable

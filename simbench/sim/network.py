@@ -251,6 +251,9 @@ class Network:
                 head = queue[0]
                 if head in self._flows:
                     self._flows.remove(head)
+                for t in queue:  # counted and logged like every other dropped message
+                    self.msgs_dropped += 1
+                    self._on_drop(src, dst, t.size, "sender_crashed")
                 queue.clear()
         if dropped:
             self._reallocate()

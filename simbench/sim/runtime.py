@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import numpy as np
 
 from ..core.message import Message, decode
-from ..core.runtime import Cost, Match, Work, matcher
+from ..core.runtime import Cost, Match, Work, matcher, take_first
 from ..core.scenario import NodeProfile
 from ..core.units import SECOND_TICKS, to_ticks
 from .kernel import Process, SimFuture, gather
@@ -54,7 +54,7 @@ class SimRuntime:
         self._straggler_rng = straggler_rng
         self._mailbox: deque[Message] = deque()
         self._waiters: list[list] = []  # [future, predicate, timeout handle]
-        self._procs: set[Process] = set()
+        self._procs: dict[Process, None] = {}  # insertion-ordered: kills run in spawn order (determinism)
         self.crashed = False
         self.compute_s = 0.0
 
@@ -63,7 +63,16 @@ class SimRuntime:
         return self.kernel.now / SECOND_TICKS
 
     async def sleep(self, seconds: float) -> None:
-        await self.kernel.timeout(to_ticks(seconds))
+        await self._hold(to_ticks(seconds))
+
+    async def _hold(self, ticks: int) -> None:
+        fut = SimFuture(self.kernel, "sleep")
+        handle = self.kernel.schedule(ticks, fut.set_result, None)
+        try:
+            await fut
+        finally:
+            if not fut.done:  # killed while waiting: its timer must not outlive it (and move the clock)
+                self.kernel.cancel(handle)
 
     # -- messages -------------------------------------------------------------------
     async def send(self, dst: int, msg: Message) -> None:
@@ -73,18 +82,21 @@ class SimRuntime:
 
     async def recv(self, timeout: float | None = None, match: Match = None) -> Message | None:
         pred = matcher(match)
-        box = self._mailbox
-        for i, m in enumerate(box):
-            if pred is None or pred(m):
-                del box[i]
-                return m
-        if timeout is not None and timeout <= 0:
-            return None
+        found = take_first(self._mailbox, pred)
+        if found is not None or (timeout is not None and timeout <= 0):
+            return found
         waiter = [SimFuture(self.kernel, ("recv", self.node_id, match)), pred, None]
         self._waiters.append(waiter)
         if timeout is not None:
             waiter[2] = self.kernel.schedule(to_ticks(timeout), self._expire, waiter)
-        return await waiter[0]
+        try:
+            return await waiter[0]
+        finally:
+            if not waiter[0].done and waiter in self._waiters:
+                # killed while waiting: withdraw, or this dead waiter would swallow the next message
+                self._waiters.remove(waiter)
+                if waiter[2] is not None:
+                    self.kernel.cancel(waiter[2])
 
     def _expire(self, waiter: list) -> None:
         if waiter in self._waiters:
@@ -109,7 +121,7 @@ class SimRuntime:
         seconds = self._cost_seconds(cost)
         if seconds > 0:
             self.compute_s += seconds
-            await self.kernel.timeout(to_ticks(seconds))
+            await self._hold(to_ticks(seconds))
         return result
 
     def _cost_seconds(self, cost: Cost) -> float:
@@ -138,8 +150,8 @@ class SimRuntime:
             coro.close()
             raise RuntimeError(f"node {self.node_id} is crashed and cannot spawn")
         proc = self.kernel.spawn(coro, f"node{self.node_id}.{name}")
-        self._procs.add(proc)
-        proc.done.add_waiter(lambda _f, p=proc: self._procs.discard(p))
+        self._procs[proc] = None
+        proc.done.add_waiter(lambda _f, p=proc: self._procs.pop(p, None))
         return SimTask(proc)
 
     async def gather(self, *tasks: SimTask) -> list[Any]:
@@ -160,7 +172,7 @@ class SimRuntime:
     # -- faults (driven by the world) ------------------------------------------------
     def start(self, main: Awaitable[Any]) -> Process:
         proc = self.kernel.spawn(self._main(main), f"node{self.node_id}")
-        self._procs.add(proc)
+        self._procs[proc] = None
         return proc
 
     async def _main(self, main: Awaitable[Any]) -> Any:

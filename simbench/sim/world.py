@@ -7,6 +7,7 @@ adding a fault or a node never shifts another stream.
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 from typing import Any, Mapping, Protocol
@@ -87,7 +88,12 @@ class SimWorld:
             if len(self._headers) > 4096:
                 self._headers.clear()
             hit = self._headers[id(payload)] = (payload, parse_header(payload))
-        return decode(payload, hit[1])
+        header = hit[1]
+        meta = header[2]
+        if any(isinstance(v, (list, dict)) for v in meta.values()):
+            # every receiver gets its own nested meta, as a fresh parse would give it
+            header = (header[0], header[1], copy.deepcopy(meta), *header[3:])
+        return decode(payload, header)
 
     def _deliver(self, src: int, dst: int, payload: bytes) -> None:
         self.runtimes[dst].deliver(payload)
