@@ -2,18 +2,20 @@
 
 ``digits`` (scikit-learn's bundled 8×8 digits) and ``synthetic`` need no network.
 ``mnist``, ``fashion_mnist`` and ``cifar10`` load through torchvision from a data root:
-``root`` argument > ``$SIMBENCH_DATA`` > ``~/.cache/simbench/data``, downloading when
-online. A read-only root that holds torchvision's archives (``MNIST/raw/*.gz``) is
-copied to a writable cache (``$SIMBENCH_CACHE`` or ``~/.cache/simbench/data``) once, where
-torchvision verifies and unpacks it with no network.
+``root`` argument > ``$SIMBENCH_DATA`` > ``~/.cache/simbench/data``. A root that holds
+torchvision's unpacked files is read in place, even when read-only. A read-only root that
+holds only the archives (``MNIST/raw/*.gz``) is copied once to a writable cache
+(``$SIMBENCH_CACHE`` or ``~/.cache/simbench/data``), where torchvision checks their MD5s
+and unpacks them with no network.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import stat
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +25,22 @@ import torch
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic")
 
 _TORCHVISION = {
-    # name: (torchvision class name, folder, mean, std)
+    # name: (torchvision class name, folder under the root, per-channel mean, per-channel std)
     "mnist": ("MNIST", "MNIST", (0.1307,), (0.3081,)),
     "fashion_mnist": ("FashionMNIST", "FashionMNIST", (0.2860,), (0.3530,)),
     "cifar10": ("CIFAR10", "cifar-10-batches-py", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
+_EMBEDDED = ("digits", "synthetic")
 
 
 class DatasetError(ValueError):
-    """A data set cannot be found or loaded; one line saying where it looked."""
+    """A data set cannot be named, found or loaded; the message is one line."""
 
 
 @dataclass(frozen=True)
 class Dataset:
+    """Normalised train/test tensors of one data set, shared by every node of a run."""
+
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -45,12 +50,25 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, e.g. ``(1, 28, 28)``."""
         return tuple(self.x_train.shape[1:])
 
 
+# -- roots and the writable cache --------------------------------------------------------
 def resolve_root(root: str | os.PathLike | None) -> Path:
-    """The data root: argument, else $SIMBENCH_DATA, else ~/.cache/simbench/data."""
-    if root is not None:
+    """The data root to use.
+
+    Parameters
+    ----------
+    root : str, path or None
+        Explicit root; wins when given.
+
+    Returns
+    -------
+    Path
+        ``root``, else ``$SIMBENCH_DATA``, else ``~/.cache/simbench/data``.
+    """
+    if root is not None and str(root) != "":
         return Path(root).expanduser()
     env = os.environ.get("SIMBENCH_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "simbench" / "data"
@@ -61,61 +79,96 @@ def _cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "simbench" / "data"
 
 
-def _read_only(path: Path) -> bool:
-    # The mode bits, not os.access: root passes os.access on folders meant to stay read-only.
-    return not (path.stat().st_mode & stat.S_IWUSR) or not os.access(path, os.W_OK)
+def _writable(path: Path) -> bool:
+    """Whether files may be created at ``path`` (or, if missing, at its nearest ancestor)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    # Mode bits as well as os.access: root passes os.access on folders meant to stay read-only.
+    return bool(path.stat().st_mode & stat.S_IWUSR) and os.access(path, os.W_OK)
 
 
-def _writable_root(root: Path, folder: str) -> Path:
-    """``root`` if torchvision can write there, else a cache holding a copy of its archives."""
-    raw = root / folder / "raw"
-    if not raw.is_dir() or not _read_only(raw):
-        return root
+def _archives(cls, root: Path, folder: str) -> list[Path]:
+    """The archives torchvision would download for ``cls``, where it expects them under ``root``."""
+    if hasattr(cls, "resources"):  # the MNIST family: several .gz files in <folder>/raw
+        return [root / folder / "raw" / fname for fname, _md5 in cls.resources]
+    if hasattr(cls, "filename"):  # CIFAR: one tarball next to its folder
+        return [root / cls.filename]
+    return []
+
+
+def _copy_to_cache(files: list[Path], root: Path) -> Path:
+    """Copy ``files`` (paths under ``root``) to the writable cache, keeping their layout."""
     cache = _cache_dir()
-    dest = cache / folder / "raw"
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in raw.iterdir():
-        target = dest / f.name
-        if f.is_file() and (not target.exists() or target.stat().st_size != f.stat().st_size):
-            shutil.copyfile(f, target)
+    for src in files:
+        dest = cache / src.relative_to(root)
+        if dest.exists() and dest.stat().st_size == src.stat().st_size:
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)  # atomic, so a parallel loader never sees half a file
     return cache
 
 
-def _subset(n: int, k: int | None, seed: int) -> np.ndarray | None:
-    if k is None or k >= n:
-        return None
-    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+# -- tensor conversion -------------------------------------------------------------------
+def _standardise_(x: torch.Tensor, mean, std) -> torch.Tensor:
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    x.sub_(torch.tensor(mean, dtype=x.dtype).view(shape)).div_(torch.tensor(std, dtype=x.dtype).view(shape))
+    return x
 
 
-def _standardise(x: torch.Tensor, mean, std) -> torch.Tensor:
-    mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - mean) / std
+def _images_to_tensor(data, mean, std) -> torch.Tensor:
+    """uint8 N×H×W or N×H×W×C images to a normalised float32 N×C×H×W tensor, in one go."""
+    x = torch.as_tensor(np.asarray(data)).to(torch.float32).div_(255.0)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    return _standardise_(x.contiguous(), mean, std)
 
 
+# -- the loaders -------------------------------------------------------------------------
 def _digits(seed: int) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]  # pixel values are 0..16
     xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=seed, stratify=d.target)
-    mean, std = float(xtr.mean()), float(xtr.std())
-    t = lambda a: torch.from_numpy((a - mean) / std).float()  # noqa: E731
+    mean, std = float(xtr.mean()), float(xtr.std())  # training statistics only: no test leakage
+
+    def t(a):
+        return torch.from_numpy(((a - mean) / std).astype(np.float32))
+
     return Dataset("digits", t(xtr), torch.from_numpy(ytr).long(), t(xte), torch.from_numpy(yte).long(), 10)
 
 
-def _synthetic(seed: int) -> Dataset:
-    """Ten Gaussian classes in 20 dimensions: a convex-friendly problem for tests."""
+def _synthetic(seed: int, classes: int = 10, dim: int = 20, n_train: int = 4000, n_test: int = 1000) -> Dataset:
+    """Gaussian classes around random centres: a convex-friendly problem for tests."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 1.5, size=(10, 20))
+    centres = rng.normal(0.0, 1.5, size=(classes, dim))
+
     def draw(n):
-        y = rng.integers(0, 10, size=n)
-        return (centres[y] + rng.normal(0, 1.0, size=(n, 20))).astype(np.float32), y
-    xtr, ytr = draw(4000)
-    xte, yte = draw(1000)
-    return Dataset("synthetic", torch.from_numpy(xtr), torch.from_numpy(ytr).long(),
-                   torch.from_numpy(xte), torch.from_numpy(yte).long(), 10)
+        y = rng.integers(0, classes, size=n)
+        x = centres[y] + rng.normal(0.0, 1.0, size=(n, dim))
+        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y).long()
+
+    xtr, ytr = draw(n_train)
+    xte, yte = draw(n_test)
+    return Dataset("synthetic", xtr, ytr, xte, yte, classes)
+
+
+def _open_torchvision(cls, root: Path, folder: str, download: bool):
+    """Both splits of ``cls``; reads unpacked files in place, else unpacks or downloads."""
+    try:  # already unpacked: works on read-only roots, never goes online
+        return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+    except RuntimeError:
+        pass
+    archives = _archives(cls, root, folder)
+    local = bool(archives) and all(p.is_file() for p in archives)
+    base = root
+    if not _writable(archives[0].parent if archives else root):
+        base = _copy_to_cache(archives, root) if local else _cache_dir()
+    # With every archive at hand, torchvision's "download" only checks MD5s and unpacks.
+    fetch = download or local
+    return cls(str(base), train=True, download=fetch), cls(str(base), train=False, download=fetch)
 
 
 def _torchvision(name: str, root: Path, download: bool) -> Dataset:
@@ -123,55 +176,104 @@ def _torchvision(name: str, root: Path, download: bool) -> Dataset:
 
     cls_name, folder, mean, std = _TORCHVISION[name]
     cls = getattr(torchvision.datasets, cls_name)
-    base = _writable_root(root, folder)
     try:
-        train = cls(str(base), train=True, download=download)
-        test = cls(str(base), train=False, download=download)
+        train, test = _open_torchvision(cls, root, folder, download)
     except (RuntimeError, OSError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        how = "download failed" if download else "download is off"
         raise DatasetError(
-            f"dataset {name}: not found under {root} ({str(exc).splitlines()[0]}); set dataset.root or SIMBENCH_DATA "
-            f"to a folder holding {folder}/"
+            f"dataset {name}: no usable {folder}/ under {root} or the cache {_cache_dir()} ({how}: {reason}); "
+            f"set dataset.root or SIMBENCH_DATA to a folder holding {folder}/"
         ) from None
-
-    def tensors(ds):
-        data = torch.as_tensor(np.asarray(ds.data))
-        x = data.float().div_(255.0)
-        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-        return _standardise(x, mean, std).contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()
-
-    xtr, ytr = tensors(train)
-    xte, yte = tensors(test)
-    return Dataset(name, xtr, ytr, xte, yte, 10)
+    num_classes = len(getattr(train, "classes", ())) or 10
+    return Dataset(name, _images_to_tensor(train.data, mean, std), torch.as_tensor(np.asarray(train.targets)).long(),
+                   _images_to_tensor(test.data, mean, std), torch.as_tensor(np.asarray(test.targets)).long(),
+                   num_classes)
 
 
-@functools.lru_cache(maxsize=8)
-def _load_full(name: str, root: str, download: bool, seed: int) -> Dataset:
-    if name == "digits":
-        return _digits(seed)
-    if name == "synthetic":
-        return _synthetic(seed)
-    return _torchvision(name, Path(root), download)
+# Converted data sets per (name, root, seed): many nodes and runs in one process share one
+# copy. ``download`` is not part of the key: it only decides how a miss may be filled.
+_CACHE: OrderedDict[tuple, Dataset] = OrderedDict()
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
 
 
-def load_dataset(name: str, root: str | None = None, *, download: bool = True, seed: int = 0,
+def _load_full(name: str, root: Path, download: bool, seed: int) -> Dataset:
+    key = (name, str(root), seed)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        if name == "digits":
+            data = _digits(seed)
+        elif name == "synthetic":
+            data = _synthetic(seed)
+        else:
+            data = _torchvision(name, root, download)
+        _CACHE[key] = data
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return data
+
+
+def _stratified_subset(labels: torch.Tensor, k: int | None, seed: int, what: str) -> torch.Tensor | None:
+    """Indices of ``k`` samples whose class shares follow the full set's, seeded; None for all."""
+    n = len(labels)
+    if k is None or k >= n:
+        return None
+    if k < 1:
+        raise DatasetError(f"{what} must be >= 1, got {k}")
+    lab = labels.numpy()
+    perm = np.random.default_rng(seed).permutation(n)
+    shuffled = lab[perm]
+    counts = np.bincount(shuffled)
+    starts = np.cumsum(counts) - counts
+    by_class = np.argsort(shuffled, kind="stable")
+    rank = np.empty(n, dtype=np.float64)
+    rank[by_class] = np.arange(n) - np.repeat(starts, counts)
+    # Take samples in order of their position within their class, as a fraction of the
+    # class: every class is drawn at the same rate, so the subset keeps the proportions.
+    quantile = (rank + 0.5) / counts[shuffled]
+    chosen = perm[np.argsort(quantile, kind="stable")[:k]]
+    return torch.from_numpy(np.sort(chosen))
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = True, seed: int = 0,
                  max_train: int | None = None, max_test: int | None = None) -> Dataset:
-    """Load data set ``name`` (see :data:`DATASETS`) as normalised tensors.
+    """Load data set ``name`` as normalised float32 tensors.
 
     Parameters
     ----------
-    name : one of ``DATASETS``
-    root : data root for torchvision data sets (see :func:`resolve_root`)
-    download : let torchvision download missing files
-    seed : seed of the embedded sets' train/test split and of the subsets
-    max_train, max_test : keep a seeded random subset of this size
+    name : str
+        One of :data:`DATASETS`.
+    root : str or path, optional
+        Data root of the torchvision data sets (see :func:`resolve_root`).
+    download : bool
+        Let torchvision download missing files (needs network).
+    seed : int
+        Seed of the embedded sets (``digits`` split, ``synthetic`` draw) and of the subsets.
+    max_train, max_test : int, optional
+        Keep a seeded, class-stratified subset of this many samples.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        Unknown name, or files missing where download is impossible.
     """
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    full = _load_full(name, str(resolve_root(root)), download, seed if name in ("digits", "synthetic") else 0)
-    tr = _subset(len(full.y_train), max_train, seed)
-    te = _subset(len(full.y_test), max_test, seed + 1)
+    full = _load_full(name, resolve_root(root), download, seed if name in _EMBEDDED else 0)
+    tr = _stratified_subset(full.y_train, max_train, seed, "max_train")
+    te = _stratified_subset(full.y_test, max_test, seed + 1, "max_test")
     if tr is None and te is None:
         return full
-    pick = lambda x, idx: x if idx is None else x[torch.from_numpy(idx)]  # noqa: E731
+
+    def pick(t, idx):
+        return t if idx is None else t[idx]
+
     return Dataset(full.name, pick(full.x_train, tr), pick(full.y_train, tr), pick(full.x_test, te),
                    pick(full.y_test, te), full.num_classes)

@@ -4,6 +4,7 @@ vectors and call its steps through ``rt.compute``."""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """Optimizer, L2 term and learning-rate schedule of every learner in a run."""
+
     name: str = "sgd"
     """``sgd`` or ``adam``."""
     lr: float = 0.05
@@ -31,27 +34,73 @@ class OptimConfig:
     gamma: float = 0.9
 
 
+# FLOPs of one training step per (model class, parameter shapes, input shape, batch size):
+# counting runs a real forward/backward, so 64 identical learners count once.
 _FLOPS: dict[tuple, float] = {}
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The torch optimizer ``cfg`` names, over ``params``.
+
+    Parameters
+    ----------
+    params : iterable of tensors
+    cfg : OptimConfig
+
+    Returns
+    -------
+    torch.optim.Optimizer
+
+    Raises
+    ------
+    ValueError
+        Unknown optimizer name.
+    """
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name!r}; allowed: sgd, adam")
 
 
-class Learner:
-    """A model trained on one node's shard with minibatch SGD/Adam.
+def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig):
+    if cfg.scheduler == "none":
+        return None
+    if cfg.scheduler == "StepLR":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; allowed: none, StepLR")
 
-    Batches are drawn without replacement within an epoch from a per-learner seeded
-    permutation, so two learners with the same seed see the same batches.
+
+class Learner:
+    """A model trained on one node's shard with minibatch SGD or Adam.
+
+    Parameters and gradients live as views into two flat buffers, so reading, writing and
+    mixing them touches one contiguous vector each. Batches are drawn without replacement
+    within an epoch from a per-learner seeded permutation: two learners with the same seed
+    see the same batches.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x, y : torch.Tensor
+        The shard (may be gathered views of a shared data set).
+    batch_size : int
+    optim : OptimConfig
+    seed : int
+        Seed of the batch order.
+    device : str or torch.device
+    x_val, y_val : torch.Tensor, optional
+        A validation split, kept for the algorithms.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
-                 optim: OptimConfig, seed: int, device: str = "cpu", x_val=None, y_val=None) -> None:
+                 optim: OptimConfig, seed: int, device: str | torch.device = "cpu", x_val=None, y_val=None) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(x) != len(y):
+            raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.x, self.y = x.to(self.device), y.to(self.device)
@@ -60,35 +109,59 @@ class Learner:
         self.optim_cfg = optim
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._sizes = [p.numel() for p in self.params]
-        self.num_params = sum(self._sizes)
-        # Parameters live as views into one flat buffer, so mixing and sending parameters
-        # touch one contiguous vector instead of gathering and scattering every step.
-        self.flat = torch.cat([p.detach().reshape(-1) for p in self.params]) if self.params else torch.zeros(0)
-        for p, chunk in zip(self.params, torch.split(self.flat, self._sizes)):
-            p.data = chunk.view_as(p)
+        self.num_params = int(sum(self._sizes))
+        self.flat, self._grad_buffer, self._grad_views = self._flatten_params()
         self.optimizer = make_optimizer(self.params, optim)
-        self.scheduler = (torch.optim.lr_scheduler.StepLR(self.optimizer, optim.step_size, optim.gamma)
-                          if optim.scheduler == "StepLR" else None)
+        self.scheduler = _make_scheduler(self.optimizer, optim)
         self.loss_fn = nn.CrossEntropyLoss()
         self._gen = torch.Generator().manual_seed(int(seed) % (2**63))
-        self._perm = torch.empty(0, dtype=torch.long)
+        self._perm = torch.empty(0, dtype=torch.long, device=self.device)
         self._pos = 0
         self.steps_done = 0
 
-    # -- data ---------------------------------------------------------------------
+    def _flatten_params(self):
+        """Re-home every parameter and its gradient into one flat buffer each."""
+        dtype = self.params[0].dtype if self.params else torch.float32
+        flat = torch.empty(self.num_params, dtype=dtype, device=self.device)
+        grad = torch.zeros(self.num_params, dtype=dtype, device=self.device)
+        views = []
+        offset = 0
+        for p, n in zip(self.params, self._sizes):
+            flat[offset:offset + n].copy_(p.detach().reshape(-1))
+            p.data = flat[offset:offset + n].view_as(p)
+            # Autograd accumulates in place into an existing .grad, so backward fills the buffer.
+            p.grad = grad[offset:offset + n].view_as(p)
+            views.append(p.grad)
+            offset += n
+        return flat, grad, views
+
+    def _relink_grads(self) -> None:
+        # Someone (e.g. model.zero_grad()) may have replaced or dropped a .grad; point it
+        # back into the flat buffer. An identity check per parameter is cheap.
+        for p, g in zip(self.params, self._grad_views):
+            if p.grad is not g:
+                if p.grad is not None:
+                    g.copy_(p.grad)
+                p.grad = g
+
+    # -- data ----------------------------------------------------------------------------
     @property
     def num_samples(self) -> int:
+        """Samples in the shard."""
         return len(self.y)
 
     @property
     def steps_per_epoch(self) -> int:
+        """``ceil(num_samples / batch_size)`` (at least 1)."""
         return max(1, math.ceil(self.num_samples / self.batch_size))
 
     @property
     def epoch(self) -> float:
+        """Epochs done, as a fraction: ``steps_done / steps_per_epoch``."""
         return self.steps_done / self.steps_per_epoch
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next minibatch; a new seeded permutation starts each epoch (last batch may be smaller)."""
         if self._pos >= len(self._perm):
             self._perm = torch.randperm(self.num_samples, generator=self._gen).to(self.device)
             self._pos = 0
@@ -96,22 +169,31 @@ class Learner:
         self._pos += self.batch_size
         return self.x[idx], self.y[idx]
 
-    # -- steps -------------------------------------------------------------------------
-    def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        loss = self.loss_fn(self.model(xb), yb)
-        if self.optim_cfg.l2_lambda:
-            loss = loss + 0.5 * self.optim_cfg.l2_lambda * sum(p.pow(2).sum() for p in self.params)
-        return loss
-
+    # -- steps -----------------------------------------------------------------------------
     def compute_grad(self) -> float:
-        """One minibatch forward/backward; gradients are left in ``.grad``."""
-        self.model.train()
+        """One minibatch forward and backward; gradients are left in ``.grad``.
+
+        Returns
+        -------
+        float
+            The minibatch loss (cross-entropy plus the L2 term).
+        """
+        if not self.model.training:
+            self.model.train()
         xb, yb = self.next_batch()
-        self.optimizer.zero_grad(set_to_none=False)
-        loss = self._loss(xb, yb)
+        self._relink_grads()
+        self._grad_buffer.zero_()
+        loss = self.loss_fn(self.model(xb), yb)
         loss.backward()
+        loss = loss.detach()
+        lam = self.optim_cfg.l2_lambda
+        if lam:
+            # d/dw (lam/2 ||w||^2) = lam * w: one fused op on the flat buffers instead of a
+            # graph over every parameter.
+            self._grad_buffer.add_(self.flat, alpha=lam)
+            loss = loss + 0.5 * lam * torch.dot(self.flat, self.flat)
         self.steps_done += 1
-        return float(loss.detach())
+        return float(loss)
 
     def apply_update(self) -> None:
         """Optimizer step (and scheduler step) with the current ``.grad``."""
@@ -120,19 +202,28 @@ class Learner:
             self.scheduler.step()
 
     def train_step(self) -> float:
+        """One minibatch: gradients, optimizer step, scheduler step.
+
+        Returns
+        -------
+        float
+            The minibatch loss before the update.
+        """
         loss = self.compute_grad()
         self.apply_update()
         return loss
 
     @property
     def lr(self) -> float:
+        """The current learning rate (of the first parameter group)."""
         return self.optimizer.param_groups[0]["lr"]
 
     def set_lr(self, lr: float) -> None:
+        """Set the learning rate of every parameter group."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = float(lr)
 
-    # -- flat vectors ------------------------------------------------------------------
+    # -- flat vectors ------------------------------------------------------------------------
     def get_flat(self) -> torch.Tensor:
         """All parameters in one fresh 1-D tensor (a copy)."""
         return self.flat.clone()
@@ -142,51 +233,87 @@ class Learner:
         return self.flat
 
     def set_flat(self, flat: torch.Tensor) -> None:
+        """Copy ``flat`` (1-D, ``num_params`` long) into the parameters in place."""
         with torch.no_grad():
             self.flat.copy_(flat)
 
     def get_grad_flat(self) -> torch.Tensor:
-        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
+        """All gradients in one fresh 1-D tensor (a copy)."""
+        self._relink_grads()
+        return self._grad_buffer.clone()
 
     def set_grad_flat(self, flat: torch.Tensor) -> None:
-        flat = flat.to(self.device)
-        for p, chunk in zip(self.params, torch.split(flat, self._sizes)):
-            if p.grad is None:
-                p.grad = chunk.view_as(p).clone()
-            else:
-                p.grad.copy_(chunk.view_as(p))
+        """Copy ``flat`` into the gradients, e.g. before :meth:`apply_update`."""
+        self._relink_grads()
+        self._grad_buffer.copy_(flat)
+
+    def layer_slices(self) -> list[tuple[str, int, int, str]]:
+        """``(name, start, stop, kind)`` of every parameter tensor in the flat vector, in order.
+
+        ``kind`` is ``conv`` for parameters of convolution modules, else ``fc`` (the bin
+        classes of AdaComp).
+        """
+        kinds = {}
+        for mname, module in self.model.named_modules():
+            kind = "conv" if isinstance(module, nn.modules.conv._ConvNd) else "fc"
+            for pname, p in module.named_parameters(recurse=False):
+                kinds[id(p)] = (f"{mname}.{pname}" if mname else pname, kind)
+        out, offset = [], 0
+        for p, n in zip(self.params, self._sizes):
+            name, kind = kinds.get(id(p), (f"param{len(out)}", "fc"))
+            out.append((name, offset, offset + n, kind))
+            offset += n
+        return out
 
     def named_tensors(self) -> dict[str, torch.Tensor]:
+        """Parameter name -> detached view (shares memory with the model)."""
         return {n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
 
-    # -- cost and evaluation ---------------------------------------------------------
+    # -- cost and evaluation -----------------------------------------------------------------
     def flops_per_step(self) -> float:
-        """Forward + backward FLOPs of one training step (counted once per model shape)."""
+        """Forward + backward FLOPs of one training step at this batch size.
+
+        Counted once per (model class, parameter shapes, input shape, batch size) on a copy
+        of the model, so the learner's gradients and the global random state are untouched.
+        """
         key = (type(self.model).__name__, tuple(tuple(p.shape) for p in self.params),
                tuple(self.x.shape[1:]), self.batch_size)
         if key not in _FLOPS:
-            xb = torch.zeros((self.batch_size, *self.x.shape[1:]), device=self.device)
-            yb = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
-            state = [p.grad for p in self.params]
-            counter = FlopCounterMode(display=False)
-            with counter:
-                self.loss_fn(self.model(xb), yb).backward()
-            for p, g in zip(self.params, state):
-                p.grad = g
-            _FLOPS[key] = float(counter.get_total_flops())
+            _FLOPS[key] = self._count_flops()
         return _FLOPS[key]
+
+    def _count_flops(self) -> float:
+        model = copy.deepcopy(self.model).train()
+        xb = torch.zeros((self.batch_size, *self.x.shape[1:]), dtype=self.x.dtype, device=self.device)
+        yb = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
+        counter = FlopCounterMode(display=False)
+        with torch.random.fork_rng(devices=[]), counter:  # dropout draws from the global RNG
+            self.loss_fn(model(xb), yb).backward()
+        return float(counter.get_total_flops())
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> tuple[float, float]:
-        """(mean loss, accuracy) in eval mode."""
+        """Mean loss and accuracy on ``(x, y)`` in eval mode; the train/eval mode is restored.
+
+        Parameters
+        ----------
+        x, y : torch.Tensor
+        batch_size : int
+            Samples per forward pass (bounds memory).
+
+        Returns
+        -------
+        (loss, accuracy) : tuple of float
+        """
         was_training = self.model.training
         self.model.eval()
-        total_loss, correct = 0.0, 0
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         for lo in range(0, len(y), batch_size):
             xb, yb = x[lo:lo + batch_size].to(self.device), y[lo:lo + batch_size].to(self.device)
             out = self.model(xb)
-            total_loss += float(nn.functional.cross_entropy(out, yb, reduction="sum"))
-            correct += int((out.argmax(dim=1) == yb).sum())
+            total_loss += nn.functional.cross_entropy(out, yb, reduction="sum").double()
+            correct += (out.argmax(dim=1) == yb).sum()
         self.model.train(was_training)
         n = max(1, len(y))
-        return total_loss / n, correct / n
+        return float(total_loss) / n, int(correct) / n

@@ -13,12 +13,39 @@ def _flat_dim(shape: tuple[int, ...]) -> int:
     return int(math.prod(shape))
 
 
+def _rate(name: str, value) -> float:
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
 def logistic(input_shape, num_classes):
-    """Seed 003's ``logistics``: flatten + one linear layer."""
+    """Seed 003's ``logistics``: flatten + one linear layer (multinomial logistic regression).
+
+    Parameters
+    ----------
+    input_shape : tuple
+        Shape of one sample.
+    num_classes : int
+    """
     return nn.Sequential(nn.Flatten(), nn.Linear(_flat_dim(input_shape), num_classes))
 
 
 def mlp(input_shape, num_classes, hidden=(128,), drop_rate=0.0):
+    """Flatten, then ``Linear + ReLU (+ Dropout)`` per hidden size, then a linear classifier.
+
+    Parameters
+    ----------
+    input_shape : tuple
+    num_classes : int
+    hidden : sequence of int
+        Hidden layer widths.
+    drop_rate : float
+        Dropout after each hidden layer (0 = none).
+    """
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    drop_rate = _rate("drop_rate", drop_rate)
     layers: list[nn.Module] = [nn.Flatten()]
     width = _flat_dim(input_shape)
     for h in hidden:
@@ -31,7 +58,23 @@ def mlp(input_shape, num_classes, hidden=(128,), drop_rate=0.0):
 
 
 def cnn(input_shape, num_classes, drop_rate=0.25, last_drop_rate=0.5):
-    """Keras' mnist_cnn.py (seed 002): conv32-3, conv64-3, maxpool 2, dropout, fc128, dropout, fc."""
+    """Keras' mnist_cnn.py (seed 002): conv32-3, conv64-3, maxpool 2, dropout, fc128, dropout, fc.
+
+    1,199,882 parameters on ``(1, 28, 28)`` input with 10 classes.
+
+    Parameters
+    ----------
+    input_shape : tuple
+        ``(C, H, W)`` with ``H, W >= 6``.
+    num_classes : int
+    drop_rate : float
+        Dropout after the pooling.
+    last_drop_rate : float
+        Dropout before the last layer.
+    """
+    if len(input_shape) != 3 or min(input_shape[1:]) < 6:
+        raise ValueError(f"cnn needs (C, H, W) input with H, W >= 6, got {tuple(input_shape)}")
+    drop_rate, last_drop_rate = _rate("drop_rate", drop_rate), _rate("last_drop_rate", last_drop_rate)
     c, h, w = input_shape
     feat = 64 * ((h - 4) // 2) * ((w - 4) // 2)
     return nn.Sequential(
@@ -42,7 +85,12 @@ def cnn(input_shape, num_classes, drop_rate=0.25, last_drop_rate=0.5):
 
 
 def _gn(channels: int, group_channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(max(1, channels // group_channels), channels)
+    """GroupNorm with about ``channels // group_channels`` groups; GroupNorm needs a divisor
+    of ``channels``, so take the largest one not above that."""
+    groups = max(1, channels // group_channels)
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
 
 
 class _Basic(nn.Module):
@@ -80,13 +128,29 @@ class _Bottleneck(nn.Module):
 
 
 def resnet_gn(input_shape, num_classes, depth=18, width=64, group_channels=32, drop_rate=0.1, last_drop_rate=0.5):
-    """Seed 003's ResNet with GroupNorm (groups = channels // group_channels).
+    """Seed 003's ResNet with GroupNorm in place of BatchNorm, CIFAR-style 3×3 stem.
 
-    ``depth`` 18 uses basic blocks [2, 2, 2, 2]; 50 uses bottlenecks [3, 4, 6, 3].
-    ``drop_rate`` is dropout inside blocks, ``last_drop_rate`` before the classifier.
+    Parameters
+    ----------
+    input_shape : tuple
+        ``(C, H, W)``.
+    num_classes : int
+    depth : {18, 50}
+        18 uses basic blocks [2, 2, 2, 2]; 50 uses bottlenecks [3, 4, 6, 3].
+    width : int
+        Channels of the stem and first stage (64 in the seed; tests use 8).
+    group_channels : int
+        Channels per GroupNorm group (groups = channels // group_channels).
+    drop_rate : float
+        Dropout inside each block.
+    last_drop_rate : float
+        Dropout before the classifier.
     """
     if depth not in (18, 50):
         raise ValueError(f"depth must be 18 or 50, got {depth}")
+    if len(input_shape) != 3 or int(width) < 1 or int(group_channels) < 1:
+        raise ValueError("resnet_gn needs (C, H, W) input, width >= 1 and group_channels >= 1")
+    drop_rate, last_drop_rate = _rate("drop_rate", drop_rate), _rate("last_drop_rate", last_drop_rate)
     block, counts = (_Basic, (2, 2, 2, 2)) if depth == 18 else (_Bottleneck, (3, 4, 6, 3))
     layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), _gn(width, group_channels), nn.ReLU()]
     cin = width
