@@ -1,0 +1,268 @@
+"""Run one node of a real run in this process: build it, meet the others, run, write rows.
+
+Steps: find this node's place (hosts file or torchrun/SLURM environment), load the
+config with ``nodes`` set to the number of processes, build this node alone with
+:func:`simbench.experiment.run.build_nodes`, bind its socket, meet the others at the
+rendezvous (addresses, ready barrier, common start instant), run the algorithm's
+``run(rt)`` on a :class:`RealRuntime`, then write ``<run_dir>/nodes/<id>/`` (events.csv,
+epochs.csv, status.json and per-epoch parameter snapshots for the average-model rows).
+
+A node stops when its algorithm returns, when the config's ``time_limit`` passes
+(status ``time_limit``), on SIGINT/SIGTERM (``interrupted``), on an error (``error``,
+traceback on stderr) or at a scheduled crash: then it writes its rows and leaves with
+``os._exit(EXIT_CRASHED)`` at once, as a machine that dies would, leaving its peers to
+notice through timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .transport import DEFAULT_MAX_SIZE, INSECURE_KEY, Address, ClusterKeyError, is_loopback, load_cluster_key, run_key
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CRASHED = 75
+"""A scheduled crash (scenario.crashes): expected, not a failure."""
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class NodeOptions:
+    """What ``simbench node`` is told on its command line."""
+
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    node_id: int | None = None
+    hosts: str | None = None
+    key_file: str | None = None
+    insecure: bool = False
+    max_size: int = DEFAULT_MAX_SIZE
+    out: str | None = None
+    native_network: bool = False
+    """Do not inject the config's network latency/jitter/loss (the real network has its own)."""
+    threads: int | None = None
+    bind: str | None = None
+    """Host to bind instead of the published one (e.g. 0.0.0.0 behind NAT)."""
+    snapshots: bool = True
+    rendezvous_timeout: float = 120.0
+
+
+class UsageError(ValueError):
+    """Bad flags, hosts file or environment: reported as one line, exit code 2."""
+
+
+def node_dir(run_dir: Path, node_id: int) -> Path:
+    return Path(run_dir) / "nodes" / str(node_id)
+
+
+def run_node(opts: NodeOptions) -> int:
+    """Run one node to the end; returns the process exit code."""
+    from ..core.schema import ConfigError
+    from .rendezvous import RendezvousError
+
+    try:
+        plan = _plan(opts)
+    except (UsageError, ConfigError, RendezvousError, ClusterKeyError, OSError) as exc:
+        print(f"simbench node: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return _run(opts, plan)
+
+
+@dataclass
+class _Plan:
+    """Who this node is and how it meets the others, resolved before any socket exists."""
+
+    cfg: Any
+    node_id: int
+    n: int
+    key: bytes
+    insecure: bool
+    me: Address
+    """The address peers reach this node at (port 0: chosen at bind)."""
+    bind: Address
+    peer_address: Callable[[int], Address]
+    rendezvous: Any
+
+
+def _plan(opts: NodeOptions) -> _Plan:
+    """Resolve who this node is, the config, the key and the meeting point (no sockets yet)."""
+    from .rendezvous import Rendezvous, from_env, load_hosts, reachable_ip
+
+    if opts.hosts:
+        hosts = load_hosts(opts.hosts)
+        n = len(hosts.nodes)
+        if opts.node_id is None or not 0 <= opts.node_id < n:
+            raise UsageError(f"--node-id: required with --hosts, one of 0..{n - 1}, got {opts.node_id}")
+        node_id, serve, store, attempt = opts.node_id, opts.node_id == 0, hosts.store, 0
+        me = hosts.nodes[node_id]
+        all_hosts = [a.host for a in hosts.nodes.values()] + [store.host]
+    else:
+        env = from_env(os.environ)
+        n, node_id, store, attempt = env.world_size, env.rank, env.master, env.attempt
+        if opts.node_id is not None and opts.node_id != node_id:
+            raise UsageError(f"--node-id: {opts.node_id} differs from RANK={node_id}; leave --node-id out under torchrun")
+        serve = env.rank == 0 and not env.agent_store
+        me = Address(os.environ.get("SIMBENCH_HOST") or reachable_ip(env.master), 0)
+        all_hosts = [store.host, me.host]
+        hosts = None
+    key = load_cluster_key(opts.key_file)
+    if key is None:
+        if not opts.insecure:
+            raise UsageError("no cluster key: give --key-file FILE or set SIMBENCH_CLUSTER_KEY "
+                             "(or --insecure, allowed only when every host is loopback)")
+        _check_loopback(all_hosts)
+        key = INSECURE_KEY
+    from ..experiment.config import load_config  # torch and the data sets: only once the flags are good
+    cfg = load_config(opts.config, [*opts.overrides, f"nodes={n}"])
+    bind = Address(opts.bind or me.host, me.port)
+    rdv = Rendezvous(store, node_id, n, serve=serve, run_id=cfg.run_id(), attempt=attempt,
+                     timeout=opts.rendezvous_timeout)
+    peer_address = hosts.nodes.__getitem__ if hosts is not None else rdv.address
+    return _Plan(cfg, node_id, n, run_key(key, cfg.run_id()), key == INSECURE_KEY, me, bind, peer_address, rdv)
+
+
+def _check_loopback(hosts: list[str]) -> None:
+    for host in hosts:
+        if not is_loopback(host):
+            raise UsageError(f"--insecure: allowed only when every host is loopback, but {host} is not; "
+                             "give --key-file FILE or set SIMBENCH_CLUSTER_KEY")
+
+
+def _run(opts: NodeOptions, plan: _Plan) -> int:
+    proc = NodeProcess(opts, plan)
+    proc.connect()
+    return proc.run()
+
+
+class NodeProcess:
+    """One node's life in this process: build, connect and meet, run, write its rows."""
+
+    def __init__(self, opts: NodeOptions, plan: _Plan) -> None:
+        import torch
+
+        from ..experiment.run import build_nodes
+        from ..metrics.recorder import Recorder
+
+        self.opts, self.plan, self.cfg, self.i = opts, plan, plan.cfg, plan.node_id
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        run_dir = Path(opts.out or self.cfg.output.dir) / self.cfg.name / self.cfg.run_id()
+        self.out = node_dir(run_dir, self.i)
+        self.out.mkdir(parents=True, exist_ok=True)
+        hook = _snapshot_hook(self.out / "params") if opts.snapshots else None
+        self.graph, self.roles, self.profiles, nodes, _, _ = build_nodes(self.cfg, Recorder(self.cfg.run_id()),
+                                                                         hook, only=self.i)
+        self.node = nodes[self.i]
+        self.neighbors = tuple(sorted(self.graph.neighbors(self.i)))
+        self.state = {"status": "finished", "error": None, "exit": EXIT_OK}
+
+    def connect(self) -> None:
+        """Bind, publish, learn the neighbours' addresses, connect, wait for the common start."""
+        from .transport import Transport
+
+        plan = self.plan
+        self.transport = Transport(self.i, plan.key, max_size=self.opts.max_size, accept_from=set(self.neighbors))
+        bound = self.transport.bind(plan.bind)
+        self.published = Address(plan.me.host, bound.port)
+        plan.rendezvous.publish(self.published)
+        peers = {j: plan.peer_address(j) for j in self.neighbors}
+        if plan.insecure:
+            _check_loopback([a.host for a in peers.values()])
+        self.transport.connect(peers)
+        self.start = plan.rendezvous.start_instant()
+
+    def run(self) -> int:
+        """Run the node's algorithm to its end; write its rows; the exit code."""
+        from ..experiment.run import _streams
+        from ..metrics.recorder import Recorder
+        from .faults import NO_FAULTS, link_faults
+        from .runtime import Clock, RealRuntime
+        from .world import node_crashes, node_streams
+
+        cfg, i, n = self.cfg, self.i, self.plan.n
+        streams = node_streams(_streams(cfg.seed)["world"], n, i)  # the seed SimWorld gets
+        self.crashes = node_crashes(cfg.scenario, n, cfg.time_limit or 24 * 3600.0, streams, i)
+        faults = NO_FAULTS if self.opts.native_network else link_faults(self.graph, i, cfg.network, cfg.scenario)
+        self.clock = Clock(self.start)
+        time.sleep(max(0.0, -self.clock()))  # the recorder's wall_s then counts from the start too
+        self.recorder = Recorder(cfg.run_id(), wall_clock=cfg.output.wall_clock)
+        self.rt = RealRuntime(i, self.roles[i], self.neighbors, tuple(range(n)), rng=streams.rng,
+                              profile=self.profiles[i], straggler_rng=streams.straggler,
+                              stragglers=cfg.scenario.stragglers, transport=self.transport, clock=self.clock,
+                              recorder=self.recorder, faults=faults, net_rng=streams.network)
+        try:
+            asyncio.run(self._main())
+        finally:
+            self.write(self.state["status"])
+        return self.state["exit"]
+
+    async def _main(self) -> None:
+        from .world import schedule_faults
+
+        rt, state = self.rt, self.state
+        await self.clock.wait_start()
+        task = rt.start(self.node.run(rt))
+        for sig, code in EXIT_SIGNAL.items():
+            asyncio.get_running_loop().add_signal_handler(sig, _interrupt, task, state, code)
+        schedule_faults(rt, self.cfg.scenario, self.crashes, self.crash)
+        limit = None if self.cfg.time_limit is None else max(0.0, self.cfg.time_limit - rt.now())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), limit)
+        except asyncio.TimeoutError:
+            state["status"] = "time_limit"
+            task.cancel()
+        except asyncio.CancelledError:
+            pass  # a signal: _interrupt has set the status
+        except Exception as exc:  # noqa: BLE001 - the node's own error: report it, still write rows
+            traceback.print_exc()
+            state.update(status="error", error=f"{type(exc).__name__}: {exc}", exit=EXIT_ERROR)
+        await asyncio.gather(task, return_exceptions=True)
+        await rt.finish()
+
+    def crash(self) -> None:
+        """The scheduled crash: stop, write this node's rows, leave at once."""
+        self.rt.crash()
+        self.write("crashed")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_CRASHED)
+
+    def write(self, status: str) -> None:
+        rt = self.rt
+        self.recorder.write(self.out)
+        info = {"node": self.i, "role": self.roles[self.i], "status": status, "error": self.state["error"],
+                "pid": os.getpid(), "start": self.start, "end_time_s": round(self.clock(), 6),
+                "bytes_sent": rt.bytes_sent, "msgs_sent": rt.msgs_sent, "compute_s": round(rt.compute_s, 6),
+                "wire_rejected": dict(self.transport.rejected), "address": str(self.published)}
+        tmp = self.out / "status.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(self.out / "status.json")
+
+
+def _interrupt(task: asyncio.Task, state: dict, code: int) -> None:
+    if state["status"] == "finished":
+        state.update(status="interrupted", error="signal", exit=code)
+    task.cancel()
+
+
+def _snapshot_hook(snap_dir: Path):
+    """Save each epoch's flat parameters (raw float arrays, no pickle) for the avg rows."""
+    def on_epoch(node: int, epoch: int, learner) -> None:
+        if learner is None:
+            return
+        snap_dir.mkdir(parents=True, exist_ok=True)
+        np.save(snap_dir / f"epoch{epoch}.npy", learner.get_flat().detach().cpu().numpy(), allow_pickle=False)
+    return on_epoch

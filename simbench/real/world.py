@@ -1,0 +1,143 @@
+"""Per-node set-up shared by real node processes, and RealWorld: all nodes in one process.
+
+:func:`node_streams` splits the run's world seed exactly as
+:class:`~simbench.sim.world.SimWorld` does, so a node's algorithm stream (``rt.rng``),
+straggler draws and the crash schedule are the same in both runtimes.
+:func:`schedule_faults` arms one node's crash timers and logs its scenario events.
+
+:class:`RealWorld` takes SimWorld's constructor arguments and runs every node in one
+asyncio loop over real ZeroMQ sockets on loopback. The runtime conformance suite uses it
+to run one set of stories against both runtimes; a crash there stops the node in-process
+(:meth:`RealRuntime.crash`) instead of exiting a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import networkx as nx
+import numpy as np
+
+from ..core.scenario import ComputeSpec, Crash, NetworkSpec, NodeProfile, Scenario, crash_schedule
+from .faults import NO_FAULTS, link_faults
+from .runtime import Clock, RealRuntime
+from .transport import DEFAULT_MAX_SIZE, Address, Transport, run_key
+
+
+@dataclass
+class NodeStreams:
+    """One node's random streams, split from the world seed as the simulator splits them."""
+
+    rng: np.random.Generator
+    straggler: np.random.Generator
+    network: np.random.Generator
+    faults: np.random.Generator
+    """The world's fault stream (the same in every node: it draws the crash schedule)."""
+
+
+def node_streams(world_seed: int, n: int, node_id: int) -> NodeStreams:
+    net_seq, fault_seq, node_seq, strag_seq = np.random.SeedSequence(world_seed).spawn(4)
+    return NodeStreams(
+        rng=np.random.default_rng(node_seq.spawn(n)[node_id]),
+        straggler=np.random.default_rng(strag_seq.spawn(n)[node_id]),
+        network=np.random.default_rng(net_seq.spawn(n)[node_id]),
+        faults=np.random.default_rng(fault_seq),
+    )
+
+
+def node_crashes(scenario: Scenario, n: int, horizon: float, streams: NodeStreams, node_id: int) -> list[Crash]:
+    """This node's crashes, from the same schedule the simulator draws."""
+    return [c for c in crash_schedule(scenario, n, horizon, streams.faults) if c.node == node_id]
+
+
+def schedule_faults(rt: RealRuntime, scenario: Scenario, crashes: list[Crash],
+                    on_crash: Callable[[], None]) -> list[asyncio.TimerHandle]:
+    """Log this node's profile, arm its crash timers and partition events (wall time)."""
+    loop = asyncio.get_running_loop()
+    if rt.profile.straggler:
+        rt.recorder.event(0.0, rt.node_id, "straggler", 1.0)
+    if rt.profile.weak:
+        rt.recorder.event(0.0, rt.node_id, "weak_worker", rt.profile.speed)
+    handles = []
+
+    def at(t: float, fn: Callable, *args: Any) -> None:
+        handles.append(loop.call_later(max(0.0, t - rt.now()), fn, *args))
+
+    for crash in crashes:
+        at(crash.at, on_crash)
+        if crash.recover_at is not None:  # a process that exited cannot come back here
+            at(crash.at, rt.log, "recover_unsupported", crash.recover_at)
+    for part in scenario.partitions:
+        for u, v in (sorted(e) for e in part.edges):
+            if u == rt.node_id:
+                at(part.start, rt.log, "partition_start", v)
+                at(part.end, rt.log, "partition_end", v)
+    return handles
+
+
+class RealWorld:
+    """Every node of a run in this process, on real sockets over loopback, in wall time."""
+
+    def __init__(self, graph: nx.Graph, nodes: Mapping[int, Any], *, roles: Mapping[int, str],
+                 network: NetworkSpec, compute: ComputeSpec, scenario: Scenario,
+                 profiles: list[NodeProfile], recorder: Any, seed: int, horizon: float = 24 * 3600.0,
+                 key: bytes | None = None, max_size: int = DEFAULT_MAX_SIZE, emulate_network: bool = True) -> None:
+        self.graph = graph
+        self.nodes = dict(nodes)
+        self.roles = roles
+        self.network = network
+        self.scenario = scenario
+        self.profiles = profiles
+        self.recorder = recorder
+        self.seed = seed
+        self.horizon = horizon
+        self.key = run_key(key or os.urandom(32), "in-process")
+        self.max_size = max_size
+        self.emulate_network = emulate_network
+        self.runtimes: list[RealRuntime] = []
+        self.clock: Clock | None = None
+
+    def run(self, until: float | None = None) -> None:
+        """Run every node until all return (or ``until`` wall seconds pass)."""
+        asyncio.run(self._run(until))
+
+    @property
+    def now(self) -> float:
+        return self.clock() if self.clock is not None else 0.0
+
+    async def _run(self, until: float | None) -> None:
+        n = self.graph.number_of_nodes()
+        transports, addrs = [], {}
+        for i in range(n):
+            t = Transport(i, self.key, max_size=self.max_size, accept_from=set(self.graph.neighbors(i)))
+            addrs[i] = t.bind(Address("127.0.0.1", 0))
+            transports.append(t)
+        for i, t in enumerate(transports):
+            t.connect({j: addrs[j] for j in self.graph.neighbors(i)})
+        self.clock = Clock(time.time() + 0.05)  # a moment for the connections to come up
+        for i in range(n):
+            s = node_streams(self.seed, n, i)
+            faults = link_faults(self.graph, i, self.network, self.scenario) if self.emulate_network else NO_FAULTS
+            self.runtimes.append(RealRuntime(
+                i, self.roles.get(i, "worker"), tuple(sorted(self.graph.neighbors(i))), tuple(range(n)),
+                rng=s.rng, profile=self.profiles[i], straggler_rng=s.straggler, stragglers=self.scenario.stragglers,
+                transport=transports[i], clock=self.clock, recorder=self.recorder, faults=faults, net_rng=s.network))
+        await self.clock.wait_start()
+        for i, rt in enumerate(self.runtimes):
+            crashes = node_crashes(self.scenario, n, self.horizon, node_streams(self.seed, n, i), i)
+            schedule_faults(rt, self.scenario, crashes, rt.crash)
+        mains = [rt.start(self.nodes[i].run(rt)) for i, rt in enumerate(self.runtimes) if i in self.nodes]
+        try:
+            done, pending = await asyncio.wait(mains, timeout=until)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*mains, return_exceptions=True)
+            errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+            if errors:
+                raise errors[0]
+        finally:
+            await asyncio.gather(*(rt.finish(linger=1.0) for rt in self.runtimes), return_exceptions=True)

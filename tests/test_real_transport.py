@@ -1,0 +1,195 @@
+"""The real transport: authenticated frames, size limits, rejection counting, key loading.
+
+An "attacker" is a raw ZeroMQ PUSH socket that connects to a node's inbound socket and
+sends whatever bytes a story needs. The node must drop every bad frame, count it under
+its reason, and keep receiving good messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+import zmq
+import zmq.asyncio
+
+from simbench.core.message import Message, WireError, encode
+from simbench.core.scenario import NodeProfile, Stragglers
+from simbench.metrics.recorder import Recorder
+from simbench.real.runtime import Clock, RealRuntime
+from simbench.real.transport import (Address, ClusterKeyError, Transport, is_loopback, load_cluster_key,
+                                     run_key, tag)
+
+KEY = run_key(b"k" * 32, "test-run")
+
+
+def good(src: int = 0, dst: int = 1, key: bytes = KEY, **meta) -> list[bytes]:
+    payload = bytes(encode("m", src, meta, {"x": torch.ones(3)}))
+    return [tag(key, dst, payload), payload]
+
+
+def run_node(frames_list: list[list[bytes]], *, max_size: int = 1 << 20, accept_from=(0,)) -> tuple[list, dict, Recorder]:
+    """Start node 1, push ``frames_list`` at it from a raw socket, then one good message."""
+    rec = Recorder("t", wall_clock=False)
+
+    async def main():
+        t = Transport(1, KEY, max_size=max_size, accept_from=set(accept_from))
+        addr = t.bind(Address("127.0.0.1", 0))
+        rt = RealRuntime(1, "worker", (0,), (0, 1), rng=np.random.default_rng(0), profile=NodeProfile(),
+                         straggler_rng=np.random.default_rng(0), stragglers=Stragglers(), transport=t,
+                         clock=Clock(__import__("time").time()), recorder=rec)
+        rt.start(asyncio.sleep(0))
+        ctx = zmq.asyncio.Context()
+        raw = ctx.socket(zmq.PUSH)
+        raw.connect(addr.endpoint)
+        for frames in frames_list + [good(k="last")]:
+            await raw.send_multipart(frames)
+        got = []
+        while True:
+            msg = await rt.recv(timeout=5)
+            got.append(msg)
+            if msg is None or msg.get("k") == "last":
+                break
+        raw.close(0)
+        ctx.term()
+        await rt.finish(linger=0)
+        return got, dict(t.rejected)
+
+    got, rejected = asyncio.run(main())
+    return got, rejected, rec
+
+
+def test_a_good_message_arrives_decoded():
+    got, rejected, _ = run_node([good(k=1)])
+    assert [m["k"] for m in got] == [1, "last"] and torch.equal(got[0].tensors["x"], torch.ones(3))
+    assert sum(rejected.values()) == 0
+
+
+@pytest.mark.parametrize("reason, frames", [
+    ("frames", [b"only one frame"]),
+    ("frames", good() + [b"extra"]),
+    ("tag", [b"short", good()[1]]),
+    ("auth", [b"\0" * 32, good()[1]]),
+    ("auth", good(key=run_key(b"k" * 32, "another-run"))),
+    ("auth", good(dst=2)),  # made for another node: replaying it here fails
+    ("malformed", (lambda p: [tag(KEY, 1, p), p])(b"SBM1garbage")),
+    ("sender", good(src=5)),
+])
+def test_bad_frames_are_dropped_counted_and_the_node_keeps_going(reason, frames):
+    got, rejected, rec = run_node([frames])
+    assert [m["k"] for m in got] == ["last"]
+    assert rejected[reason] == 1 and sum(rejected.values()) == 1
+    ev = rec.events_frame()
+    assert list(ev["metric"]) == [f"wire_rejected_{reason}", "bytes_sent_total", "msgs_sent_total"]
+
+
+def test_oversized_messages_are_dropped_and_counted():
+    big = bytes(encode("m", 0, {}, {"x": torch.zeros(20_000)}))
+    got, rejected, rec = run_node([[tag(KEY, 1, big), big]], max_size=50_000)
+    assert rejected["oversized"] == 1 and [m["k"] for m in got] == ["last"]
+    assert (rec.events_frame()["metric"] == "wire_rejected_oversized").sum() == 1
+
+
+def test_sending_over_the_limit_fails_loudly_naming_the_flag():
+    t = Transport(0, KEY, max_size=1000)
+    t.bind(Address("127.0.0.1", 0))
+    t.connect({1: Address("127.0.0.1", 1)})
+    with pytest.raises(WireError, match="exceeds the size limit of 1000 bytes; raise --max-message-size"):
+        t.send(1, bytes(2000))
+    with pytest.raises(ValueError, match="node 0 has no link to node 7"):
+        t.send(7, b"x")
+    t.abort()
+
+
+def test_an_unreachable_peer_makes_sends_fail_instead_of_blocking():
+    t = Transport(0, KEY)
+    t.bind(Address("127.0.0.1", 0))
+    t.connect({1: Address("127.0.0.1", 9)})  # nothing listens there
+    results = [t.send(1, b"m" * 10) for _ in range(400)]
+    assert all(results[:200]) and not results[-1]
+    t.abort()
+
+
+def test_the_cluster_key_comes_from_a_file_or_the_environment(tmp_path):
+    f = tmp_path / "key"
+    f.write_bytes(b"0123456789abcdef0123\n")
+    assert load_cluster_key(str(f), {}) == b"0123456789abcdef0123"
+    assert load_cluster_key(None, {"SIMBENCH_CLUSTER_KEY": "s" * 20}) == b"s" * 20
+    assert load_cluster_key(None, {}) is None
+    with pytest.raises(ClusterKeyError, match="SIMBENCH_CLUSTER_KEY: the cluster key must be at least 16 bytes, got 3"):
+        load_cluster_key(None, {"SIMBENCH_CLUSTER_KEY": "abc"})
+    with pytest.raises(ClusterKeyError, match="--key-file: cannot read"):
+        load_cluster_key(str(tmp_path / "missing"), {})
+
+
+def test_addresses_parse_with_one_line_errors():
+    assert Address.parse("10.0.0.1:29500") == Address("10.0.0.1", 29500)
+    assert str(Address.parse("[::1]:80")) == "::1:80"
+    with pytest.raises(ValueError, match=r"hosts.nodes.3: expected HOST:PORT with a port in 0..65535, got 'x'"):
+        Address.parse("x", "hosts.nodes.3")
+
+
+def test_loopback_is_recognised():
+    assert is_loopback("127.0.0.1") and is_loopback("127.3.2.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("10.0.0.1") and not is_loopback("192.168.1.2")
+
+
+def test_tags_bind_destination_and_payload():
+    p = b"payload"
+    assert tag(KEY, 1, p) == tag(KEY, 1, bytearray(p)) and tag(KEY, 1, p) != tag(KEY, 2, p)
+    assert len(tag(KEY, 1, p)) == 32 and tag(KEY, 1, p) != tag(KEY, 1, p + b"!")
+
+
+def test_two_runtimes_exchange_messages_through_the_fault_layer_in_order():
+    from simbench.real.faults import LinkFaults
+
+    rec = Recorder("t", wall_clock=False)
+
+    async def main():
+        ts = [Transport(i, KEY, accept_from={1 - i}) for i in (0, 1)]
+        addrs = [t.bind(Address("127.0.0.1", 0)) for t in ts]
+        ts[0].connect({1: addrs[1]})
+        ts[1].connect({0: addrs[0]})
+        clock = Clock(__import__("time").time())
+        draw = lambda rng: float(rng.uniform(0, 0.02))  # noqa: E731
+        rts = [RealRuntime(i, "worker", (1 - i,), (0, 1), rng=np.random.default_rng(i), profile=NodeProfile(),
+                           straggler_rng=np.random.default_rng(i), stragglers=Stragglers(), transport=ts[i],
+                           clock=clock, recorder=rec, faults=LinkFaults(latency={1 - i: draw}),
+                           net_rng=np.random.default_rng(i)) for i in (0, 1)]
+
+        async def sender():
+            for k in range(20):
+                await rts[0].send(1, Message("k", {"k": k}))
+
+        async def receiver():
+            return [(await rts[1].recv(timeout=2))["k"] for _ in range(20)]
+
+        rts[0].start(sender())
+        out = await rts[1].start(receiver())
+        await asyncio.gather(*(rt.finish(linger=1) for rt in rts))
+        return out
+
+    assert asyncio.run(main()) == list(range(20))
+
+
+def test_corrupted_but_authenticated_bodies_never_crash_the_reader():
+    """Flip, cut and extend a valid encoding (each correctly tagged): the check returns a
+    Message or rejects it as malformed, and never raises."""
+    t = Transport(1, KEY, accept_from={0})
+    base = bytearray(encode("params", 0, {"round": 3, "deep": [[1]]}, {"x": torch.arange(6.0)}))
+    rng = np.random.default_rng(0)
+    bodies = [bytes(base[:k]) for k in range(0, len(base), 7)] + [bytes(base) + b"\0"]
+    for _ in range(300):
+        body = bytearray(base)
+        for pos in rng.integers(0, len(body), size=rng.integers(1, 4)):
+            body[pos] = int(rng.integers(0, 256))
+        bodies.append(bytes(body))
+    bodies.append(b"SBM1" + (2**31).to_bytes(4, "little") + b"{}")
+    bodies.append(b"SBM1" + (20000).to_bytes(4, "little") + b"[" * 20000)  # deep JSON
+    for body in bodies:
+        out = t.check([tag(KEY, 1, body), body])
+        assert out is None or isinstance(out, Message)
+    assert t.rejected["malformed"] > 0 and t.rejected["auth"] == 0
+    t.abort()
