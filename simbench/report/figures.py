@@ -1,0 +1,233 @@
+"""Figures of a benchmark matrix from its tidy tables: curves, time-to-accuracy bars, heat maps.
+
+Inputs are the tables the matrix runner writes (``curves.csv``, ``faults.csv`` and the
+wide form of ``cells.csv``, one row per cell). A *series* is one combination of the
+non-seed axes (e.g. ``dsgd / ring``); curves show its mean over seeds at each epoch with a
+±1 std band; a *facet* axis (e.g. the scenario) gets one panel per value. Crashes are
+marked where they happen on each curve. Every function writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6, "legend.frameon": False,
+    "savefig.dpi": 200, "savefig.bbox": "tight", "figure.dpi": 100,
+}
+METRIC_LABELS = {
+    "final_acc": "final test accuracy", "best_acc": "best test accuracy",
+    "time_to_target_s": "simulated time to target [s]", "bytes_sent": "data sent [MB]",
+    "messages": "messages sent", "sim_time_s": "simulated time [s]", "wall_time_s": "wall time [s]",
+    "failures": "crashes",
+}
+SCALE = {"bytes_sent": 1e-6}
+"""Metrics shown in other units than stored (bytes -> MB)."""
+FAULT_STYLE = {"crash": ("X", "tab:red"), "recover": ("P", "tab:green"), "partition_start": ("v", "tab:purple")}
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    with plt.rc_context(STYLE):
+        yield
+
+
+def series_key(frame: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
+    """' / '-joined labels of ``axes`` per row (one name per series)."""
+    if not axes:
+        return pd.Series("all", index=frame.index)
+    return frame[list(axes)].astype(str).agg(" / ".join, axis=1)
+
+
+def _ordered(values: Sequence[str], order: dict[str, list[str]], axes: Sequence[str]) -> list[str]:
+    """Series names in matrix order (axis value order), not alphabetical."""
+    def rank(name: str):
+        parts = name.split(" / ")
+        return tuple(order.get(a, []).index(p) if p in order.get(a, []) else 0 for a, p in zip(axes, parts))
+    return sorted(set(values), key=rank)
+
+
+def mean_curve(curves: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Per epoch: mean x, mean/std accuracy over the seeds (cells) that reached it."""
+    g = curves.groupby("epoch")
+    out = pd.DataFrame({"x": g[x].mean(), "acc": g["test_acc"].mean(), "std": g["test_acc"].std(ddof=0),
+                        "n": g["cell"].nunique(), "time_s": g["time_s"].mean()})
+    return out.reset_index().sort_values("x")
+
+
+def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: str, series: Sequence[str],
+                  facet: str | None, order: dict[str, list[str]], target: float | None = None, title: str = "") -> Path:
+    """Accuracy of the average model against ``x`` (``time_s`` or ``bytes_sent``), one
+    line per series (mean over seeds, ±1 std band), one panel per facet value."""
+    curves = curves.assign(_series=series_key(curves, series))
+    names = _ordered(curves["_series"], order, series)
+    colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    panels = order.get(facet, []) if facet else [None]
+    panels = [p for p in panels if p is None or (curves[facet] == p).any()] or [None]
+    scale = 1e-6 if x == "bytes_sent" else 1.0
+    log_x = x == "bytes_sent" and _wide(curves[x])
+    if log_x:  # the epoch-0 point (nothing sent yet) has no place on a log axis
+        curves = curves[curves[x] > 0]
+    ylim = _acc_range(curves)
+    with style():
+        fig, axs = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.0), sharey=True, squeeze=False)
+        marked = set()
+        for ax, panel in zip(axs[0], panels):
+            sub = curves if panel is None else curves[curves[facet] == panel]
+            for name in names:
+                rows = sub[sub["_series"] == name]
+                if rows.empty:
+                    continue
+                mc = mean_curve(rows, x)
+                xs = mc["x"] * scale
+                ax.plot(xs, mc["acc"], color=colors[name], lw=1.6, label=name)
+                if (mc["n"] > 1).any():
+                    ax.fill_between(xs, mc["acc"] - mc["std"].fillna(0), mc["acc"] + mc["std"].fillna(0),
+                                    color=colors[name], alpha=0.18, lw=0)
+                cells = set(rows["cell"])
+                marked |= _mark_faults(ax, faults[faults["cell"].isin(cells)], mc, scale, colors[name], ylim[0])
+            if target is not None:
+                ax.axhline(target, color="0.35", ls=":", lw=1)
+            if log_x:
+                ax.set_xscale("log")
+            ax.set_xlabel("simulated time [s]" if x == "time_s" else "data sent, all nodes [MB]")
+            ax.set_title(f"{facet} = {panel}" if panel is not None else title)
+            ax.set_ylim(*ylim)
+        axs[0][0].set_ylabel("test accuracy (average model)")
+        handles, labels = axs[0][0].get_legend_handles_labels()
+        for ax in axs[0][1:]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        for kind in sorted(marked):
+            marker, color = FAULT_STYLE[kind]
+            handles.append(plt.Line2D([], [], ls="", marker=marker, color=color, markeredgecolor="white"))
+            labels.append(kind.replace("_start", ""))
+        if target is not None:
+            handles.append(plt.Line2D([], [], color="0.35", ls=":", lw=1))
+            labels.append(f"target {target:.0%}")
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 5))
+        if title and panels != [None]:
+            fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+    return Path(path)
+
+
+def _acc_range(curves: pd.DataFrame) -> tuple[float, float]:
+    """Accuracy limits in steps of 0.05, zoomed on where the curves spend their time after
+    the first epoch (the near-chance start may leave the frame below)."""
+    later = curves.loc[curves["epoch"] >= 1, "test_acc"].dropna()
+    if later.empty:
+        return 0.0, 1.0
+    low = max(0.0, np.floor((later.quantile(0.02) - 0.03) / 0.05) * 0.05)
+    return low, min(1.0, np.ceil((later.max() + 0.01) / 0.05) * 0.05)
+
+
+def _wide(values: pd.Series) -> bool:
+    v = values[values > 0]
+    return len(v) > 1 and v.max() / v.min() > 50
+
+
+def _mark_faults(ax, faults: pd.DataFrame, mc: pd.DataFrame, scale: float, color, floor: float = 0.0) -> set[str]:
+    """A marker on the mean curve at the (mean) time of each fault kind and node (on the
+    lower edge when the curve is still below the frame then)."""
+    kinds = set()
+    if faults.empty or mc.empty:
+        return kinds
+    for (kind, _node), g in faults.groupby(["kind", "node"]):
+        if kind not in FAULT_STYLE:
+            continue
+        t = float(g["time_s"].mean())
+        xv = np.interp(t, mc["time_s"], mc["x"]) * scale
+        yv = max(float(np.interp(t, mc["time_s"], mc["acc"])), floor)
+        marker, mcolor = FAULT_STYLE[kind]
+        ax.plot([xv], [yv], ls="", marker=marker, ms=8, color=mcolor, markeredgecolor=color, mew=1.2, zorder=5,
+                clip_on=False)
+        kinds.add(kind)
+    return kinds
+
+
+def time_to_target_figure(wide: pd.DataFrame, path: Path, *, series: Sequence[str], facet: str | None,
+                          order: dict[str, list[str]], target: float) -> Path:
+    """Bars: mean simulated time to the target accuracy over the seeds that reached it
+    (error bar: std); 'k/n' over a bar when only k of n seeds got there, 'not reached' when none."""
+    wide = wide.assign(_series=series_key(wide, series))
+    names = _ordered(wide["_series"], order, series)
+    groups = [g for g in (order.get(facet, []) if facet else [None]) if g is None or (wide[facet] == g).any()] or [None]
+    colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    width = 0.8 / max(1, len(names))
+    with style():
+        fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(groups) * max(1, len(names)) * 0.45 + 1.5), 3.2))
+        top = float(np.nanmax(wide["time_to_target_s"])) if wide["time_to_target_s"].notna().any() else 1.0
+        for gi, group in enumerate(groups):
+            sub = wide if group is None else wide[wide[facet] == group]
+            for si, name in enumerate(names):
+                vals = sub.loc[sub["_series"] == name, "time_to_target_s"]
+                if vals.empty:
+                    continue
+                xpos = gi + (si - (len(names) - 1) / 2) * width
+                ok = vals.dropna()
+                label = name if gi == 0 or name not in ax.get_legend_handles_labels()[1] else None
+                if ok.empty:
+                    ax.bar(xpos, 0, width * 0.9, color=colors[name], label=label)
+                    ax.text(xpos, top * 0.02, "not reached", rotation=90, ha="center", va="bottom", fontsize=7)
+                    continue
+                ax.bar(xpos, ok.mean(), width * 0.9, yerr=ok.std(ddof=0) if len(ok) > 1 else None,
+                       color=colors[name], capsize=2, error_kw={"lw": 0.8}, label=label)
+                if len(ok) < len(vals):
+                    ax.text(xpos, ok.mean() * 1.02, f"{len(ok)}/{len(vals)}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([str(g) if g is not None else "" for g in groups])
+        if facet:
+            ax.set_xlabel(facet)
+        ax.set_ylabel(f"simulated time to {target:.0%} accuracy [s]")
+        ax.grid(axis="x", visible=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.savefig(path)
+        plt.close(fig)
+    return Path(path)
+
+
+def heatmap_figure(wide: pd.DataFrame, path: Path, *, rows: str, cols: str, metric: str,
+                   order: dict[str, list[str]], title: str = "") -> Path:
+    """Mean of ``metric`` over everything but ``rows`` × ``cols``, annotated; blank = no cell."""
+    scale = SCALE.get(metric, 1.0)
+    table = wide.pivot_table(index=rows, columns=cols, values=metric, aggfunc="mean", dropna=False) * scale
+    table = table.reindex(index=[r for r in order.get(rows, []) if r in table.index],
+                          columns=[c for c in order.get(cols, []) if c in table.columns])
+    data = table.to_numpy(dtype=float)
+    with style():
+        fig, ax = plt.subplots(figsize=(1.1 * data.shape[1] + 2.2, 0.55 * data.shape[0] + 1.4))
+        cmap = plt.get_cmap("viridis").with_extremes(bad="0.9")
+        im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto")
+        finite = data[np.isfinite(data)]
+        mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+        for (i, j), v in np.ndenumerate(data):
+            digits = 3 if metric.endswith("_acc") else (1 if abs(v) < 100 else 0)
+            text = "—" if not np.isfinite(v) else f"{v:.{digits}f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="black" if not np.isfinite(v) or v > mid else "white")
+        ax.set_xticks(range(data.shape[1]), table.columns, rotation=30, ha="right")
+        ax.set_yticks(range(data.shape[0]), table.index)
+        ax.set_xlabel(cols)
+        ax.set_ylabel(rows)
+        ax.grid(False)
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label=METRIC_LABELS.get(metric, metric), shrink=0.9)
+        fig.savefig(path)
+        plt.close(fig)
+    return Path(path)
