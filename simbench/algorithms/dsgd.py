@@ -11,6 +11,12 @@ neighbourhood); ``W`` are Metropolis–Hastings weights 1/(1 + max(d_i, d_j)). A
 at most ``swap_timeout`` simulated seconds for its neighbours' round-r parameters and
 mixes with those that arrived (seed 003's ``--swap_timeout``), so a crashed neighbour
 slows its peers down but does not block them.
+
+``round_step: false`` (seed 003's ``--async_step``): a node never waits; it mixes with the
+latest parameters it has heard from each neighbour (possibly several rounds old), draining
+what has arrived with ``recv(timeout=0)``; a neighbour silent for longer than
+``swap_timeout`` is left out until it is heard from again (a crashed peer's last model is
+not mixed in forever).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class DSGDParams:
     """``seed``: (w x_i + sum x_j)/(w + deg); ``metropolis``: Metropolis–Hastings weights."""
     swap_timeout: Optional[float] = field(default=1.0, metadata={"parse": parse_duration})
     """Seconds to wait for a neighbour's parameters before mixing without them; null waits forever."""
+    round_step: bool = True
+    """Synchronous rounds; false = seed 003's ``--async_step``: mix with the latest heard parameters, never wait."""
 
 
 def mix_seed(x: torch.Tensor, neighbours: list[torch.Tensor], weight: float) -> torch.Tensor:
@@ -85,6 +93,19 @@ class DSGDNode(Node):
         g = ctx.graph
         i = ctx.node_id
         self.w_row = {j: 1.0 / (1 + max(g.degree(i), g.degree(j))) for j in g.neighbors(i)} if g is not None else {}
+        self.latest: dict[int, tuple[float, torch.Tensor]] = {}
+        """Async mode: (arrival time, parameters) of the latest message from each neighbour."""
+
+    async def heard(self, rt: Runtime) -> dict[int, torch.Tensor]:
+        """Async mode: fold every queued ``params`` message into ``latest`` (never waits); the
+        latest parameters of the neighbours heard from within ``swap_timeout``."""
+        while True:
+            msg = await rt.recv(timeout=0, match="params")
+            if msg is None:
+                break
+            self.latest[msg.src] = (rt.now(), msg.tensors["x"])
+        limit, now = self.params.swap_timeout, rt.now()
+        return {j: x for j, (t, x) in self.latest.items() if limit is None or now - t <= limit}
 
     async def run(self, rt: Runtime) -> None:
         learner, p = self.learner, self.params
@@ -99,12 +120,16 @@ class DSGDNode(Node):
             msg = Message("params", {"round": r}, {"x": x})
             for j in rt.neighbors:
                 await rt.send(j, msg)
-            got = await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout)
+            if p.round_step:
+                got = {j: m.tensors["x"] for j, m in
+                       (await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout)).items()}
+            else:
+                got = await self.heard(rt)
             with torch.no_grad():
                 if p.mixing == "seed":
-                    mix_seed(x, [m.tensors["x"] for m in got.values()], p.weight)
+                    mix_seed(x, list(got.values()), p.weight)
                 else:
-                    mix_metropolis(x, {j: m.tensors["x"] for j, m in got.items()}, self.w_row)
+                    mix_metropolis(x, got, self.w_row)
             self.round += 1
             if self.round % spe == 0:
                 self.end_epoch(rt, self.round // spe)

@@ -1,0 +1,180 @@
+"""P2P algorithms (dsgd, gossip, ECL admm/pdmm(+isvr), cadmm) on a strongly convex problem
+with a known optimum: f_i(x) = 1/2 |x - c_i|^2 on a ring, optimum mean(c_i)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from simhelpers import make_world, net  # noqa: E402
+
+from simbench.algorithms import ALGORITHMS  # noqa: E402
+from simbench.core.node import NodeContext  # noqa: E402
+from simbench.core.scenario import ComputeSpec, Crash, Scenario  # noqa: E402
+from simbench.experiment.config import parse_config  # noqa: E402
+
+DIM = 4
+LAST: dict = {}  # the last simulation's end time
+P2P = ("dsgd", "gossip", "admm", "pdmm", "admm_isvr", "pdmm_isvr", "cadmm")
+
+
+class QuadLearner:
+    """f(x) = 1/2 |x - c|^2 with exact (noise=0) or noisy gradients, plain SGD steps."""
+
+    def __init__(self, c: torch.Tensor, x0: torch.Tensor, lr: float, spe: int = 10, noise: float = 0.0, seed: int = 0):
+        self.c, self.flat, self._lr, self.spe, self.noise = c, x0.clone(), lr, spe, noise
+        self.grad = torch.zeros_like(x0)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.num_params = x0.numel()
+        self.steps_done = 0
+
+    steps_per_epoch = property(lambda self: self.spe)
+    lr = property(lambda self: self._lr)
+
+    def flops_per_step(self) -> float:
+        return 1e6
+
+    def flat_params(self):
+        return self.flat
+
+    def get_flat(self):
+        return self.flat.clone()
+
+    def set_flat(self, v):
+        self.flat.copy_(v)
+
+    def compute_grad(self) -> float:
+        self.grad = self.flat - self.c
+        if self.noise:
+            self.grad = self.grad + self.noise * torch.randn(self.flat.shape, generator=self.gen)
+        self.steps_done += 1
+        return float(0.5 * (self.flat - self.c).pow(2).sum())
+
+    def get_grad_flat(self):
+        return self.grad.clone()
+
+    def set_grad_flat(self, g):
+        self.grad = g.clone()
+
+    def apply_update(self) -> None:
+        self.flat.sub_(self.grad, alpha=self._lr)
+
+    def train_step(self) -> float:
+        loss = self.compute_grad()
+        self.apply_update()
+        return loss
+
+
+def targets(n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, DIM, generator=g) * 3.0  # far apart: a strongly non-iid problem
+
+
+def params_of(algo: str, **kw):
+    return parse_config({"name": "t", "nodes": 4, "topology": {"kind": "ring"}, "algorithm": {"name": algo, **kw},
+                         "dataset": {"name": "synthetic"}}).algorithm_params
+
+
+def simulate(algo: str, *, n: int = 4, epochs: int = 30, lr: float = 0.1, scenario: Scenario | None = None,
+             latency: float = 0.001, step_time: float = 0.002, graph: nx.Graph | None = None, **kw):
+    graph = nx.cycle_graph(n) if graph is None else graph
+    c = targets(n)
+    p = params_of(algo, **kw)
+    cls = ALGORITHMS[algo]
+    learners = {i: QuadLearner(c[i], torch.zeros(DIM) + i, lr, seed=i) for i in range(n)}
+    nodes = {i: cls.make_node(NodeContext(node_id=i, role="worker", params=p, learner=learners[i], epochs=epochs,
+                                          graph=graph)) for i in range(n)}
+    world = make_world(graph, nodes, network=net(latency), compute=ComputeSpec(step_time=step_time), scenario=scenario or Scenario())
+    world.run()
+    LAST["end"] = world.now
+    xs = torch.stack([learners[i].flat for i in range(n)])
+    return xs, c.mean(0), learners
+
+
+@pytest.mark.parametrize("algo", ["admm", "pdmm", "admm_isvr", "pdmm_isvr", "cadmm"])
+def test_primal_dual_reach_global_optimum_on_ring(algo):
+    kw = {"rho": 0.5} if algo == "cadmm" else {}
+    xs, opt, _ = simulate(algo, epochs=40, **kw)
+    assert torch.isfinite(xs).all()
+    err = (xs - opt).norm(dim=1).max().item()
+    assert err < 1e-4, f"{algo}: max |x_i - x*| = {err:.4g}"
+
+
+@pytest.mark.parametrize("algo", ["dsgd", "gossip"])
+def test_diffusion_methods_reach_optimum_up_to_an_lr_bias(algo):
+    """Constant-step D-SGD/gossip stop at O(lr |c_i - mean c|) from x*: the network mean is
+    exact, the per-node bias shrinks with lr."""
+    errs = {}
+    for lr in (0.1, 0.02):
+        xs, opt, _ = simulate(algo, epochs=40, lr=lr)
+        assert (xs.mean(0) - opt).norm().item() < 0.05  # averaging conserves the mean
+        errs[lr] = (xs - opt).norm(dim=1).max().item()
+    assert errs[0.02] < 0.6 and errs[0.02] < 0.4 * errs[0.1], errs
+
+
+@pytest.mark.parametrize("algo", ["admm", "pdmm", "admm_isvr", "pdmm_isvr", "cadmm"])
+def test_primal_dual_reach_consensus_where_local_sgd_does_not(algo):
+    kw = {"rho": 0.5} if algo == "cadmm" else {}
+    xs, opt, _ = simulate(algo, epochs=40, **kw)
+    spread = (xs - xs.mean(0)).norm(dim=1).max().item()
+    # local SGD (dsgd on a graph without edges: no communication) leaves every node at its own c_i
+    local, _, _ = simulate("dsgd", epochs=40, graph=nx.empty_graph(4))
+    assert torch.allclose(local, targets(4), atol=1e-3)
+    local_spread = (local - local.mean(0)).norm(dim=1).max().item()
+    assert local_spread > 3.0
+    assert spread < 1e-3 * local_spread
+
+
+@pytest.mark.parametrize("algo", ["admm_isvr", "pdmm_isvr"])
+@pytest.mark.parametrize("piw,gcoef", [(0.5, False), (2.0, False), (1.0, True)])
+def test_ecl_flags_converge(algo, piw, gcoef):
+    xs, opt, _ = simulate(algo, epochs=60, piw=piw, use_gcoef=gcoef)
+    assert (xs - opt).norm(dim=1).max().item() < 1e-2
+
+
+@pytest.mark.parametrize("algo", ["admm_isvr", "pdmm_isvr", "admm"])
+def test_async_step_converges(algo):
+    xs, opt, _ = simulate(algo, epochs=60, round_step=False, latency=0.0005)
+    assert (xs - opt).norm(dim=1).max().item() < 5e-2
+
+
+def test_dsgd_async_step_mixes_without_waiting():
+    # latency of 3 steps: synchronous rounds wait for it, async rounds do not, and mixing with
+    # 3-step-old neighbours still lands on the same (lr-biased) point
+    sync, opt, _ = simulate("dsgd", epochs=20, lr=0.1, latency=0.006)
+    t_sync = LAST["end"]
+    asyn, _, la = simulate("dsgd", epochs=20, lr=0.1, latency=0.006, round_step=False)
+    assert LAST["end"] < 0.5 * t_sync
+    assert all(lr.steps_done == 200 for lr in la.values())
+    assert (asyn.mean(0) - opt).norm().item() < 0.02
+    assert (asyn - sync).norm(dim=1).max().item() < 0.05
+
+
+@pytest.mark.parametrize("algo", P2P)
+def test_crashed_neighbour_does_not_block(algo):
+    kw = {"rho": 0.5} if algo == "cadmm" else {}
+    if algo != "gossip":
+        kw["swap_timeout"] = "20ms"
+    xs, _, learners = simulate(algo, epochs=5, scenario=Scenario(crashes=(Crash(node=1, at=0.01),)), **kw)
+    for i in (0, 2, 3):  # everybody else, including both of node 1's neighbours, finishes
+        assert learners[i].steps_done == 5 * 10, (algo, i, learners[i].steps_done)
+    assert learners[1].steps_done < 50
+    assert torch.isfinite(xs).all()
+
+
+@pytest.mark.parametrize("algo", ["gossip", "pdmm_isvr", "cadmm"])
+def test_runs_end_to_end_on_synthetic(tmp_path, algo):
+    from simbench.experiment.run import run_experiment
+    cfg = parse_config({"name": "t", "seed": 0, "nodes": 4, "topology": {"kind": "ring"}, "algorithm": algo,
+                        "dataset": {"name": "synthetic", "partition": "k_classes", "classes_per_node": 2, "max_train": 800},
+                        "model": {"name": "logistic"}, "train": {"epochs": 2, "batch_size": 32, "lr": 0.1},
+                        "output": {"wall_clock": False, "plot": False, "progress": False}})
+    res = run_experiment(cfg, tmp_path)
+    assert res.status == "finished"
+    avg = res.epochs[res.epochs["node"] == "avg"]
+    assert avg["epoch"].max() == 2
