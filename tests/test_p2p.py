@@ -139,7 +139,7 @@ def test_ecl_flags_converge(algo, piw, gcoef):
 
 @pytest.mark.parametrize("algo", ["admm_isvr", "pdmm_isvr", "admm"])
 def test_async_step_converges(algo):
-    xs, opt, _ = simulate(algo, epochs=60, round_step=False, latency=0.0005)
+    xs, opt, _ = simulate(algo, epochs=60, async_step=True, latency=0.0005)
     assert (xs - opt).norm(dim=1).max().item() < 5e-2
 
 
@@ -148,7 +148,7 @@ def test_dsgd_async_step_mixes_without_waiting():
     # 3-step-old neighbours still lands on the same (lr-biased) point
     sync, opt, _ = simulate("dsgd", epochs=20, lr=0.1, latency=0.006)
     t_sync = LAST["end"]
-    asyn, _, la = simulate("dsgd", epochs=20, lr=0.1, latency=0.006, round_step=False)
+    asyn, _, la = simulate("dsgd", epochs=20, lr=0.1, latency=0.006, async_step=True)
     assert LAST["end"] < 0.5 * t_sync
     assert all(lr.steps_done == 200 for lr in la.values())
     assert (asyn.mean(0) - opt).norm().item() < 0.02
@@ -178,3 +178,13 @@ def test_runs_end_to_end_on_synthetic(tmp_path, algo):
     assert res.status == "finished"
     avg = res.epochs[res.epochs["node"] == "avg"]
     assert avg["epoch"].max() == 2
+
+
+def test_sleep_factor_stretches_simulated_time_by_one_plus_the_factor():
+    """Seed 003's ``--sleep_factor``: a node sleeps factor x its compute time after each step.
+    With compute-bound rounds (tiny latency), the run takes about (1 + factor) times as long."""
+    simulate("dsgd", epochs=10, latency=1e-6)
+    base = LAST["end"]
+    xs, _, _ = simulate("dsgd", epochs=10, latency=1e-6, scenario=Scenario(sleep_factor=2.0))
+    assert torch.isfinite(xs).all()
+    assert LAST["end"] == pytest.approx(3 * base, rel=0.02), (base, LAST["end"])

@@ -28,9 +28,9 @@ with A_{i|j} = +I if i < j else -I. Node i keeps one dual z_{i|j} per neighbour 
 At a fixed point z_{i|j} = y_{j|i} and z_{j|i} = y_{i|j}, whose sum gives
 A_{i|j} x_i + A_{j|i} x_j = 0 (consensus), and sum_i grad f_i(x) = 0 (the global optimum).
 
-``round_step`` (default, seed's default): a node waits up to ``swap_timeout`` s for its
-neighbours' round-r duals and keeps the old dual of those that stay silent; ``round_step:
-false`` (seed ``--async_step``) never waits and uses the latest duals that have arrived.
+By default (the seed's round step) a node waits up to ``swap_timeout`` s for its
+neighbours' round-r duals and keeps the old dual of those that stay silent; ``async_step:
+true`` (seed ``--async_step``) never waits and uses the latest duals that have arrived.
 
 Stability (measured on f_i = |x - c_i|^2/2, L = 1, 4-ring, derived eta): plain PDMM
 diverges once lr L > ~1 (lr (L + eta E) < 2 is necessary; the dual coupling tightens it),
@@ -68,8 +68,8 @@ class EdgeConsensusParams:
     """Penalty override; null derives it from lr, piw, K and the degree as above."""
     local_steps: int = field(default=1, metadata={"check": (lambda k: k >= 1, "must be >= 1")})
     """Plain admm/pdmm: optimizer steps on the augmented local objective per dual exchange."""
-    round_step: bool = True
-    """Synchronous rounds (wait up to swap_timeout); false = seed's --async_step (never wait)."""
+    async_step: bool = False
+    """Seed's ``--async_step``: never wait, use the latest duals that have arrived (default: rounds, wait up to swap_timeout)."""
     swap_timeout: Optional[float] = field(default=1.0, metadata={"parse": parse_duration})
     """Seconds to wait for a neighbour's dual before going on with the old one; null waits forever."""
 
@@ -216,7 +216,7 @@ class EdgeConsensusNode(Node):
             with torch.no_grad():
                 for j, sign in self.signs.items():
                     await rt.send(j, Message("dual", {"round": r}, {"y": dual_out(self.z[j], x, sign)}))
-            if p.round_step:
+            if not p.async_step:
                 got = await collect_round(rt, "dual", r, set(self.signs), p.swap_timeout)
             else:
                 got = await drain_latest(rt, "dual")

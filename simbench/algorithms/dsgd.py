@@ -12,7 +12,7 @@ at most ``swap_timeout`` simulated seconds for its neighbours' round-r parameter
 mixes with those that arrived (seed 003's ``--swap_timeout``), so a crashed neighbour
 slows its peers down but does not block them.
 
-``round_step: false`` (seed 003's ``--async_step``): a node never waits; it mixes with the
+``async_step: true`` (seed 003's ``--async_step``): a node never waits; it mixes with the
 latest parameters it has heard from each neighbour (possibly several rounds old), draining
 what has arrived with ``recv(timeout=0)``; a neighbour silent for longer than
 ``swap_timeout`` is left out until it is heard from again (a crashed peer's last model is
@@ -42,8 +42,8 @@ class DSGDParams:
     """``seed``: (w x_i + sum x_j)/(w + deg); ``metropolis``: Metropolis–Hastings weights."""
     swap_timeout: Optional[float] = field(default=1.0, metadata={"parse": parse_duration})
     """Seconds to wait for a neighbour's parameters before mixing without them; null waits forever."""
-    round_step: bool = True
-    """Synchronous rounds; false = seed 003's ``--async_step``: mix with the latest heard parameters, never wait."""
+    async_step: bool = False
+    """Seed 003's ``--async_step``: never wait; mix with the latest parameters heard from each neighbour."""
 
 
 def mix_seed(x: torch.Tensor, neighbours: list[torch.Tensor], weight: float) -> torch.Tensor:
@@ -120,7 +120,7 @@ class DSGDNode(Node):
             msg = Message("params", {"round": r}, {"x": x})
             for j in rt.neighbors:
                 await rt.send(j, msg)
-            if p.round_step:
+            if not p.async_step:
                 got = {j: m.tensors["x"] for j, m in
                        (await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout)).items()}
             else:

@@ -185,6 +185,9 @@ class Scenario:
     recover_after: Optional[float] = field(default=None, metadata={"parse": parse_duration})
     """With ``crash_rate``: a crashed node restarts after this long."""
     partitions: tuple[Partition, ...] = ()
+    sleep_factor: float = field(default=0.0, metadata={"check": (lambda x: x >= 0, "must be >= 0")})
+    """Seed 003's ``--sleep_factor``: after every compute call a node sleeps this many times the
+    compute time it was charged (it still receives meanwhile); 0 = no sleep."""
 
 
 def check_nodes(scenario: Scenario, n: int) -> None:
@@ -212,6 +215,7 @@ class NodeProfile:
     batch_scale: float = 1.0
     straggler: bool = False
     weak: bool = False
+    sleep_factor: float = 0.0
 
 
 def node_profiles(scenario: Scenario, n: int, rng: np.random.Generator,
@@ -232,7 +236,7 @@ def node_profiles(scenario: Scenario, n: int, rng: np.random.Generator,
         out.append(NodeProfile(
             speed=speed,
             batch_scale=scenario.weak_workers.batch_scale if i in weak else 1.0,
-            straggler=i in stragglers, weak=i in weak,
+            straggler=i in stragglers, weak=i in weak, sleep_factor=scenario.sleep_factor,
         ))
     return out
 

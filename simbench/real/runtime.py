@@ -144,7 +144,18 @@ class RealRuntime:
         if extra > 0:
             await asyncio.sleep(extra)
         self.compute_s += elapsed + max(0.0, extra)
+        if self.profile.sleep_factor and self._slowdown_applies(cost):
+            await asyncio.sleep(self.profile.sleep_factor * (elapsed + max(0.0, extra)))
         return result
+
+    @staticmethod
+    def _slowdown_applies(cost: Cost) -> bool:
+        """Only calls the simulator charges time for (a non-zero ``cost``) are slowed."""
+        if cost is None:
+            return False
+        if isinstance(cost, Work):
+            return cost.flops > 0 or cost.steps > 0
+        return float(cost) > 0
 
     def _slowdown(self, cost: Cost, elapsed: float) -> float:
         """Extra seconds a weak or straggling node waits after ``elapsed`` seconds of work.
@@ -152,8 +163,7 @@ class RealRuntime:
         Charged only where the simulator charges compute time (a non-zero ``cost``),
         and the straggler factor is drawn from the same per-node stream as there.
         """
-        if cost is None or (isinstance(cost, Work) and cost.flops <= 0 and cost.steps <= 0) or \
-                (not isinstance(cost, Work) and float(cost) <= 0):
+        if not self._slowdown_applies(cost):
             return 0.0
         factor = 1.0 / self.profile.speed
         if self.profile.straggler:

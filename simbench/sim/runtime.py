@@ -122,6 +122,8 @@ class SimRuntime:
         if seconds > 0:
             self.compute_s += seconds
             await self._hold(to_ticks(seconds))
+            if self.profile.sleep_factor:
+                await self._hold(to_ticks(seconds * self.profile.sleep_factor))
         return result
 
     def _cost_seconds(self, cost: Cost) -> float:
