@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from types import SimpleNamespace
 
 import networkx as nx
 import numpy as np
@@ -41,11 +42,14 @@ def world(request):
     """``world(graph, {node: fn}, network=..., scenario=...)`` runs the story; returns (world, logs)."""
 
     def run(graph: nx.Graph, fns: dict, *, network: NetworkSpec | None = None,
-            scenario: Scenario = Scenario(), profiles: list | None = None, until: float | None = None):
+            scenario: Scenario = Scenario(), profiles: list | None = None, until: float | None = None,
+            devices: dict | None = None):
         network = network or NetworkSpec(latency=Dist("constant", value=LATENCY), bandwidth=math.inf,
                                          uplink=math.inf, downlink=math.inf)
         logs = {i: [] for i in fns}
         nodes = {i: Story(fn, logs[i]) for i, fn in fns.items()}
+        for i, device in (devices or {}).items():  # a node whose model lives on that device
+            nodes[i].learner = SimpleNamespace(device=torch.device(device))
         n = graph.number_of_nodes()
         kw = dict(roles={i: "worker" for i in range(n)}, network=network, compute=ComputeSpec(),
                   scenario=scenario, profiles=profiles or [NodeProfile()] * n, recorder=Recorder("t", wall_clock=False), seed=0)
@@ -297,3 +301,30 @@ def test_stragglers_are_slowed_in_both_runtimes(world):
     tol = 1e-9 if world.kind == "sim" else 0.04
     assert logs[0][0] == pytest.approx(0.05, abs=tol)
     assert logs[1][0] == pytest.approx(0.15, abs=tol)
+
+
+def test_received_tensors_land_on_the_receivers_model_device(world):
+    """Tensors travel as bytes; the runtime puts them where the receiver's model lives (a GPU in
+    a real run; the ``meta`` device stands in for it here), so mixing never crosses devices."""
+    async def sender(rt, log):
+        await rt.send(1, Message("x", {}, {"x": torch.arange(4.0)}))
+        await rt.send(2, Message("x", {}, {"x": torch.arange(4.0)}))
+
+    async def receiver(rt, log):
+        msg = await rt.recv(timeout=5)
+        log.append((msg.tensors["x"].device.type, tuple(msg.tensors["x"].shape)))
+
+    w, logs = world(nx.star_graph(2), {0: sender, 1: receiver, 2: receiver}, devices={1: "meta"})
+    assert logs[1] == [("meta", (4,))] and logs[2] == [("cpu", (4,))]
+
+
+def test_sleep_factor_sleeps_that_many_times_the_compute_time(world):
+    """Seed 003's sleep_factor: after a compute charged 0.1 s the node sleeps 2 x 0.1 s more."""
+    async def node(rt, log):
+        t0 = rt.now()
+        await rt.compute(lambda: time.sleep(0.1) if world.kind == "real" else None, cost=0.1)
+        log.append(rt.now() - t0)
+
+    profile = NodeProfile(sleep_factor=2.0)
+    w, logs = world(pair(), {0: node}, profiles=[profile, NodeProfile()])
+    assert logs[0][0] == pytest.approx(0.3, abs=1e-9 if world.kind == "sim" else 0.08)

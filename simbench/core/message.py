@@ -68,6 +68,12 @@ class Message:
             self._wire = encode(self.kind, src, self.meta, self.tensors)
         return self._wire
 
+    def to(self, device: torch.device | None) -> "Message":
+        """This message with its tensors on ``device`` (itself when None or already there)."""
+        if device is None or all(t.device == device for t in self.tensors.values()):
+            return self
+        return Message(self.kind, self.meta, {k: t.to(device) for k, t in self.tensors.items()}, self.src)
+
     @property
     def nbytes(self) -> int:
         """Encoded size; only meaningful after the message was sent (encoded)."""

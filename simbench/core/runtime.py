@@ -60,6 +60,16 @@ def matcher(match: Match) -> Callable[[Message], bool] | None:
     raise TypeError(f"match must be a kind, a collection of kinds or a predicate, not {match!r}")
 
 
+def node_device(node: Any) -> Any:
+    """Where a node's received tensors belong: its learner's accelerator, or None for the CPU.
+
+    Messages travel as bytes and decode onto the CPU; a runtime moves them to this device on
+    delivery, so algorithm code mixes received tensors with its own wherever the model lives.
+    """
+    device = getattr(getattr(node, "learner", None), "device", None)
+    return device if device is not None and getattr(device, "type", "cpu") != "cpu" else None
+
+
 def take_first(box: MutableSequence[Message], pred: Callable[[Message], bool] | None) -> Message | None:
     """Remove and return the first message of ``box`` that ``pred`` accepts (any when None)."""
     for i, m in enumerate(box):

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core.runtime import node_device
 from .transport import DEFAULT_MAX_SIZE, INSECURE_KEY, Address, ClusterKeyError, is_loopback, load_cluster_key, run_key
 
 EXIT_OK = 0
@@ -203,6 +204,7 @@ class NodeProcess:
                               profile=self.profiles[i], straggler_rng=streams.straggler,
                               stragglers=cfg.scenario.stragglers, transport=self.transport, clock=self.clock,
                               recorder=self.recorder, faults=faults, net_rng=streams.network)
+        self.rt.device = node_device(self.node)
         try:
             asyncio.run(self._main())
         finally:

@@ -73,6 +73,8 @@ class RealRuntime:
         self.msgs_sent = 0
         self.compute_s = 0.0
         self.crashed = False
+        self.device = None
+        """Received tensors are moved here on delivery (the node's accelerator; None: CPU)."""
         self.links = FaultLayer(node_id, faults, net_rng if net_rng is not None else np.random.default_rng(),
                                 deliver=transport.send, clock=self.now, log=self._log_at)
         transport.on_reject = self._rejected
@@ -128,6 +130,7 @@ class RealRuntime:
         """Called by the transport's reader for every authenticated, well-formed message."""
         if self.crashed:
             return
+        msg = msg.to(self.device)
         for waiter in self._waiters:
             if not waiter[0].done() and (waiter[1] is None or waiter[1](msg)):
                 self._waiters.remove(waiter)

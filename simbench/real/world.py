@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import networkx as nx
 import numpy as np
 
+from ..core.runtime import node_device
 from ..core.scenario import ComputeSpec, Crash, NetworkSpec, NodeProfile, Scenario, crash_schedule
 from .faults import NO_FAULTS, link_faults
 from .runtime import Clock, RealRuntime
@@ -126,6 +127,8 @@ class RealWorld:
                 i, self.roles.get(i, "worker"), tuple(sorted(self.graph.neighbors(i))), tuple(range(n)),
                 rng=s.rng, profile=self.profiles[i], straggler_rng=s.straggler, stragglers=self.scenario.stragglers,
                 transport=transports[i], clock=self.clock, recorder=self.recorder, faults=faults, net_rng=s.network))
+        for i, node in self.nodes.items():
+            self.runtimes[i].device = node_device(node)
         await self.clock.wait_start()
         for i, rt in enumerate(self.runtimes):
             crashes = node_crashes(self.scenario, n, self.horizon, node_streams(self.seed, n, i), i)

@@ -57,6 +57,8 @@ class SimRuntime:
         self._procs: dict[Process, None] = {}  # insertion-ordered: kills run in spawn order (determinism)
         self.crashed = False
         self.compute_s = 0.0
+        self.device = None
+        """Received tensors are moved here on delivery (the node's accelerator; None: CPU)."""
 
     # -- clock ------------------------------------------------------------------
     def now(self) -> float:
@@ -105,7 +107,7 @@ class SimRuntime:
 
     def deliver(self, payload: bytes) -> None:
         """Called by the network at arrival time."""
-        msg = self.world.decode(payload)
+        msg = self.world.decode(payload).to(self.device)
         for waiter in self._waiters:
             if waiter[1] is None or waiter[1](msg):
                 self._waiters.remove(waiter)

@@ -16,6 +16,7 @@ import networkx as nx
 import numpy as np
 
 from ..core.message import Message, decode, parse_header
+from ..core.runtime import node_device
 from ..core.scenario import ComputeSpec, Dist, NetworkSpec, NodeProfile, Scenario, crash_schedule
 from ..core.units import SECOND_TICKS, to_ticks
 from ..metrics.recorder import Recorder
@@ -73,6 +74,8 @@ class SimWorld:
                        node_rngs[i], profiles[i], strag_rngs[i])
             for i in range(n)
         ]
+        for i, node in self.nodes.items():
+            self.runtimes[i].device = node_device(node)
         self._down_edges: dict[frozenset, int] = {}
         self._headers: dict[int, tuple] = {}
         self._schedule_faults(np.random.default_rng(fault_seq), horizon)
