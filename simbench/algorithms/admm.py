@@ -217,7 +217,7 @@ class EdgeConsensusNode(Node):
                 for j, sign in self.signs.items():
                     await rt.send(j, Message("dual", {"round": r}, {"y": dual_out(self.z[j], x, sign)}))
             if not p.async_step:
-                got = await collect_round(rt, "dual", r, set(self.signs), p.swap_timeout)
+                got = await collect_round(rt, "dual", r, set(self.signs), p.swap_timeout, stale=True)
             else:
                 got = await drain_latest(rt, "dual")
             with torch.no_grad():

@@ -10,8 +10,14 @@ exchanging x with its neighbours N_i::
 The argmin is solved inexactly by ``local_steps`` steps of the node's optimizer on
 g_i(x) + alpha_i + 2 rho sum_j (x - (x_i^k + x_j^k)/2). (The first dual step uses x^0, so
 alpha starts in the range of the graph Laplacian, as the method requires.) Stability of the
-inexact step needs lr (L_f + 2 rho deg) < 2. A neighbour silent for ``swap_timeout`` s is left
-out of that round's dual step and penalty.
+inexact step needs lr (L_f + 2 rho deg) < 2.
+
+A neighbour silent for ``swap_timeout`` s (crashed, slow, or done with its epochs) enters
+that round with the latest parameters heard from it. Leaving it out instead would freeze its
+share of alpha_i, sum_i alpha_i = 0 would no longer hold, and the linear term <alpha_i, x>
+would be left without its counterweight: on FashionMNIST with non-iid shards (whose sizes
+differ, so nodes finish at different rounds) that made every seed diverge once the first
+node finished. A neighbour never heard from is left out.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class CADMMNode(Node):
         self.clock = StepClock(self)
         self.round = 0
         self.alpha = torch.zeros_like(self.learner.flat_params())
+        self.latest: dict[int, torch.Tensor] = {}
+        """The latest parameters heard from each neighbour (stand-ins for silent ones)."""
 
     async def run(self, rt: Runtime) -> None:
         learner, p = self.learner, self.params
@@ -70,8 +78,9 @@ class CADMMNode(Node):
             await_msg = Message("params", {"round": r}, {"x": x})
             for j in rt.neighbors:
                 await rt.send(j, await_msg)
-            got = await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout)
-            xs = [m.tensors["x"] for m in got.values()]
+            got = await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout, stale=True)
+            self.latest.update((j, m.tensors["x"]) for j, m in got.items())
+            xs = [self.latest[j] for j in rt.neighbors if j in self.latest]
             with torch.no_grad():
                 cadmm_dual(self.alpha, x, xs, p.rho)
                 centres = [(x + y) * 0.5 for y in xs]

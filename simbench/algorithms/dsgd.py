@@ -10,7 +10,10 @@ Update of node i in round r (synchronous rounds, seed 003's ``DSGD`` optimizer):
 neighbourhood); ``W`` are Metropolis–Hastings weights 1/(1 + max(d_i, d_j)). A node waits
 at most ``swap_timeout`` simulated seconds for its neighbours' round-r parameters and
 mixes with those that arrived (seed 003's ``--swap_timeout``), so a crashed neighbour
-slows its peers down but does not block them.
+slows its peers down but does not block them. A neighbour that missed the deadline but
+whose parameters of an earlier round arrived meanwhile is mixed in with those (stale but
+unused): otherwise a node that once ran ahead of a slower neighbour would never mix with it
+again (see :func:`collect_round`).
 
 ``async_step: true`` (seed 003's ``--async_step``): a node never waits; it mixes with the
 latest parameters it has heard from each neighbour (possibly several rounds old), draining
@@ -64,10 +67,19 @@ def mix_metropolis(x: torch.Tensor, neighbours: dict[int, torch.Tensor], w_row: 
     return x
 
 
-async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], timeout: float | None) -> dict[int, Message]:
+async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], timeout: float | None,
+                        stale: bool = False) -> dict[int, Message]:
     """Gather ``kind`` messages of round ``rnd`` from ``expected`` peers, waiting at most
-    ``timeout`` seconds in all; older rounds' stragglers are discarded on the way."""
+    ``timeout`` seconds in all; older rounds' stragglers are discarded on the way.
+
+    ``stale=True``: a peer whose round-``rnd`` message has not come by the deadline enters
+    with the newest older-round message that arrived from it since the last call (logged as
+    ``<kind>_stale``). Without it, a node that once timed out on a slower neighbour runs a
+    round ahead for good and never hears from it again: every later round-r message from
+    that neighbour arrives after the node has moved on.
+    """
     got: dict[int, Message] = {}
+    older: dict[int, Message] = {}
     pending = set(expected)
     deadline = None if timeout is None else rt.now() + timeout
     accept = lambda m: m.kind == kind and m.get("round", -1) <= rnd  # noqa: E731
@@ -81,8 +93,14 @@ async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], ti
         if msg["round"] == rnd and msg.src in pending:
             got[msg.src] = msg
             pending.discard(msg.src)
+        elif stale and msg.src in pending:
+            older[msg.src] = msg  # rounds arrive in order on a link: this is the newest so far
     if pending:
         rt.log(f"{kind}_timeouts", len(pending))
+        late = [j for j in pending if j in older]
+        if late:
+            got.update((j, older[j]) for j in late)
+            rt.log(f"{kind}_stale", len(late))
     return got
 
 
@@ -122,7 +140,7 @@ class DSGDNode(Node):
                 await rt.send(j, msg)
             if not p.async_step:
                 got = {j: m.tensors["x"] for j, m in
-                       (await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout)).items()}
+                       (await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout, stale=True)).items()}
             else:
                 got = await self.heard(rt)
             with torch.no_grad():
