@@ -171,8 +171,7 @@ class EdgeConsensusNode(Node):
         i = ctx.node_id
         nbrs = sorted(ctx.graph.neighbors(i)) if ctx.graph is not None else []
         self.signs = {j: edge_sign(i, j) for j in nbrs}
-        n = self.learner.num_params if hasattr(self.learner, "num_params") else self.learner.flat_params().numel()
-        zeros = lambda: torch.zeros(n, dtype=self.learner.flat_params().dtype)  # noqa: E731
+        zeros = lambda: torch.zeros_like(self.learner.flat_params())  # noqa: E731  (on the model's device)
         self.z = {j: zeros() for j in nbrs}
         self.zbar = {j: zeros() for j in nbrs}
 
