@@ -21,7 +21,7 @@ def _catalogue() -> str:
         "algorithms:\n" + algos + "\n"
         f"topologies:  {', '.join(BUILDERS)} (or topology: {{file: topologies/NAME.yaml}})\n"
         f"datasets:    {', '.join(DATASETS)} (digits is embedded; others via torchvision, root from dataset.root or $SIMBENCH_DATA)\n"
-        f"models:      {', '.join(MODELS)}\n"
+        f"models:      {', '.join(MODELS)}; GANs: lsgan, dcgan\n"
         f"devices:     {', '.join(DEVICE_PROFILES)} (compute.device; or compute.step_time / compute.flops_per_s)\n"
         "scenario:    stragglers {fraction, nodes, slowdown}, weak_workers {fraction, nodes, speed, batch_scale},\n"
         "             crashes [{node, at, recover_at}], crash_rate, recover_after, partitions [{edges, start, end}]\n"
@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     mat.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
     mat.add_argument("--report", action="store_true", help="write the report when the matrix is done")
     mat.add_argument("--quiet", action="store_true", help="no progress bar")
+    fid = sub.add_parser("train-fid-net", help="train the small classifier whose features give FID (GAN algorithms)")
+    fid.add_argument("dataset", help="data set, e.g. mnist, fashion_mnist, digits")
+    fid.add_argument("--root", default=None, help="data root (default: $SIMBENCH_DATA)")
+    fid.add_argument("--epochs", type=int, default=3)
+    fid.add_argument("--seed", type=int, default=0)
+    fid.add_argument("--out", default=None, help="weights file (default: the package's simbench/gan/weights/fidnet_DATASET.pt)")
     rep = sub.add_parser("report", help="write report.md and figures for a matrix results directory")
     rep.add_argument("results", help="a matrix results directory, e.g. results/decentralized")
     rep.add_argument("--format", choices=("md", "html"), default="md")
@@ -126,6 +132,24 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_train_fid_net(args) -> int:
+    import torch
+
+    from .data.datasets import load_dataset
+    from .experiment.gan import gan_range
+    from .gan.fidnet import save_fid_net, train_fid_net, weights_path
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    data = load_dataset(args.dataset, args.root, seed=args.seed)
+    x_train, x_test = gan_range(data)
+    net, acc = train_fid_net(x_train, data.y_train, x_test, data.y_test, num_classes=data.num_classes,
+                             epochs=args.epochs, seed=args.seed)
+    path = save_fid_net(net, args.out or weights_path(args.dataset),
+                        {"dataset": args.dataset, "test_acc": round(acc, 4), "epochs": args.epochs, "seed": args.seed})
+    print(f"FID network for {args.dataset}: test accuracy {acc:.4f}; wrote {path} ({path.stat().st_size // 1024} KB)")
+    return 0
+
+
 def _cmd_topology(args) -> int:
     from .topology import build, describe, draw, load
 
@@ -142,11 +166,25 @@ def _cmd_topology(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .core.schema import ConfigError
-
     if argv is None:  # a real command line (not a test calling main): tune malloc first
         from ._malloc import reexec_with_malloc_env
         reexec_with_malloc_env()
+        import signal
+        signal.signal(signal.SIGTERM, _terminate)  # even while torch is still being imported
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("simbench: interrupted; results recorded so far were written", file=sys.stderr)
+        return 130
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM stops a command as Ctrl-C does: what was recorded is written, exit code 130."""
+    raise KeyboardInterrupt
+
+
+def _main(argv: list[str] | None) -> int:
+    from .core.schema import ConfigError
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -162,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_matrix(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "train-fid-net":
+            return _cmd_train_fid_net(args)
         if args.command == "list":
             print(_catalogue())
             return 0
@@ -172,9 +212,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"simbench: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("simbench: interrupted; results recorded so far were written", file=sys.stderr)
-        return 130
 
 
 def _is_user_error(exc: Exception) -> bool:

@@ -107,6 +107,46 @@ def test_a_scheduled_crash_ends_one_process_and_its_peer_carries_on(tmp_path):
     assert ep[ep["node"] == "0"]["epoch"].max() == 2 and not (ep[ep["node"] == "1"]["epoch"] == 2).any(), ep
 
 
+def test_sigterm_stops_every_node_and_keeps_their_rows(tmp_path):
+    """SIGTERM to ``launch`` mid-run: every node writes what it recorded and exits, the run
+    directory is still merged, and launch exits 130 naming no failed node."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "simbench.cli", "launch", str(ROOT / "examples" / "quickstart.yaml"),
+                             "--local", "2", "--out", str(out), "--quiet", "--set", "train.epochs=500",
+                             "--set", "output.plot=false"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while time.time() < deadline and len(list(out.glob("quickstart/*/nodes/*/params/epoch2.npy"))) < 2:
+        time.sleep(0.2)  # both nodes are two epochs into training (their per-epoch snapshots exist)
+    proc.terminate()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr[-2000:])
+    run_dir = next((out / "quickstart").iterdir())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert [n["status"] for n in manifest["nodes"]] == ["interrupted", "interrupted"], manifest["nodes"]
+    ep = pd.read_csv(run_dir / "epochs.csv", dtype={"node": str})
+    for k in ("0", "1"):
+        epochs = ep[ep["node"] == k]["epoch"]
+        assert 1 <= epochs.max() < 500, ep  # rows written before the stop, and it did stop early
+
+
+def test_sigterm_while_nodes_still_start_up_is_an_interruption_not_a_failure(tmp_path):
+    """Nodes stopped while importing torch, loading data or meeting their peers report
+    ``interrupted`` (not ``killed``/``failed``), and launch still writes the run directory."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "simbench.cli", "launch", str(ROOT / "examples" / "quickstart.yaml"),
+                             "--local", "2", "--out", str(out), "--quiet", "--no-snapshots"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(out.glob("quickstart/*/nodes/*/stderr.log"))) < 2:
+        time.sleep(0.05)  # both node processes exist
+    proc.terminate()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr[-2000:])
+    manifest = json.loads((next((out / "quickstart").iterdir()) / "manifest.json").read_text())
+    assert [n["status"] for n in manifest["nodes"]] == ["interrupted", "interrupted"], manifest["nodes"]
+
+
 def fake_node(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 

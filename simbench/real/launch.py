@@ -193,9 +193,11 @@ def _outcome(k: int, code: int, run_dir: Path, log: Path, why: str) -> NodeOutco
         return NodeOutcome(k, code, "crashed", "scheduled crash")
     if code == EXIT_OK:
         return NodeOutcome(k, code, status or "finished")
+    if code == -signal.SIGTERM and why == "interrupted":  # our SIGTERM reached it before its handlers
+        return NodeOutcome(k, code, "interrupted", "signal (before the node had started)")
     if code < 0:
         return NodeOutcome(k, code, "killed", f"killed by signal {-code}" + (f" ({why})" if why else ""))
-    if status == "interrupted":  # stopped by our SIGTERM: say why we sent it
+    if status == "interrupted" or (status is None and code in (130, 143)):  # stopped by a signal: say why
         if why == "timeout":
             return NodeOutcome(k, code, "timeout", "stopped when --timeout passed")
         if why.startswith("node "):

@@ -142,10 +142,40 @@ def _check_loopback(hosts: list[str]) -> None:
                              "give --key-file FILE or set SIMBENCH_CLUSTER_KEY")
 
 
+class _Stop(BaseException):
+    """SIGINT/SIGTERM before the event loop's own handlers are in place."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _stop(signum, frame) -> None:
+    raise _Stop(EXIT_SIGNAL[signum])
+
+
 def _run(opts: NodeOptions, plan: _Plan) -> int:
-    proc = NodeProcess(opts, plan)
-    proc.connect()
-    return proc.run()
+    # A signal while the node still loads data, builds its model or meets its peers must
+    # end it as cleanly as one during the run: status ``interrupted``, exit 130/143.
+    for sig in EXIT_SIGNAL:
+        signal.signal(sig, _stop)
+    try:
+        proc = NodeProcess(opts, plan)
+        proc.connect()
+        return proc.run()
+    except _Stop as stop:  # before the runtime existed (run() handles it from then on)
+        _write_status(opts, plan, {"node": plan.node_id, "status": "interrupted", "error": "signal before the start",
+                                   "pid": os.getpid()})
+        print("simbench node: interrupted before the run started", file=sys.stderr)
+        return stop.code
+
+
+def _write_status(opts: NodeOptions, plan: _Plan, info: dict) -> None:
+    out = node_dir(Path(opts.out or plan.cfg.output.dir) / plan.cfg.name / plan.cfg.run_id(), plan.node_id)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "status.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(out / "status.json")
 
 
 class NodeProcess:
@@ -207,6 +237,8 @@ class NodeProcess:
         self.rt.device = node_device(self.node)
         try:
             asyncio.run(self._main())
+        except _Stop as stop:  # before _main installed the loop's handlers
+            self.state.update(status="interrupted", error="signal", exit=stop.code)
         finally:
             self.write(self.state["status"])
         return self.state["exit"]
