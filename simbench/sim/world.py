@@ -95,16 +95,16 @@ class SimWorld:
         """
         hit = self._headers.get(id(payload))
         if hit is None or hit[0] is not payload:
-            hit = self._headers[id(payload)] = (payload, parse_header(payload))
+            header = parse_header(payload)
+            nested = any(isinstance(v, (list, dict)) for v in header[2].values())
+            hit = self._headers[id(payload)] = (payload, header, nested)
             self._header_bytes += len(payload)
             while self._header_bytes > HEADER_CACHE_BYTES and len(self._headers) > 1:
-                _, (old, _) = self._headers.popitem(last=False)
+                old = self._headers.popitem(last=False)[1][0]
                 self._header_bytes -= len(old)
         header = hit[1]
-        meta = header[2]
-        if any(isinstance(v, (list, dict)) for v in meta.values()):
-            # every receiver gets its own nested meta, as a fresh parse would give it
-            header = (header[0], header[1], copy.deepcopy(meta), *header[3:])
+        if hit[2]:  # every receiver gets its own nested meta, as a fresh parse would give it
+            header = (header[0], header[1], copy.deepcopy(header[2]), *header[3:])
         return decode(payload, header)
 
     def _deliver(self, src: int, dst: int, payload: bytes) -> None:
