@@ -40,6 +40,11 @@ class NodeContext:
     """For model roles without data (servers): steps of an average worker per epoch."""
     on_epoch: EpochHook | None = None
     """Observer told ``(node_id, epoch, learner)`` after each epoch (the average-model row)."""
+    network: Any = None
+    """The run's :class:`~simbench.core.scenario.NetworkSpec` (nominal link capacities), for
+    algorithms that size their messages to the network (Ako's ``P: auto``); None if unknown."""
+    compute: Any = None
+    """The run's :class:`~simbench.core.scenario.ComputeSpec` (nominal step cost); None if unknown."""
 
 
 class Node:

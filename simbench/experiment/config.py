@@ -35,6 +35,7 @@ from ..core.schema import ConfigError, convert, from_dict, to_dict
 from ..core.units import parse_duration
 from ..data.datasets import DATASETS
 from ..models import MODELS
+from ..gan.models import GAN_MODELS
 
 PARTITIONS = ("iid", "dirichlet", "k_classes", "shards")
 
@@ -67,8 +68,8 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str = field(default="mlp", metadata={"choices": tuple(MODELS)})
-    """Architecture: logistic, mlp, cnn (seed 002's Keras MNIST CNN), resnet_gn (seed 003)."""
+    name: str = field(default="mlp", metadata={"choices": tuple(MODELS) + tuple(GAN_MODELS)})
+    """Architecture: logistic, mlp, cnn (seed 002's Keras MNIST CNN), resnet_gn (seed 003); lsgan, dcgan for GAN algorithms."""
     options: dict = field(default_factory=dict)
     """Keyword arguments of the architecture (e.g. hidden: [128], drop_rate: 0.1)."""
 

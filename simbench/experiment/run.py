@@ -34,6 +34,7 @@ from ..models import build_model
 from ..sim.kernel import Deadlock
 from ..sim.world import SimWorld
 from ..topology import from_spec
+from . import gan as gan_glue
 from .config import ExperimentConfig
 
 
@@ -98,6 +99,8 @@ def build_nodes(cfg: ExperimentConfig, recorder: Recorder, observer_hook=None, o
     graph = from_spec(cfg.topology, cfg.nodes, seed=streams["topology"])
     n = graph.number_of_nodes()
     algo = ALGORITHMS[cfg.algorithm]
+    gan = gan_glue.is_gan(algo)
+    gan_glue.check_model(cfg, algo)
     roles = algo.roles(graph, cfg.algorithm_params)
     speeds = {i: s for i, s in graph.nodes(data="speed") if s is not None}
     profiles = node_profiles(cfg.scenario, n, streams["faults"], speeds)
@@ -112,6 +115,8 @@ def build_nodes(cfg: ExperimentConfig, recorder: Recorder, observer_hook=None, o
 
     def make_model(i: int):
         seed = streams["init"] if cfg.train.same_init else streams["init"] + i + 1
+        if gan:
+            return None  # GAN learners are built whole by make_gan_learner
         try:
             return build_model(cfg.model.name, data.input_shape, data.num_classes, seed=seed, **cfg.model.options)
         except (ValueError, TypeError) as exc:
@@ -129,6 +134,13 @@ def build_nodes(cfg: ExperimentConfig, recorder: Recorder, observer_hook=None, o
             else:  # a model holder without data (a server): it never trains
                 x, y = data.x_test[:1], data.y_test[:1]
             bs = max(1, int(cfg.train.batch_size * profiles[i].batch_scale))
+            if gan:  # a GAN trains on the whole shard (no validation split)
+                model_seed = streams["init"] if cfg.train.same_init else streams["init"] + i + 1
+                idx = np.sort(np.concatenate(split[i])) if i in split else None
+                learner = gan_glue.make_gan_learner(cfg, data, idx, bs, int(learner_seeds[i].generate_state(1)[0]),
+                                                    model_seed)
+                val = None
+        if learner is None and roles[i] in algo.model_roles():
             learner = Learner(make_model(i), x.to(cfg.device), y.to(cfg.device), batch_size=bs, optim=optim,
                               seed=int(learner_seeds[i].generate_state(1)[0]), device=cfg.device)
             if i in split:
@@ -137,7 +149,7 @@ def build_nodes(cfg: ExperimentConfig, recorder: Recorder, observer_hook=None, o
             node_id=i, role=roles[i], params=cfg.algorithm_params, learner=learner, epochs=cfg.train.epochs,
             eval_train=eval_train, val=val, test=test if learner is not None else None, graph=graph,
             roles=dict(roles), steps_per_epoch=max(1, math.ceil(mean_shard / cfg.train.batch_size)),
-            on_epoch=observer_hook,
+            on_epoch=observer_hook, network=cfg.network, compute=cfg.compute,
         )
         contexts[i] = ctx
         nodes[i] = algo.make_node(ctx)
@@ -168,14 +180,24 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     run_dir = Path(out_root or cfg.output.dir) / cfg.name / run_id
     recorder = Recorder(run_id, wall_clock=cfg.output.wall_clock)
     show = cfg.output.progress if progress is None else progress
+    gan = gan_glue.is_gan(ALGORITHMS[cfg.algorithm])
     observer = AverageModelObserver(recorder)
+    if gan:
+        p = cfg.algorithm_params
+        observer = gan_glue.GanObserver(recorder, None, latent_dim=p.latent_dim, fid_batch=p.fid_batch, grid=p.grid,
+                                        grid_dir=run_dir / "samples", seed=cfg.seed)
     graph, roles, profiles, nodes, contexts, (make_model, test, optim, data) = build_nodes(cfg, recorder, observer.on_epoch)
     reporters = [i for i in nodes if roles[i] in ALGORITHMS[cfg.algorithm].reporting_roles()]
-    observer.configure(make_model(0), test, expected=len(reporters), device=cfg.device)
+    if gan:
+        observer.evaluator = gan_glue.make_evaluator(cfg, data)
+    else:
+        observer.configure(make_model(0), test, expected=len(reporters), device=cfg.device)
     world = SimWorld(graph, nodes, roles=roles, network=cfg.network, compute=cfg.compute, scenario=cfg.scenario,
                      profiles=profiles, recorder=recorder, seed=_streams(cfg.seed)["world"],
                      horizon=cfg.time_limit or 24 * 3600.0)
     observer.clock = lambda: world.now
+    if gan:
+        observer.bytes_total = lambda: float(sum(world.network.bytes_sent))
     rounds = getattr(cfg.algorithm_params, "rounds", None) or cfg.train.epochs
     total = len(reporters) * (rounds + 1)  # epoch 0 is the starting point
     bar = None
@@ -214,7 +236,11 @@ def _write(cfg, run_dir: Path, recorder: Recorder, status: str, error, sim_time:
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     events, epochs = recorder.events_frame(), recorder.epochs_frame()
-    if cfg.output.plot and len(epochs):
+    if cfg.output.plot and len(epochs) and "fid" in epochs.columns:
+        from ..gan.plots import plot_gan_run
+        plot_gan_run(epochs, events, run_dir / "fid.png", title=f"{cfg.name}: {cfg.algorithm} ({cfg.nodes} nodes), "
+                     f"{cfg.dataset.name} / {cfg.model.name}  [{recorder.run_id}]")
+    elif cfg.output.plot and len(epochs):
         from ..report.plots import plot_run
         topo = cfg.topology.get("kind") or cfg.topology.get("file")
         plot_run(epochs, events, run_dir / "test_acc.png",
