@@ -1,0 +1,230 @@
+"""Update compression on the push path: pure functions from a flat gradient to a payload.
+
+Every compressor keeps a *residual* (error feedback): what it did not send this time is
+added to the next gradient, so nothing is lost, only delayed. With ``acc = residual + g``
+every method returns ``(payload, new_residual)`` with
+
+    decompress(payload) + new_residual == acc          (exactly, element by element)
+
+``none``
+    Send ``g`` dense (float32); no residual.
+``adacomp``
+    Chen et al., "AdaComp: Adaptive Residual Gradient Compression for Data-Parallel
+    Distributed Training", AAAI 2018 (arXiv:1712.02679), Algorithm 1. Per layer (one
+    parameter tensor), with ``dW`` the new gradient and ``residue`` what was left unsent::
+
+        G = residue + dW                 # accumulated residual gradient
+        H = G + dW                       # the latest gradient counts twice in the test
+        split G and H into bins of L_T consecutive elements
+        g_max(bin) = max_{k in bin} |G_k|          # self-adjusting, local threshold
+        send G_k for every k with |H_k| >= g_max(bin(k))   (and G_k != 0)
+        residue = G - sent
+
+    Bin sizes: ``L_T = 50`` for convolutional layers and ``L_T = 500`` for fully connected
+    layers, the values the paper uses (config ``adacomp_conv_bin`` / ``adacomp_fc_bin``).
+    The paper also quantizes the sent values; ``adacomp_quantize: true`` sends them as
+    ``sign * s`` with one scale ``s`` per layer (the mean |G| of the sent elements) and
+    keeps the quantization error in the residue. The default sends exact float32 values.
+``topk``
+    Per layer, the ``k_fraction`` largest-magnitude entries of ``acc`` (at least one),
+    with the same residual accumulation (a baseline, as in Aji & Heafield 2017).
+``random_k``
+    Per layer, ``k_fraction`` entries of ``acc`` chosen uniformly at random (seeded
+    generator passed in), same residual accumulation.
+
+Wire payload of the sparse methods: ``idx`` (int32 positions in the flat vector) and
+``val`` (float32), or ``sgn`` (int8) plus ``scale`` (float32 per layer) and ``lay`` (int32
+count of sent entries per layer) when quantized. The simulator charges the real encoded
+size of these tensors, so compression shows up in simulated time and bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..core.schema import ConfigError
+
+COMPRESSIONS = ("none", "adacomp", "topk", "random_k")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One parameter tensor's place in the flat vector and its kind (``conv`` or ``fc``)."""
+
+    name: str
+    start: int
+    stop: int
+    kind: str
+
+    @property
+    def numel(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class CompressionParams:
+    """Knobs of the push-path compression, shared by every algorithm that pushes gradients."""
+
+    compression: str = field(default="none", metadata={"choices": COMPRESSIONS})
+    """Update compression on the push path: none, adacomp (Chen et al. 2018), topk, random_k."""
+    adacomp_conv_bin: int = field(default=50, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    """AdaComp bin size L_T of convolutional layers (paper: 50)."""
+    adacomp_fc_bin: int = field(default=500, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    """AdaComp bin size L_T of fully connected layers (paper: 500)."""
+    adacomp_quantize: bool = False
+    """AdaComp: send sign * per-layer scale instead of float32 values (quantization error stays in the residue)."""
+    k_fraction: float = field(default=0.01, metadata={"check": (lambda x: 0 < x <= 1, "must be in (0, 1]")})
+    """topk / random_k: fraction of each layer's entries sent per push."""
+
+
+def check_compression(name: str) -> str:
+    """``name`` if it is a known compression, else a one-line ConfigError."""
+    if name not in COMPRESSIONS:
+        raise ConfigError(f"compression: {name!r} is not allowed; allowed: {', '.join(COMPRESSIONS)}")
+    return name
+
+
+# -- the selections ---------------------------------------------------------------------------
+def adacomp_mask(acc: torch.Tensor, grad: torch.Tensor, bin_size: int) -> torch.Tensor:
+    """AdaComp's selection for one layer: ``|acc + grad| >= max |acc|`` within each bin.
+
+    ``acc`` is G = residue + dW, ``grad`` is dW. Returns a bool mask of ``acc``'s shape.
+    """
+    n = acc.numel()
+    pad = (-n) % bin_size
+    g = torch.nn.functional.pad(acc.abs(), (0, pad)).view(-1, bin_size)
+    h = torch.nn.functional.pad((acc + grad).abs(), (0, pad)).view(-1, bin_size)
+    gmax = g.max(dim=1, keepdim=True).values
+    mask = (h >= gmax).reshape(-1)[:n]
+    return mask & (acc != 0)
+
+
+def _topk_mask(acc: torch.Tensor, frac: float) -> torch.Tensor:
+    k = max(1, int(round(frac * acc.numel())))
+    mask = torch.zeros(acc.numel(), dtype=torch.bool, device=acc.device)
+    mask[acc.abs().topk(k, sorted=False).indices] = True
+    return mask
+
+
+def _random_mask(acc: torch.Tensor, frac: float, gen: torch.Generator) -> torch.Tensor:
+    k = max(1, int(round(frac * acc.numel())))
+    mask = torch.zeros(acc.numel(), dtype=torch.bool, device=acc.device)
+    mask[torch.randperm(acc.numel(), generator=gen).to(acc.device)[:k]] = True
+    return mask
+
+
+def compress(grad: torch.Tensor, residual: torch.Tensor | None, layers: list[Layer], params: CompressionParams,
+             gen: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Compress flat ``grad`` (with the previous ``residual``) into wire tensors.
+
+    Parameters
+    ----------
+    grad : 1-D float tensor
+        The new gradient (not modified).
+    residual : 1-D tensor or None
+        What earlier pushes left unsent (None = zeros).
+    layers : list of Layer
+        Per-layer slices of the flat vector (``Learner.layers()``), covering it in order.
+    params : CompressionParams
+    gen : torch.Generator, optional
+        The node's own generator (``random_k`` only).
+
+    Returns
+    -------
+    (payload, new_residual)
+        ``payload`` are the tensors to put in a message (:func:`decompress` inverts it);
+        ``new_residual`` is None for ``none``.
+    """
+    method = check_compression(params.compression)
+    grad = grad.detach().float()
+    if method == "none":
+        return {"g": grad.clone()}, None
+    acc = grad.clone() if residual is None else residual + grad
+    idx_parts, val_parts, counts, scales, signs = [], [], [], [], []
+    for layer in layers:
+        a = acc[layer.start:layer.stop]
+        if method == "adacomp":
+            bin_size = params.adacomp_conv_bin if layer.kind == "conv" else params.adacomp_fc_bin
+            mask = adacomp_mask(a, grad[layer.start:layer.stop], bin_size)
+        elif method == "topk":
+            mask = _topk_mask(a, params.k_fraction)
+        else:
+            if gen is None:
+                raise ValueError("random_k needs a generator")
+            mask = _random_mask(a, params.k_fraction, gen)
+        local = mask.nonzero().reshape(-1)
+        sent = a[local]
+        if method == "adacomp" and params.adacomp_quantize:
+            scale = sent.abs().mean() if len(sent) else torch.zeros((), device=a.device)
+            sgn = torch.sign(sent)
+            sent = sgn * scale
+            scales.append(scale.reshape(1))
+            signs.append(sgn.to(torch.int8))
+            counts.append(len(local))
+        a[local] -= sent  # acc becomes the new residual in place
+        idx_parts.append(local + layer.start)
+        val_parts.append(sent)
+    idx = torch.cat(idx_parts).to(torch.int32)
+    if method == "adacomp" and params.adacomp_quantize:
+        payload = {"idx": idx, "sgn": torch.cat(signs), "scale": torch.cat(scales).float(),
+                   "lay": torch.tensor(counts, dtype=torch.int32)}
+    else:
+        payload = {"idx": idx, "val": torch.cat(val_parts).float()}
+    return payload, acc
+
+
+def decompress(payload: dict[str, torch.Tensor], numel: int) -> torch.Tensor:
+    """The dense flat update a payload stands for."""
+    if "g" in payload:
+        return payload["g"].float()
+    idx = payload["idx"].long()
+    out = torch.zeros(numel, dtype=torch.float32, device=idx.device)  # where the receiver's model lives
+    if "val" in payload:
+        vals = payload["val"].float()
+    else:
+        vals = payload["sgn"].float() * torch.repeat_interleave(payload["scale"].float(), payload["lay"].long())
+    out.index_add_(0, idx, vals)
+    return out
+
+
+def payload_bytes(payload: dict[str, torch.Tensor]) -> int:
+    """Bytes of the payload's tensor data (the message adds a small JSON header)."""
+    return sum(t.numel() * t.element_size() for t in payload.values())
+
+
+def per_layer_counts(payload: dict[str, torch.Tensor], layers: list[Layer]) -> list[int]:
+    """How many entries of each layer a sparse payload carries."""
+    if "g" in payload:
+        return [layer.numel for layer in layers]
+    idx = payload["idx"].long()
+    return [int(((idx >= layer.start) & (idx < layer.stop)).sum()) for layer in layers]
+
+
+class Compressor:
+    """One node's compression state: its residual and random stream, around the pure functions."""
+
+    def __init__(self, params: CompressionParams, layers: list[Layer], numel: int, seed: int = 0) -> None:
+        self.params = params
+        self.layers = layers
+        self.numel = numel
+        self.residual: torch.Tensor | None = None
+        self.gen = torch.Generator().manual_seed(int(seed) % (2**63))
+        self.dense_bytes = 0
+        self.sent_bytes = 0
+
+    @property
+    def active(self) -> bool:
+        return self.params.compression != "none"
+
+    def __call__(self, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+        payload, self.residual = compress(grad, self.residual, self.layers, self.params, self.gen)
+        self.dense_bytes += 4 * self.numel
+        self.sent_bytes += payload_bytes(payload)
+        return payload
+
+    @property
+    def ratio(self) -> float:
+        """Dense float32 bytes / payload bytes over every push so far."""
+        return self.dense_bytes / self.sent_bytes if self.sent_bytes else 1.0

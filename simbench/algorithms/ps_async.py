@@ -1,0 +1,151 @@
+"""Asynchronous SGD with a parameter server (``ps_async``; Dean et al., NIPS 2012, Downpour
+SGD; seed 002's ASGD with PS_Single / PS_Multi).
+
+Worker k loops: pull (x, v) from the server, compute g_k on one minibatch at x, push
+``(compress(g_k), v)``. The server applies every gradient on arrival with its optimizer,
+``x <- opt(x, decompress(g_k))``, bumps its version ``v_s`` and answers the push with the
+new (x, v_s), which is the worker's next pull. The staleness of an update is
+``v_s - v`` at the moment it is applied (0 when no other update came in between) and is
+logged per update as ``staleness``. With ``staleness_aware: true`` an update of staleness
+s > 1 is applied as ``g / s`` (learning rate ``lr / s`` for plain SGD; Zhang, Gupta, Lian and Liu, "Staleness-aware
+Async-SGD for Distributed Deep Learning", IJCAI 2016): with N workers the staleness is
+about N - 1, so the server's steps shrink as in synchronous averaging over N gradients.
+
+Server concurrency (``ps_mode``): ``single`` is one handler — requests queue in the
+server's mailbox and are served one after another, each taking ``handle_time``
+(decode, apply, encode; null: the FLOPs of the update, 4 per parameter, at the server's
+device speed); ``multi`` runs ``handlers`` handlers that serve requests concurrently
+(the seed's threaded PS_Multi). Both read the one central model; an update is applied at
+the end of its handling time.
+
+Epochs: one server epoch is ``workers * steps_per_epoch`` updates (every worker one pass
+over its shard on average); the server evaluates the central model after each. Every
+worker stops after ``epochs`` passes over its own shard and tells the server ``done``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..core.message import Message
+from ..core.node import Algorithm, Node, NodeContext
+from ..core.runtime import Runtime, Work
+from ..core.units import parse_duration
+from .compression import CompressionParams, decompress
+from .ps import PSWorker, Supervisor, SupervisorParams, ps_roles, stop_others, workers_of
+
+PS_MODES = ("single", "multi")
+
+
+@dataclass(frozen=True)
+class PSAsyncParams(CompressionParams, SupervisorParams):
+    ps_mode: str = field(default="single", metadata={"choices": PS_MODES})
+    """``single``: one server handler, requests queue (PS_Single); ``multi``: ``handlers`` concurrent handlers (PS_Multi)."""
+    handlers: int = field(default=4, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    """Concurrent request handlers of the server in ``multi`` mode."""
+    handle_time: Optional[float] = field(default=None, metadata={"parse": parse_duration})
+    """Server time per request (decode, apply, encode); null: the update's FLOPs (4 per parameter) at device speed."""
+    staleness_aware: bool = False
+    """Scale an update by 1 / staleness (when > 1), i.e. lr / staleness for SGD: Zhang et al., IJCAI 2016."""
+
+
+class PSAsyncServer(Node):
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
+        self.version = 0
+        self.staleness_sum = 0
+        self.updates = 0
+
+    def service_cost(self):
+        t = self.params.handle_time
+        return float(t) if t is not None else Work(flops=4.0 * self.learner.num_params)
+
+    async def run(self, rt: Runtime) -> None:
+        workers = workers_of(self.ctx, rt)
+        self.epoch_updates = max(1, len(workers) * self.ctx.steps_per_epoch)
+        if self.version == 0:
+            self.end_epoch(rt, 0)
+        k = self.params.handlers if self.params.ps_mode == "multi" else 1
+        tasks = [rt.spawn(self.handler(rt), name=f"handler{h}") for h in range(k)]
+        done: set[int] = set()
+        while not set(workers) <= done:
+            msg = await rt.recv(match="done")
+            done.add(msg.src)
+        for t in tasks:  # every push has been answered before its worker said done
+            t.cancel()
+        if self.updates // self.epoch_updates < self.ctx.epochs:  # shards of unequal size: log the last epoch
+            self.end_epoch(rt, self.ctx.epochs)
+        rt.log("staleness_mean", self.staleness_sum / max(1, self.updates))
+        await stop_others(rt)
+
+    async def handler(self, rt: Runtime) -> None:
+        learner = self.learner
+        cost = self.service_cost()
+        while True:
+            msg = await rt.recv(match=("grad", "pull", "pull_sup"))
+            if msg.kind == "pull_sup":
+                await rt.send(msg.src, Message("model", {"version": self.version}, {"x": learner.get_flat()}))
+                continue
+            if msg.kind == "grad":
+                grad = decompress(msg.tensors, learner.num_params)
+                await rt.compute(_noop, cost=cost)
+                staleness = self.version - int(msg["version"])
+                if self.params.staleness_aware and staleness > 1:
+                    grad.div_(staleness)
+                learner.set_grad_flat(grad)
+                learner.apply_update()
+                self.version += 1
+                self.updates += 1
+                self.staleness_sum += staleness
+                rt.log("staleness", float(staleness))
+            await rt.send(msg.src, Message("params", {"version": self.version}, {"x": learner.get_flat()}))
+            if msg.kind == "grad" and self.updates % self.epoch_updates == 0:
+                self.end_epoch(rt, self.updates // self.epoch_updates)
+
+
+def _noop() -> None:
+    return None
+
+
+class PSAsyncWorker(PSWorker):
+    async def run(self, rt: Runtime) -> None:
+        learner = self.learner
+        server = next(i for i, r in self.ctx.roles.items() if r == "server")
+        total = self.ctx.epochs * learner.steps_per_epoch
+        if learner.steps_done >= total:
+            return
+        await rt.send(server, Message("pull"))
+        msg = await rt.recv(match=("params", "stop"))
+        while msg.kind != "stop" and learner.steps_done < total:
+            learner.set_flat(msg.tensors["x"])
+            await self.local_grad(rt)
+            push = Message("grad", {"version": msg["version"], "n": learner.batch_size}, self.payload(rt))
+            await rt.send(server, push)
+            msg = await rt.recv(match=("params", "stop"))
+        if msg.kind != "stop":
+            await rt.send(server, Message("done"))
+
+
+class PSAsync(Algorithm):
+    name = "ps_async"
+    Params = PSAsyncParams
+    summary = "parameter server, asynchronous SGD (Downpour / seed 002), single or multi-handler server"
+
+    @classmethod
+    def roles(cls, graph, params):
+        return ps_roles(graph, cls.name, params)
+
+    @classmethod
+    def model_roles(cls):
+        return ("worker", "server", "supervisor")
+
+    @classmethod
+    def reporting_roles(cls):
+        return ("server",)
+
+    @classmethod
+    def make_node(cls, ctx: NodeContext) -> Node:
+        if ctx.role == "supervisor":
+            return Supervisor(ctx)
+        return PSAsyncServer(ctx) if ctx.role == "server" else PSAsyncWorker(ctx)
