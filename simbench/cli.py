@@ -92,9 +92,10 @@ def _cmd_run(args) -> int:
             print("simbench: device: cuda was asked for but no CUDA GPU is available; use --device cpu", file=sys.stderr)
             return EXIT_USAGE
     result = run_experiment(cfg, args.out, progress=not args.quiet and cfg.output.progress)
-    avg = result.final("test_acc", "avg")
-    print(f"{result.status}: {result.run_id}  simulated {result.sim_time:.2f}s in {result.wall_time:.1f}s wall; "
-          f"average-model test accuracy {avg:.3f}")
+    fid = result.final("fid", "avg")
+    quality = (f"generator FID {fid:.1f}" if fid == fid  # a GAN run reports FID, a classifier accuracy
+               else f"average-model test accuracy {result.final('test_acc', 'avg'):.3f}")
+    print(f"{result.status}: {result.run_id}  simulated {result.sim_time:.2f}s in {result.wall_time:.1f}s wall; {quality}")
     print(f"results: {result.run_dir}")
     return 0 if result.status == "finished" else 1
 

@@ -187,3 +187,18 @@ def test_train_fid_net_command(tmp_path, capsys):
     assert main(["train-fid-net", "digits", "--epochs", "1", "--out", str(out)]) == 0
     assert "test accuracy" in capsys.readouterr().out
     assert load_fid_net("digits", out).features(torch.zeros(2, 1, 8, 8)).shape == (2, 64)
+
+
+def test_the_run_command_reports_fid_for_a_gan_run(tmp_path, capsys):
+    """`simbench run` on a GAN config ends with the generator's FID (it once crashed looking
+    for the classifiers' test accuracy after the run had finished)."""
+    import yaml
+
+    from simbench.cli import main
+    cfg = {**BASE, "algorithm": {"name": "gan_single", **GAN}, "nodes": 1, "topology": {"kind": "complete"},
+           "train": {**BASE["train"], "epochs": 1}, "output": {"dir": str(tmp_path), "plot": False, "progress": False}}
+    path = tmp_path / "gan.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "finished:" in out and "generator FID" in out, out

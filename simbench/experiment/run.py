@@ -49,8 +49,10 @@ class RunResult:
     epochs: Any
 
     def final(self, metric: str = "test_acc", node: str = "avg") -> float:
-        rows = self.epochs[self.epochs["node"] == node]
-        return float(rows[metric].dropna().iloc[-1]) if len(rows) else float("nan")
+        if metric not in self.epochs:
+            return float("nan")
+        values = self.epochs.loc[self.epochs["node"] == node, metric].dropna()
+        return float(values.iloc[-1]) if len(values) else float("nan")
 
 
 def _streams(seed: int) -> dict[str, np.random.Generator | int]:
