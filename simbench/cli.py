@@ -24,7 +24,8 @@ def _catalogue() -> str:
         f"models:      {', '.join(MODELS)}; GANs: lsgan, dcgan\n"
         f"devices:     {', '.join(DEVICE_PROFILES)} (compute.device; or compute.step_time / compute.flops_per_s)\n"
         "scenario:    stragglers {fraction, nodes, slowdown}, weak_workers {fraction, nodes, speed, batch_scale},\n"
-        "             crashes [{node, at, recover_at}], crash_rate, recover_after, partitions [{edges, start, end}]\n"
+        "             crashes [{node, at, recover_at}], crash_rate, recover_after, partitions [{edges, start, end}],\n"
+        "             sleep_factor (seed 003: sleep that many times each compute step)\n"
         "network:     latency, jitter, bandwidth, uplink, downlink, loss\n"
     )
 
