@@ -7,6 +7,7 @@ from typing import Sequence
 import networkx as nx
 import torch
 
+from ..core.node import Algorithm
 from ..core.schema import ConfigError
 
 
@@ -38,3 +39,17 @@ def server_roles(graph: nx.Graph, algorithm: str) -> dict[int, str]:
             f"node {server} reaches only {graph.degree(server)} of {n - 1}"
         )
     return {i: ("server" if i == server else "worker") for i in graph.nodes}
+
+
+class ServerAlgorithm(Algorithm):
+    """An algorithm with a central server: it holds a model and its rows are the global model's."""
+
+    model_holders: tuple[str, ...] = ("worker", "server")
+
+    @classmethod
+    def model_roles(cls):
+        return cls.model_holders
+
+    @classmethod
+    def reporting_roles(cls):
+        return ("server",)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..core.message import Message
-from ..core.node import Algorithm, Node, NodeContext
+from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
-from .common import server_roles, weighted_average
+from .common import ServerAlgorithm, server_roles, weighted_average
 from .dsgd import collect_round
 
 
@@ -80,7 +80,7 @@ class FedAvgClient(Node):
             self.learner.train_step()
 
 
-class FedAvg(Algorithm):
+class FedAvg(ServerAlgorithm):
     name = "fedavg"
     Params = FedAvgParams
     summary = "federated averaging: sampled clients train locally, the server averages by shard size"
@@ -88,14 +88,6 @@ class FedAvg(Algorithm):
     @classmethod
     def roles(cls, graph, params):
         return server_roles(graph, cls.name)
-
-    @classmethod
-    def model_roles(cls):
-        return ("worker", "server")
-
-    @classmethod
-    def reporting_roles(cls):
-        return ("server",)
 
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:

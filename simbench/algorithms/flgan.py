@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from ..core.message import Message
-from ..core.node import Algorithm, Node, NodeContext
+from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime, Work
 from ..core.schema import ConfigError
 from ..core.units import parse_duration
+from .common import ServerAlgorithm
 from .dsgd import collect_round
 from .gan_common import GanNode, GanParams
 
@@ -180,7 +181,7 @@ def fed_roles(graph, algorithm: str, num_servers: int = 1) -> dict[int, str]:
     return {i: ("server" if i < num_servers else "worker") for i in graph.nodes}
 
 
-class FLGan(Algorithm):
+class FLGan(ServerAlgorithm):
     name = "flgan"
     Params = FLGanParams
     summary = "FL-GAN: FedAvg over generator and discriminator, random device sampling"
@@ -189,14 +190,6 @@ class FLGan(Algorithm):
     @classmethod
     def roles(cls, graph, params):
         return fed_roles(graph, cls.name)
-
-    @classmethod
-    def model_roles(cls):
-        return ("worker", "server")
-
-    @classmethod
-    def reporting_roles(cls):
-        return ("server",)
 
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:

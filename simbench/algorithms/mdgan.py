@@ -35,9 +35,10 @@ from typing import Optional
 import numpy as np
 
 from ..core.message import Message
-from ..core.node import Algorithm, Node, NodeContext
+from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime, Work
 from ..core.units import parse_duration
+from .common import ServerAlgorithm
 from .dsgd import collect_round
 from .flgan import fed_roles
 from .gan_common import GanNode, GanParams
@@ -130,7 +131,7 @@ class MDGanWorker(GanNode):
         return self.learner.feedback(xg)
 
 
-class MDGan(Algorithm):
+class MDGan(ServerAlgorithm):
     name = "mdgan"
     Params = MDGanParams
     summary = "MD-GAN: one generator on the server, a discriminator per worker, error feedback, D swaps"
@@ -139,14 +140,6 @@ class MDGan(Algorithm):
     @classmethod
     def roles(cls, graph, params):
         return fed_roles(graph, cls.name)
-
-    @classmethod
-    def model_roles(cls):
-        return ("worker", "server")
-
-    @classmethod
-    def reporting_roles(cls):
-        return ("server",)
 
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:

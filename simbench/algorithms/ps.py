@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..core.message import Message
-from ..core.node import Algorithm, Node, NodeContext
+from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.schema import ConfigError
 from ..core.units import parse_duration
-from .common import server_roles, weighted_average
+from .common import ServerAlgorithm, server_roles, weighted_average
 from .compression import CompressionParams, Compressor, Layer, decompress
 from .dsgd import collect_round
 
@@ -162,7 +162,7 @@ class PSWorker(Node):
             await rt.send(msg.src, grad)
 
 
-class PSSync(Algorithm):
+class PSSync(ServerAlgorithm):
     name = "ps_sync"
     Params = PSSyncParams
     summary = "parameter server, synchronous gradient averaging over all workers"
@@ -171,13 +171,7 @@ class PSSync(Algorithm):
     def roles(cls, graph, params):
         return ps_roles(graph, cls.name, params)
 
-    @classmethod
-    def model_roles(cls):
-        return ("worker", "server", "supervisor")
-
-    @classmethod
-    def reporting_roles(cls):
-        return ("server",)
+    model_holders = ("worker", "server", "supervisor")
 
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:

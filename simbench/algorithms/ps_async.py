@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..core.message import Message
-from ..core.node import Algorithm, Node, NodeContext
+from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime, Work
 from ..core.units import parse_duration
+from .common import ServerAlgorithm
 from .compression import CompressionParams, decompress
 from .ps import PSWorker, Supervisor, SupervisorParams, ps_roles, stop_others, workers_of
 
@@ -127,7 +128,7 @@ class PSAsyncWorker(PSWorker):
             await rt.send(server, Message("done"))
 
 
-class PSAsync(Algorithm):
+class PSAsync(ServerAlgorithm):
     name = "ps_async"
     Params = PSAsyncParams
     summary = "parameter server, asynchronous SGD (Downpour / seed 002), single or multi-handler server"
@@ -136,13 +137,7 @@ class PSAsync(Algorithm):
     def roles(cls, graph, params):
         return ps_roles(graph, cls.name, params)
 
-    @classmethod
-    def model_roles(cls):
-        return ("worker", "server", "supervisor")
-
-    @classmethod
-    def reporting_roles(cls):
-        return ("server",)
+    model_holders = ("worker", "server", "supervisor")
 
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:
