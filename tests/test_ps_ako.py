@@ -261,3 +261,14 @@ def test_ako_partial_exchange_learns_and_sends_fewer_bytes(tmp_path):
     for r in (full, part):
         avg = r.epochs[r.epochs["node"] == "avg"]
         assert r.status == "finished" and avg["test_acc"].iloc[-1] > 0.7
+
+
+def test_a_crashed_worker_does_not_keep_the_async_server_waiting(tmp_path):
+    """A worker that crashes never says done: the server counts it gone after worker_timeout
+    seconds of silence and finishes (this was a deadlock in the reference matrix)."""
+    res = run(tmp_path, algorithm={"name": "ps_async", "worker_timeout": "0.5s"},
+              scenario={"crashes": [{"node": 3, "at": 0.1}]})
+    assert res.status == "finished", res.status
+    assert metric(res, "worker_timeouts", node=0).sum() == 1
+    srv = res.epochs[res.epochs["node"] == "0"]
+    assert srv["epoch"].max() == 2 and srv["test_acc"].iloc[-1] > 0.6

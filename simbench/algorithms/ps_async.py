@@ -49,6 +49,8 @@ class PSAsyncParams(CompressionParams, SupervisorParams):
     """Server time per request (decode, apply, encode); null: the update's FLOPs (4 per parameter) at device speed."""
     staleness_aware: bool = False
     """Scale an update by 1 / staleness (when > 1), i.e. lr / staleness for SGD: Zhang et al., IJCAI 2016."""
+    worker_timeout: Optional[float] = field(default=10.0, metadata={"parse": parse_duration})
+    """Seconds of silence after which the server counts a worker as gone (crashed); null waits forever."""
 
 
 class PSAsyncServer(Node):
@@ -57,6 +59,7 @@ class PSAsyncServer(Node):
         self.version = 0
         self.staleness_sum = 0
         self.updates = 0
+        self.last_heard: dict[int, float] = {}
 
     def service_cost(self):
         t = self.params.handle_time
@@ -70,9 +73,18 @@ class PSAsyncServer(Node):
         k = self.params.handlers if self.params.ps_mode == "multi" else 1
         tasks = [rt.spawn(self.handler(rt), name=f"handler{h}") for h in range(k)]
         done: set[int] = set()
+        limit = self.params.worker_timeout
+        for w in workers:
+            self.last_heard.setdefault(w, rt.now())
         while not set(workers) <= done:
-            msg = await rt.recv(match="done")
-            done.add(msg.src)
+            msg = await rt.recv(match="done", timeout=limit)
+            if msg is not None:
+                done.add(msg.src)
+                continue
+            gone = {w for w in workers if w not in done and rt.now() - self.last_heard[w] >= limit}
+            if gone:  # crashed workers never say done: peers learn of a crash only by silence
+                rt.log("worker_timeouts", len(gone))
+                done |= gone
         for t in tasks:  # every push has been answered before its worker said done
             t.cancel()
         if self.updates // self.epoch_updates < self.ctx.epochs:  # shards of unequal size: log the last epoch
@@ -85,6 +97,7 @@ class PSAsyncServer(Node):
         cost = self.service_cost()
         while True:
             msg = await rt.recv(match=("grad", "pull", "pull_sup"))
+            self.last_heard[msg.src] = rt.now()
             if msg.kind == "pull_sup":
                 await rt.send(msg.src, Message("model", {"version": self.version}, {"x": learner.get_flat()}))
                 continue
