@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     fid.add_argument("--epochs", type=int, default=3)
     fid.add_argument("--seed", type=int, default=0)
     fid.add_argument("--out", default=None, help="weights file (default: the package's simbench/gan/weights/fidnet_DATASET.pt)")
+    gen = sub.add_parser("generate", help="write samples from a trained Lipizzaner mixture")
+    gen.add_argument("--mixture-source", required=True, help="a lipizzaner run's mixture/ directory")
+    gen.add_argument("--sample-size", type=int, default=100, help="images to write (default: 100)")
+    gen.add_argument("-o", "--output", required=True, help="directory for the PNG images")
+    gen.add_argument("--seed", type=int, default=0)
     rep = sub.add_parser("report", help="write report.md and figures for a matrix results directory")
     rep.add_argument("results", help="a matrix results directory, e.g. results/decentralized")
     rep.add_argument("--format", choices=("md", "html"), default="md")
@@ -204,6 +209,11 @@ def _main(argv: list[str] | None) -> int:
             return _cmd_report(args)
         if args.command == "train-fid-net":
             return _cmd_train_fid_net(args)
+        if args.command == "generate":
+            from .algorithms.lipizzaner import generate_samples
+            paths = generate_samples(args.mixture_source, args.sample_size, args.output, args.seed)
+            print(f"wrote {len(paths)} images to {args.output}")
+            return 0
         if args.command == "list":
             print(_catalogue())
             return 0

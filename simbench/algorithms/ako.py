@@ -107,6 +107,14 @@ class AkoWorker(Node):
         step = comp.step_time if comp.step_time is not None else self.learner.flops_per_step() / comp.speed
         return auto_partitions(n_workers, 4.0 * numel, bw, step, numel)
 
+    def iterations_per_epoch(self) -> int:
+        """Iterations between evaluations (DEGAN may cap them)."""
+        return self.learner.steps_per_epoch
+
+    def total_iterations(self, per_epoch: int) -> int:
+        """Iterations of the whole run; every worker must compute the same number."""
+        return self.ctx.epochs * per_epoch
+
     def _keep(self, msg: Message) -> None:
         self.held.append(msg)
         self.heard[msg.src] = max(self.heard.get(msg.src, -1), int(msg["it"]))
@@ -152,8 +160,8 @@ class AkoWorker(Node):
             p = self.resolve_p(n_workers)
             self.parts = partition_bounds(learner.num_params, p)
             rt.log("ako_P", float(p))
-        spe = learner.steps_per_epoch
-        total = self.ctx.epochs * spe
+        spe = self.iterations_per_epoch()
+        total = self.total_iterations(spe)
         if self.t == 0:
             self.end_epoch(rt, 0)
         while True:

@@ -45,6 +45,11 @@ class NodeContext:
     algorithms that size their messages to the network (Ako's ``P: auto``); None if unknown."""
     compute: Any = None
     """The run's :class:`~simbench.core.scenario.ComputeSpec` (nominal step cost); None if unknown."""
+    gan_evaluator: Any = None
+    """The run's GAN evaluator (FID) for algorithms that score generators themselves
+    (Lipizzaner's mixture weights); None outside simulated GAN runs."""
+    run_dir: Any = None
+    """The run directory, for algorithms that save artefacts (Lipizzaner's mixture); None if none."""
 
 
 class Node:

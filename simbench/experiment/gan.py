@@ -66,8 +66,11 @@ def make_gan_learner(cfg, data: Dataset, idx, bs: int, seed: int, model_seed: in
                                **cfg.model.options)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model.options: {exc}") from None
-    return GANLearner(g, d, x, y, batch_size=bs, latent_dim=p.latent_dim, lr=p.lr, b1=p.b1, b2=p.b2, loss=loss,
-                      seed=seed, num_classes=data.num_classes, device=cfg.device)
+    learner = GANLearner(g, d, x, y, batch_size=bs, latent_dim=p.latent_dim, lr=p.lr, b1=p.b1, b2=p.b2, loss=loss,
+                         seed=seed, num_classes=data.num_classes, device=cfg.device)
+    learner.arch = {"model": cfg.model.name, "options": dict(cfg.model.options), "input_shape": list(data.input_shape),
+                    "latent_dim": p.latent_dim}
+    return learner
 
 
 def make_evaluator(cfg, data: Dataset) -> GanEvaluator:

@@ -192,6 +192,8 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     reporters = [i for i in nodes if roles[i] in ALGORITHMS[cfg.algorithm].reporting_roles()]
     if gan:
         observer.evaluator = gan_glue.make_evaluator(cfg, data)
+        for ctx in contexts.values():  # Lipizzaner scores its mixtures and saves the best one
+            ctx.gan_evaluator, ctx.run_dir = observer.evaluator, run_dir
     else:
         observer.configure(make_model(0), test, expected=len(reporters), device=cfg.device)
     world = SimWorld(graph, nodes, roles=roles, network=cfg.network, compute=cfg.compute, scenario=cfg.scenario,

@@ -11,6 +11,13 @@ in training mode, so they are never used.
 MD-GAN splits the step between machines: :meth:`d_step` trains D on given fake images,
 :meth:`feedback` returns dLoss_G/dx for generated images x, and :meth:`g_step_feedback`
 applies workers' feedbacks to G.
+
+DEGAN exchanges gradients instead of steps: :meth:`compute_grad` fills the gradients of G
+and D at the current parameters (G's loss through D; D's loss on a real batch and G's
+batch, detached), :meth:`get_grad_flat`/:meth:`set_grad_flat` read and write them as one
+vector (G first) and :meth:`apply_update` takes one Adam step on each. Lipizzaner trains
+several copies on one learner: :meth:`make_adam` gives a copy its own optimizer, and
+:meth:`g_step`/:meth:`d_step` step with it against whatever D/G is loaded.
 """
 
 from __future__ import annotations
@@ -94,6 +101,8 @@ class GANLearner:
         self._pos = 0
         self.steps_done = 0
         self.last_losses = (math.nan, math.nan)
+        self.arch: dict | None = None
+        """How to rebuild G (model, options, input_shape, latent_dim); set by the experiment layer."""
 
     # -- data and noise --------------------------------------------------------------------
     @property
@@ -159,15 +168,29 @@ class GANLearner:
         self.last_losses = (d_loss.item(), g_loss.item())
         return self.last_losses
 
-    def d_step(self, fake: torch.Tensor) -> float:
-        """One discriminator step: a real minibatch against the given generated images."""
-        real = self.next_batch()
+    def g_step(self, opt: torch.optim.Optimizer | None = None) -> float:
+        """One generator step on fresh noise against the loaded D (with ``opt``, default G's Adam)."""
+        z = self.noise(self.batch_size)
+        with torch.random.fork_rng(devices=[]):
+            self._seed_global()
+            self._g.zero_grad()
+            g_loss = self._adv(self.D(self.G(z)), 1.0)
+            g_loss.backward()
+            (opt or self.opt_g).step()
+        self.steps_done += 1
+        self.last_losses = (self.last_losses[0], g_loss.item())
+        return self.last_losses[1]
+
+    def d_step(self, fake: torch.Tensor, opt: torch.optim.Optimizer | None = None,
+               real: torch.Tensor | None = None) -> float:
+        """One discriminator step: a real minibatch (default: the next one) against the given generated images."""
+        real = self.next_batch() if real is None else real
         with torch.random.fork_rng(devices=[]):
             self._seed_global()
             self._d.zero_grad()
             d_loss = self._d_loss(real, fake[:len(real)].to(self.device))
             d_loss.backward()
-            self.opt_d.step()
+            (opt or self.opt_d).step()
         self.steps_done += 1
         self.last_losses = (d_loss.item(), self.last_losses[1])
         return self.last_losses[0]
@@ -192,6 +215,59 @@ class GANLearner:
                 out.backward(f.to(self.device) / k)
         self.opt_g.step()
         self.steps_done += 1
+
+    def compute_grad(self) -> float:
+        """Fill G's and D's gradients at the current parameters (nothing is stepped); returns D's loss.
+
+        G's gradient is that of its loss through D on fresh noise; D's that of its loss on
+        the next real batch and the same generated batch (detached, so G's is unaffected).
+        """
+        real = self.next_batch()
+        z = self.noise(len(real))
+        with torch.random.fork_rng(devices=[]):
+            self._seed_global()
+            self._g.zero_grad()
+            fake = self.G(z)
+            g_loss = self._adv(self.D(fake), 1.0)
+            g_loss.backward()
+            self._d.zero_grad()  # the G loss also reached D's parameters
+            d_loss = self._d_loss(real, fake)
+            d_loss.backward()
+        self.steps_done += 1
+        self.last_losses = (d_loss.item(), g_loss.item())
+        return self.last_losses[0]
+
+    @property
+    def num_params(self) -> int:
+        return self.num_g + self.num_d
+
+    def get_grad_flat(self) -> torch.Tensor:
+        """G's then D's gradients in one fresh vector."""
+        return torch.cat([self._g.grad, self._d.grad])
+
+    def set_grad_flat(self, flat: torch.Tensor) -> None:
+        self._g.zero_grad()
+        self._d.zero_grad()
+        self._g.grad.copy_(flat[:self.num_g])
+        self._d.grad.copy_(flat[self.num_g:])
+
+    def apply_update(self) -> None:
+        """One Adam step on G and one on D with the gradients set."""
+        self.opt_g.step()
+        self.opt_d.step()
+
+    def make_adam(self, part: str, lr: float) -> torch.optim.Adam:
+        """A fresh Adam over G's (``g``) or D's (``d``) parameters with this learner's betas."""
+        flat, opt = (self._g, self.opt_g) if part == "g" else (self._d, self.opt_d)
+        return torch.optim.Adam(flat.params, lr=lr, betas=opt.defaults["betas"])
+
+    @torch.no_grad()
+    def eval_losses(self, real: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:
+        """(D's loss, G's loss) of the loaded G and D on ``real`` images and noise ``z``; no step."""
+        with torch.random.fork_rng(devices=[]):
+            self._seed_global()
+            fake = self.G(z.to(self.device))
+            return self._d_loss(real.to(self.device), fake).item(), self._adv(self.D(fake), 1.0).item()
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: torch.Tensor | None = None) -> torch.Tensor:

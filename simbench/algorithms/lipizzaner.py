@@ -1,0 +1,465 @@
+"""Lipizzaner: coevolutionary GAN training on a toroidal grid of cells (Al-Dujaili,
+Schmiedlechner, Hemberg, O'Reilly, "Towards distributed coevolutionary GANs", AAAI Fall
+Symposium 2018; Schmiedlechner et al., "Lipizzaner: A System That Scales Robust Generative
+Adversarial Network Training", NeurIPS 2018 SysML workshop; seed 004). The rules follow
+the reference code (ALFA-group/lipizzaner-gan: ``training/ea/lipizzaner_gan_trainer.py``,
+``distribution/neighbourhood.py``) with its MNIST configuration's defaults
+(``population_size: 1``, ``tournament_size: 2``, ``mutation_probability: 0.5``,
+``alpha: 0.0001``, ``mixture_sigma: 0.01``, ``fitness_mode: average``, score ``fid``).
+
+The N nodes are the cells of a k x k grid (N = k^2, k >= 2), numbered row-major; the grid
+wraps around (a torus). Cell c holds one generator G_c and one discriminator D_c, each with
+its own Adam state and learning rate, and trains on its own data shard. Its neighbourhood
+is itself, then north, south, east and west (:func:`neighbourhood`; duplicates removed, so
+a 2 x 2 cell has 3 distinct members). Generation t of cell c (one per ``train.epochs``):
+
+1. Gather: the latest (G, D, learning rates) each neighbour published. Cells publish after
+   every generation and run asynchronously; a cell waits only for a first copy of each
+   neighbour (up to ``peer_timeout``, once), so a crashed cell's neighbours continue with
+   the copies they have (or without it, if it never published).
+2. Fitness (``fitness_mode: average``): on ``fitness_samples`` real images and noise
+   vectors, a generator's fitness is its loss averaged over the neighbourhood's
+   discriminators, a discriminator's its loss averaged over the generators (lower is fitter).
+3. Tournament selection: |neighbourhood| times, draw ``tournament_size`` distinct members
+   uniformly and copy the fittest; separately for generators and discriminators.
+4. Training, for each of ``batches`` minibatches (default: one pass over the shard):
+   mutate the learning rate of every selected generator (with probability
+   ``mutation_probability``: lr <- max(0, lr + alpha * delta), delta ~ N(-lr0/10, lr0^2),
+   lr0 = ``lr``), then take one Adam step of each against one discriminator drawn from the
+   selected ones; the same for the discriminators (mutate, one step each on one real
+   minibatch against the images of one selected generator drawn at random).
+5. Replacement (``n_replacements: 1``): the trained copies are re-scored against the
+   gathered neighbourhood; the best replaces the cell's own network if it is fitter
+   (the optimizer state travels with it).
+6. Mixture weights, a (1+1)-evolution strategy on FID: the cell's generator and its
+   neighbours' copies form a mixture with weights w (a probability vector, uniform at the
+   start). ``es_generations`` times: w' = clip(w + N(0, mixture_sigma^2 I), 0) / sum; the
+   mixture's samples (exact proportions of ``fid_batch`` noise vectors,
+   :func:`mixture_counts`) are scored with FID; w' replaces w if its FID is lower.
+   Both candidates are scored on the same noise with this generation's generators.
+7. Publish (G, D, learning rates) to the neighbours.
+
+Node 0 is also the master: after its last generation it collects every cell's mixture
+(generators, weights, FID), keeps the one with the lowest FID and saves it into the run
+directory's ``mixture/`` (``generator_<cell>.npy`` and ``mixture.json``, no pickle);
+``simbench generate --mixture-source DIR --sample-size N -o OUT`` samples from it. The
+master's own mixture is what the run reports each generation; every cell logs its
+``mixture_fid``.
+
+Deviations from the reference code: Adam moments of copies taken from neighbours start
+fresh each generation (cells exchange parameters and learning rates only); the ES compares
+the mutated weights with the current weights re-scored on the same generation (the
+reference compares with the previous generation's score); no discriminator mixture.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..core.message import Message
+from ..core.node import Algorithm, Node, NodeContext
+from ..core.runtime import Runtime, Work
+from ..core.schema import ConfigError
+from ..core.units import parse_duration
+from .gan_common import GanNode, GanParams
+
+
+@dataclass(frozen=True)
+class LipizzanerParams(GanParams):
+    tournament_size: int = field(default=2, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    """Contestants of each tournament (reference ``tournament_size``)."""
+    mutation_probability: float = field(default=0.5, metadata={"check": (lambda x: 0 <= x <= 1, "must be in [0, 1]")})
+    """Chance that a learning rate mutates at a step (reference ``mutation_probability``)."""
+    alpha: float = field(default=1e-4, metadata={"check": (lambda x: x >= 0, "must be >= 0")})
+    """Scale of a learning-rate mutation (reference ``alpha``)."""
+    mixture_sigma: float = field(default=0.01, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    """Standard deviation of the mixture-weight mutation (reference ``mixture_sigma``)."""
+    es_generations: int = field(default=1, metadata={"check": (lambda x: x >= 0, "must be >= 0")})
+    """(1+1)-ES steps on the mixture weights per generation (0: weights stay uniform)."""
+    fitness_samples: int = field(default=100, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    """Real images and noise vectors of a fitness evaluation (reference ``fitness_sample_size``)."""
+    batches: Optional[int] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    """Minibatches per generation (reference ``n_batches``); null: one pass over the shard."""
+    peer_timeout: Optional[float] = field(default=None, metadata={"parse": parse_duration})
+    """Seconds a cell waits for a neighbour's first copy before going on without it; null waits forever."""
+    result_timeout: Optional[float] = field(default=None, metadata={"parse": parse_duration})
+    """Seconds the master waits for the next cell's final result; null waits for every cell."""
+
+
+# -- pure rules ------------------------------------------------------------------------------
+def grid_side(n: int) -> int:
+    """k for n = k^2 cells, k >= 2; ConfigError naming ``nodes`` otherwise."""
+    k = math.isqrt(n) if n >= 0 else 0
+    if k < 2 or k * k != n:
+        raise ConfigError(f"nodes: lipizzaner needs a square grid of cells; {n} is not allowed; "
+                          f"allowed: perfect squares >= 4 (4, 9, 16, ...)")
+    return k
+
+
+def neighbourhood(cell: int, side: int) -> tuple[int, ...]:
+    """``cell``, then its north, south, east and west cells on a side x side torus
+    (row-major numbering), each once."""
+    r, c = divmod(cell, side)
+    members = (cell, ((r - 1) % side) * side + c, ((r + 1) % side) * side + c,
+               r * side + (c + 1) % side, r * side + (c - 1) % side)
+    return tuple(dict.fromkeys(members))
+
+
+def mutate_weights(weights, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """w + N(0, sigma^2 I), clipped at 0 and renormalised; ``weights`` unchanged if all clip to 0."""
+    w = np.asarray(weights, dtype=float)
+    x = np.clip(w + rng.normal(0.0, sigma, size=len(w)), 0.0, None)
+    total = x.sum()
+    return x / total if total > 0 else w.copy()
+
+
+def mixture_counts(weights, n: int) -> np.ndarray:
+    """Samples per generator out of ``n`` in exact proportion (largest remainders; sums to n)."""
+    raw = np.asarray(weights, dtype=float) * n
+    counts = np.floor(raw).astype(int)
+    order = np.argsort(-(raw - counts), kind="stable")
+    counts[order[:n - counts.sum()]] += 1
+    return counts
+
+
+def tournament(fitness, size: int, rounds: int, rng: np.random.Generator) -> list[int]:
+    """``rounds`` winners, each the fittest (lowest; ties to the lower index) of ``size``
+    distinct members drawn uniformly."""
+    k = min(size, len(fitness))
+    return [int(min(rng.choice(len(fitness), size=k, replace=False), key=lambda i: (fitness[i], i)))
+            for _ in range(rounds)]
+
+
+def mutate_lrs(lrs, lr0: float, alpha: float, prob: float, rng: np.random.Generator) -> list[float]:
+    """The reference's ``mutate_hyperparams``: lr + alpha * N(-lr0/10, lr0^2) with probability ``prob``, >= 0."""
+    deltas = rng.normal(-lr0 / 10, lr0, size=len(lrs))
+    deltas[rng.random(len(lrs)) < 1 - prob] = 0.0
+    return [max(0.0, float(lr + alpha * d)) for lr, d in zip(lrs, deltas)]
+
+
+# -- mixtures --------------------------------------------------------------------------------
+class Mixture:
+    """Generators (flat parameter vectors) with weights, sampled in exact proportions through
+    one learner's G (restored afterwards); what a cell scores, reports and saves."""
+
+    def __init__(self, learner, generators: list[torch.Tensor], weights, cells: list[int]) -> None:
+        self.learner, self.generators, self.cells = learner, generators, cells
+        self.weights = np.asarray(weights, dtype=float)
+
+    def sample(self, n: int | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        learner = self.learner
+        z = learner.noise(int(n)) if z is None else z
+        own = learner.get_g()
+        out, off = [], 0
+        for g, k in zip(self.generators, mixture_counts(self.weights, len(z))):
+            if k:
+                learner.set_g(g)
+                out.append(learner.sample(z=z[off:off + k]))
+                off += k
+        learner.set_g(own)
+        return torch.cat(out)
+
+
+def save_mixture(directory, mixture: Mixture, arch: dict, fid: float, cell: int) -> Path:
+    """Write ``generator_<cell>.npy`` per generator and ``mixture.json`` (weights, model) into ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    files = []
+    for c, g in zip(mixture.cells, mixture.generators):
+        files.append(f"generator_{c}.npy")
+        np.save(d / files[-1], g.detach().cpu().numpy().astype(np.float32))
+    meta = {"cell": cell, "fid": fid, "cells": mixture.cells, "weights": mixture.weights.tolist(),
+            "generators": files, **(arch or {})}
+    (d / "mixture.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return d
+
+
+def generate_samples(source, n: int, out, seed: int = 0) -> list[Path]:
+    """``n`` PNG images ``sample_XXXX.png`` in ``out`` from the mixture saved in ``source``."""
+    from PIL import Image
+
+    from ..gan import build_gan
+    from ..gan.grids import grid_array
+
+    src = Path(source)
+    if not (src / "mixture.json").exists():
+        raise ConfigError(f"--mixture-source: {src} holds no mixture.json (a lipizzaner run's mixture/ directory)")
+    meta = json.loads((src / "mixture.json").read_text())
+    g, _, _ = build_gan(meta["model"], meta["input_shape"], latent_dim=meta["latent_dim"], seed=0, **meta["options"])
+    params = [p for p in g.parameters() if p.requires_grad]
+    gens = [torch.from_numpy(np.load(src / f)) for f in meta["generators"]]
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(int(n), int(meta["latent_dim"]), generator=gen)
+    images, off = [], 0
+    g.train()  # the seed's generators always run in training mode
+    with torch.no_grad():
+        for flat, k in zip(gens, mixture_counts(meta["weights"], int(n))):
+            torch.nn.utils.vector_to_parameters(flat, params)
+            if k:
+                images.append(g(z[off:off + k]))
+                off += k
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(torch.cat(images)):
+        arr = grid_array(img[None], nrow=1, pad=0)
+        paths.append(out / f"sample_{i:04d}.png")
+        Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(paths[-1])
+    return paths
+
+
+# -- the cell ---------------------------------------------------------------------------------
+@dataclass
+class Individual:
+    params: torch.Tensor
+    lr: float
+    fitness: float = math.inf
+    opt: Optional[torch.optim.Optimizer] = None
+
+    def copy(self) -> "Individual":
+        return Individual(self.params.clone(), self.lr, self.fitness)
+
+
+class LipizzanerCell(GanNode):
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
+        side = grid_side(len(ctx.roles))
+        self.nbhd = neighbourhood(ctx.node_id, side)
+        self.gen = 0
+        lr = ctx.params.lr
+        self.g = Individual(self.learner.get_g(), lr)
+        self.d = Individual(self.learner.get_d(), lr)
+        self.copies: dict[int, tuple[Individual, Individual]] = {}
+        self.silent: set[int] = set()  # neighbours never heard from within peer_timeout: not waited for again
+        self.weights: dict[int, float] = {ctx.node_id: 1.0}
+        self.score = math.nan
+
+    # -- messaging -------------------------------------------------------------------------
+    async def publish(self, rt: Runtime) -> None:
+        msg = Message("cell", {"gen": self.gen, "lr_g": self.g.lr, "lr_d": self.d.lr},
+                      {"g": self.g.params, "d": self.d.params})
+        for j in self.nbhd[1:]:
+            await rt.send(j, msg)
+
+    def _keep(self, msg: Message) -> None:
+        self.silent.discard(msg.src)
+        self.copies[msg.src] = (Individual(msg.tensors["g"], float(msg["lr_g"])),
+                                Individual(msg.tensors["d"], float(msg["lr_d"])))
+
+    async def gather(self, rt: Runtime) -> None:
+        """The latest copy of every neighbour; wait only for neighbours never heard from
+        (once each: one silent for ``peer_timeout`` is left out until it is heard)."""
+        while (msg := await rt.recv(timeout=0, match="cell")) is not None:
+            self._keep(msg)
+
+        def missing() -> list[int]:
+            return [j for j in self.nbhd[1:] if j not in self.copies and j not in self.silent]
+
+        while missing():
+            msg = await rt.recv(timeout=self.params.peer_timeout, match="cell")
+            if msg is None:
+                rt.log("missing_neighbours", len(missing()))
+                self.silent.update(missing())
+                return
+            self._keep(msg)
+
+    # -- one generation --------------------------------------------------------------------
+    def members(self) -> list[int]:
+        return [self.node_id] + [j for j in self.nbhd[1:] if j in self.copies]
+
+    def cost(self) -> Work:
+        lr, p = self.learner, self.params
+        n = len(self.members())
+        nb = p.batches or lr.steps_per_epoch
+        fwd = lr.flops_per_step("gen") * math.ceil(p.fitness_samples / lr.batch_size)
+        evals = fwd * 3 * n * n + lr.flops_per_step("gen") * (1 + p.es_generations) * math.ceil(p.fid_batch / lr.batch_size)
+        return Work(flops=n * nb * lr.flops_per_step("both") + evals, steps=n * nb)
+
+    def losses(self, gens: list[Individual], discs: list[Individual], real, z) -> tuple[np.ndarray, np.ndarray]:
+        """(D losses, G losses), both indexed [generator, discriminator]."""
+        L = self.learner
+        d_loss, g_loss = np.zeros((len(gens), len(discs))), np.zeros((len(gens), len(discs)))
+        for i, g in enumerate(gens):
+            L.set_g(g.params)
+            for j, d in enumerate(discs):
+                L.set_d(d.params)
+                d_loss[i, j], g_loss[i, j] = L.eval_losses(real, z)
+        return d_loss, g_loss
+
+    def evolve(self, rng: np.random.Generator) -> None:
+        L, p = self.learner, self.params
+        cells = self.members()
+        gens = [self.g] + [self.copies[j][0] for j in cells[1:]]
+        discs = [self.d] + [self.copies[j][1] for j in cells[1:]]
+        n = len(cells)
+        idx = torch.from_numpy(rng.choice(L.num_samples, size=min(p.fitness_samples, L.num_samples), replace=False))
+        real, z = L.x[idx.to(L.device)], L.noise(len(idx))
+        d_loss, g_loss = self.losses(gens, discs, real, z)
+        for i, ind in enumerate(gens):
+            ind.fitness = float(g_loss[i].mean())
+        for j, ind in enumerate(discs):
+            ind.fitness = float(d_loss[:, j].mean())
+        win_g = tournament([x.fitness for x in gens], p.tournament_size, n, rng)
+        win_d = tournament([x.fitness for x in discs], p.tournament_size, n, rng)
+        sel_g = self._copies(gens, win_g, "g")
+        sel_d = self._copies(discs, win_d, "d")
+        for _ in range(p.batches or L.steps_per_epoch):
+            self._mutate(sel_g, rng)
+            L.set_d(sel_d[int(rng.integers(n))].params)
+            for ind in sel_g:
+                L.set_g(ind.params)
+                ind.opt.param_groups[0]["lr"] = ind.lr
+                L.g_step(ind.opt)
+                ind.params = L.get_g()
+            self._mutate(sel_d, rng)
+            L.set_g(sel_g[int(rng.integers(n))].params)
+            fake, batch = L.sample(L.batch_size), L.next_batch()
+            for ind in sel_d:
+                L.set_d(ind.params)
+                ind.opt.param_groups[0]["lr"] = ind.lr
+                L.d_step(fake, ind.opt, batch)
+                ind.params = L.get_d()
+        self._replace(sel_g, self.losses(sel_g, discs, real, z)[1].mean(axis=1), "g")
+        self._replace(sel_d, self.losses(gens, sel_d, real, z)[0].mean(axis=0), "d")
+        self._evolve_weights(cells, rng)
+        L.set_g(self.g.params)
+        L.set_d(self.d.params)
+
+    def _copies(self, pop: list[Individual], winners: list[int], part: str) -> list[Individual]:
+        """Trainable copies of the winners, each with its own Adam: copies of the cell's own
+        network (index 0) continue its moments, copies of neighbours' start fresh."""
+        own_opt = self.learner.opt_g if part == "g" else self.learner.opt_d
+        out = []
+        for i in winners:
+            ind = pop[i].copy()
+            ind.opt = self.learner.make_adam(part, ind.lr)
+            if i == 0:
+                ind.opt.load_state_dict(copy.deepcopy(own_opt.state_dict()))
+            out.append(ind)
+        return out
+
+    def _mutate(self, sel: list[Individual], rng) -> None:
+        p = self.params
+        for ind, lr in zip(sel, mutate_lrs([x.lr for x in sel], p.lr, p.alpha, p.mutation_probability, rng)):
+            ind.lr = lr
+
+    def _replace(self, sel: list[Individual], fitness: np.ndarray, part: str) -> None:
+        best = int(np.argmin(fitness))
+        own = self.g if part == "g" else self.d
+        if fitness[best] < own.fitness:
+            new = sel[best]
+            new.fitness = float(fitness[best])
+            (self.learner.opt_g if part == "g" else self.learner.opt_d).load_state_dict(copy.deepcopy(new.opt.state_dict()))
+            new.opt = None
+            if part == "g":
+                self.g = new
+            else:
+                self.d = new
+
+    def weight_vector(self, cells: list[int]) -> np.ndarray:
+        """Current weights of ``cells`` as a probability vector (a newly seen cell gets 1/len)."""
+        w = np.array([self.weights.get(c, 1.0 / len(cells)) for c in cells])
+        return w / w.sum()
+
+    def mixture(self, cells: list[int] | None = None, weights=None) -> Mixture:
+        cells = cells or self.members()
+        gens = [self.g.params] + [self.copies[j][0].params for j in cells[1:]]
+        return Mixture(self.learner, gens, self.weight_vector(cells) if weights is None else weights, cells)
+
+    def _evolve_weights(self, cells: list[int], rng) -> None:
+        ev, p = self.ctx.gan_evaluator, self.params
+        w = self.weight_vector(cells)
+        if ev is not None:
+            z = self.learner.noise(p.fid_batch)
+            score = ev.fid(self.mixture(cells, w).sample(z=z))
+            for _ in range(p.es_generations):
+                w_new = mutate_weights(w, p.mixture_sigma, rng)
+                s = ev.fid(self.mixture(cells, w_new).sample(z=z))
+                if s < score:
+                    w, score = w_new, s
+            self.score = float(score)
+        self.weights = dict(zip(cells, w.tolist()))
+
+    # -- the life cycle ----------------------------------------------------------------------
+    def end_epoch(self, rt: Runtime, epoch: int) -> None:
+        self.evaluate(rt, epoch)
+        rt.log("mixture_fid", self.score, epoch=epoch)
+        if self.ctx.role == "master" and self.ctx.on_epoch is not None:
+            self.ctx.on_epoch(self.node_id, epoch, self.mixture())
+
+    async def run(self, rt: Runtime) -> None:
+        await self.publish(rt)
+        if self.gen == 0:
+            self.end_epoch(rt, 0)
+        while self.gen < self.ctx.epochs:
+            await self.gather(rt)
+            await rt.compute(self.evolve, rt.rng, cost=self.cost())
+            self.gen += 1
+            await self.publish(rt)
+            self.end_epoch(rt, self.gen)
+        mix = self.mixture()
+        if self.ctx.role != "master":
+            await rt.send(min(rt.nodes), Message("result", {"fid": self.score if self.score == self.score else None, "cells": mix.cells,
+                                                            "weights": mix.weights.tolist()},
+                                                 {str(k): g for k, g in enumerate(mix.generators)}))
+            return
+        await self.collect(rt, mix)
+
+    async def collect(self, rt: Runtime, own: Mixture) -> None:
+        """Master: every cell's final mixture; the one with the lowest FID is saved."""
+        best = (self.score if self.score == self.score else math.inf, self.node_id, own)
+        waiting = {i for i, r in self.ctx.roles.items() if r == "cell"}
+        while waiting:
+            msg = await rt.recv(timeout=self.params.result_timeout, match="result")
+            if msg is None:
+                rt.log("missing_results", len(waiting))
+                break
+            waiting.discard(msg.src)
+            fid = math.inf if msg["fid"] is None else float(msg["fid"])
+            gens = [msg.tensors[str(k)] for k in range(len(msg["cells"]))]
+            if (fid, msg.src) < best[:2]:
+                best = (fid, msg.src, Mixture(self.learner, gens, msg["weights"], list(msg["cells"])))
+        rt.log("mixture_cell", float(best[1]))
+        if self.ctx.run_dir is not None:
+            save_mixture(Path(self.ctx.run_dir) / "mixture", best[2], self.learner.arch, best[0], best[1])
+
+
+class Lipizzaner(Algorithm):
+    name = "lipizzaner"
+    Params = LipizzanerParams
+    summary = "Lipizzaner: coevolutionary GANs on a toroidal grid, mixture weights by an ES on FID (seed 004)"
+    gan = True
+
+    @classmethod
+    def roles(cls, graph, params):
+        n = graph.number_of_nodes()
+        side = grid_side(n)
+        for c in graph.nodes:
+            for j in neighbourhood(c, side)[1:]:
+                if not graph.has_edge(c, j):
+                    raise ConfigError(f"topology: lipizzaner needs cell {c} linked to its torus neighbour {j} and "
+                                      f"node 0 (the master) linked to every cell (topology: {{kind: complete}})")
+        if graph.degree(0) != n - 1:
+            raise ConfigError("topology: lipizzaner needs node 0 (the master) linked to every cell "
+                              "(topology: {kind: complete})")
+        return {i: ("master" if i == 0 else "cell") for i in graph.nodes}
+
+    @classmethod
+    def data_roles(cls):
+        return ("master", "cell")
+
+    @classmethod
+    def reporting_roles(cls):
+        return ("master",)
+
+    @classmethod
+    def make_node(cls, ctx: NodeContext) -> Node:
+        return LipizzanerCell(ctx)

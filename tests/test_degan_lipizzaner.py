@@ -1,0 +1,178 @@
+"""DEGAN and Lipizzaner stories: the torus neighbourhoods, the evolutionary rules, a 2×2
+Lipizzaner run whose saved mixture `simbench generate` samples from, a crashed cell, and
+DEGAN's P=1/ssp=0 equivalence with synchronous gradient averaging — tiny networks on digits."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simbench.algorithms.lipizzaner import (grid_side, mixture_counts, mutate_lrs, mutate_weights, neighbourhood,
+                                            tournament)
+from simbench.core.schema import ConfigError
+from simbench.experiment.config import parse_config
+from simbench.experiment.run import _streams, build_nodes, run_experiment
+from simbench.metrics.recorder import Recorder
+from simbench.sim.world import SimWorld
+
+torch.set_num_threads(1)
+
+GAN = {"latent_dim": 8, "lr": 0.002, "fid_batch": 60, "grid": 0}
+LIPI = {
+    "name": "lipi", "seed": 0, "nodes": 4, "topology": {"kind": "complete"},
+    "algorithm": {"name": "lipizzaner", **GAN, "batches": 2, "fitness_samples": 32, "es_generations": 2,
+                  "mixture_sigma": 0.2},
+    "dataset": {"name": "digits", "partition": "iid"},
+    "model": {"name": "lsgan", "options": {"width": 8, "bn_eps": 1e-5}},
+    "train": {"epochs": 2, "batch_size": 16},
+    "network": {"latency": "5ms", "bandwidth": "100Mbit/s"},
+    "output": {"wall_clock": False, "plot": False, "progress": False},
+}
+
+
+def run(tmp_path, base=LIPI, **changes):
+    return run_experiment(parse_config({**base, **changes}), tmp_path)
+
+
+# -- the grid ------------------------------------------------------------------------------------
+def test_neighbourhoods_on_2x2_and_3x3_tori_are_self_north_south_east_west():
+    # 2×2: north = south and east = west, each kept once
+    assert [neighbourhood(c, 2) for c in range(4)] == [(0, 2, 1), (1, 3, 0), (2, 0, 3), (3, 1, 2)]
+    assert [neighbourhood(c, 3) for c in range(9)] == [
+        (0, 6, 3, 1, 2), (1, 7, 4, 2, 0), (2, 8, 5, 0, 1),
+        (3, 0, 6, 4, 5), (4, 1, 7, 5, 3), (5, 2, 8, 3, 4),
+        (6, 3, 0, 7, 8), (7, 4, 1, 8, 6), (8, 5, 2, 6, 7)]
+    for side in (2, 3, 4):  # being neighbours is mutual
+        for c in range(side * side):
+            assert all(c in neighbourhood(j, side) for j in neighbourhood(c, side))
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 5, 8])
+def test_a_non_square_cell_count_is_a_one_line_error_naming_nodes(tmp_path, nodes):
+    with pytest.raises(ConfigError) as err:
+        run(tmp_path, nodes=nodes)
+    msg = str(err.value)
+    assert msg.startswith("nodes: lipizzaner needs a square grid") and "perfect squares >= 4" in msg
+    assert "\n" not in msg
+    assert grid_side(9) == 3
+
+
+def test_lipizzaner_needs_the_master_linked_to_every_cell(tmp_path):
+    with pytest.raises(ConfigError, match="topology: lipizzaner needs .*kind: complete"):
+        run(tmp_path, nodes=9, topology={"kind": "torus"})
+
+
+# -- the evolutionary rules -------------------------------------------------------------------------
+def test_mixture_weights_stay_a_probability_vector():
+    rng = np.random.default_rng(0)
+    w = np.full(5, 0.2)
+    for sigma in (0.01, 0.3, 5.0):
+        for _ in range(200):
+            w = mutate_weights(w, sigma, rng)
+            assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
+    class Down:  # a draw that pushes every weight below zero
+        def normal(self, loc, scale, size):
+            return np.full(size, -2.0)
+    one_hot = np.array([0.0, 1.0, 0.0])
+    assert mutate_weights(one_hot, 0.01, Down()).tolist() == [0.0, 1.0, 0.0]  # all clipped: unchanged
+    assert mixture_counts([0.5, 0.25, 0.25], 10).tolist() == [5, 3, 2]  # largest remainder, ties to the first
+    assert mixture_counts([1 / 3] * 3, 100).sum() == 100
+
+
+def test_tournament_picks_the_fittest_contestant_and_lrs_never_go_negative():
+    rng = np.random.default_rng(1)
+    fit = [3.0, 1.0, 2.0]
+    assert tournament(fit, 3, 4, rng) == [1, 1, 1, 1]          # everyone competes: the best always wins
+    assert tournament(fit, 1, 50, rng) != [1] * 50              # size 1: a uniform draw
+    wins = tournament(fit, 2, 300, rng)
+    assert wins.count(0) == 0                                   # the worst never wins a pair
+    assert mutate_lrs([1e-3] * 4, 2e-4, 0.0, 1.0, rng) == [1e-3] * 4  # alpha 0: no change
+    assert min(mutate_lrs([1e-6] * 100, 1.0, 1.0, 1.0, rng)) == 0.0   # clipped at zero
+    assert mutate_lrs([1e-3] * 3, 2e-4, 1.0, 0.0, rng) == [1e-3] * 3  # probability 0: no change
+
+
+# -- end to end -------------------------------------------------------------------------------
+def test_lipizzaner_2x2_saves_a_mixture_that_generate_samples(tmp_path, capsys):
+    from simbench.cli import main
+    res = run(tmp_path)
+    assert res.status == "finished"
+    avg = res.epochs[res.epochs["node"] == "avg"]
+    assert list(avg["epoch"]) == [0, 1, 2] and avg["fid"].notna().all()
+    cells = res.epochs[res.epochs["node"].isin(["1", "2", "3"])]
+    assert cells.groupby("node")["mixture_fid"].count().tolist() == [2, 2, 2]  # each cell scored 2 generations
+    mix = res.run_dir / "mixture"
+    meta = json.loads((mix / "mixture.json").read_text())
+    assert len(meta["cells"]) == 3 and meta["cells"][0] == meta["cell"]   # a 2×2 neighbourhood: 3 generators
+    assert sorted(meta["cells"]) == sorted(neighbourhood(meta["cell"], 2))
+    w = np.array(meta["weights"])
+    assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
+    out = tmp_path / "samples"
+    assert main(["generate", "--mixture-source", str(mix), "--sample-size", "7", "-o", str(out)]) == 0
+    assert "wrote 7 images" in capsys.readouterr().out
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 7 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_crashed_cell_does_not_stop_its_neighbours(tmp_path):
+    res = run(tmp_path, algorithm={**LIPI["algorithm"], "peer_timeout": "0.5s",
+                                                         "result_timeout": "10s", "es_generations": 0},
+              train={**LIPI["train"], "epochs": 3}, scenario={"crashes": [{"node": 3, "at": 0.001}]})
+    ep, ev = res.epochs, res.events
+    assert res.status == "finished"
+    assert ep[ep["node"] == "3"]["epoch"].max() < 3
+    for cell in ("0", "1", "2"):
+        assert ep[ep["node"] == cell]["epoch"].max() == 3
+    assert ev[ev["metric"] == "missing_results"]["value"].tolist() == [1.0]   # cell 3's
+    assert sorted(ev[ev["metric"] == "missing_neighbours"]["node"]) == ["1", "2"]  # waited for once
+    assert (res.run_dir / "mixture" / "mixture.json").exists()
+
+
+# -- DEGAN --------------------------------------------------------------------------------------
+DEGAN = {**LIPI, "nodes": 2, "algorithm": {"name": "degan", **GAN, "P": 1, "ssp_bound": 0, "batches": 3},
+         "train": {"epochs": 2, "batch_size": 16}}
+
+
+def _run_world(cfg):
+    recorder = Recorder("degan")
+    graph, roles, profiles, nodes, contexts, _ = build_nodes(cfg, recorder)
+    world = SimWorld(graph, nodes, roles=roles, network=cfg.network, compute=cfg.compute, scenario=cfg.scenario,
+                     profiles=profiles, recorder=recorder, seed=_streams(cfg.seed)["world"])
+    world.run()
+    return nodes
+
+
+def test_degan_p1_ssp0_two_workers_is_synchronous_averaging_of_g_and_d_gradients():
+    cfg = parse_config(DEGAN)
+    nodes = _run_world(cfg)
+    _, _, _, ref, _, _ = build_nodes(cfg, Recorder("ref"))
+    learners = [ref[i].learner for i in range(2)]
+    x = learners[0].get_flat()
+    for _ in range(cfg.train.epochs * 3):
+        grads = []
+        for lr in learners:
+            lr.set_flat(x)
+            lr.compute_grad()
+            grads.append(lr.get_grad_flat())
+        learners[0].set_flat(x)
+        learners[0].set_grad_flat(torch.stack(grads).mean(dim=0))
+        learners[0].apply_update()
+        x = learners[0].get_flat()
+    n_g = learners[0].num_g
+    for i in range(2):
+        got = nodes[i].learner.get_flat()
+        assert torch.allclose(got[:n_g], x[:n_g], rtol=1e-5, atol=1e-6)   # the generator
+        assert torch.allclose(got[n_g:], x[n_g:], rtol=1e-5, atol=1e-6)   # the discriminator
+    assert not torch.allclose(x, ref[1].learner.get_flat())  # it did train
+
+
+def test_degan_with_partitions_and_an_iteration_cap_runs(tmp_path):
+    res = run(tmp_path, base=DEGAN, nodes=3,
+              algorithm={**DEGAN["algorithm"], "P": 2, "ssp_bound": 1, "max_iterations": 4})
+    ev = res.events
+    assert res.status == "finished"
+    assert ev[ev["metric"] == "ako_P"]["value"].eq(2).all()
+    avg = res.epochs[res.epochs["node"] == "avg"]
+    assert list(avg["epoch"]) == [0, 1] and avg["fid"].notna().all()  # 4 iterations: one epoch of 3, then the cap
+    sync = parse_config({**DEGAN, "algorithm": {**DEGAN["algorithm"], "ssp_bound": 5, "synchronous": True}})
+    assert sync.algorithm_params.synchronous is True
