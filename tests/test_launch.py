@@ -118,7 +118,7 @@ def test_sigterm_stops_every_node_and_keeps_their_rows(tmp_path):
     while time.time() < deadline and len(list(out.glob("quickstart/*/nodes/*/params/epoch2.npy"))) < 2:
         time.sleep(0.2)  # both nodes are two epochs into training (their per-epoch snapshots exist)
     proc.terminate()
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 130, (stdout, stderr[-2000:])
     run_dir = next((out / "quickstart").iterdir())
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -141,7 +141,7 @@ def test_sigterm_while_nodes_still_start_up_is_an_interruption_not_a_failure(tmp
     while time.time() < deadline and len(list(out.glob("quickstart/*/nodes/*/stderr.log"))) < 2:
         time.sleep(0.05)  # both node processes exist
     proc.terminate()
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 130, (stdout, stderr[-2000:])
     manifest = json.loads((next((out / "quickstart").iterdir()) / "manifest.json").read_text())
     assert [n["status"] for n in manifest["nodes"]] == ["interrupted", "interrupted"], manifest["nodes"]
