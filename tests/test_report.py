@@ -93,3 +93,13 @@ def test_report_of_a_directory_without_a_matrix_is_one_line_exit_2(tmp_path, cap
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "holds no matrix.json; run `simbench matrix FILE` first" in err and err.count("\n") == 1
+
+
+def test_many_series_get_one_colour_per_algorithm_and_one_line_style_per_topology():
+    from simbench.report.figures import series_styles
+    names = [f"{a} / {t}" for a in ("dsgd", "gossip", "admm", "pdmm") for t in ("ring", "torus", "star")]
+    colors, dashes = series_styles(names)
+    assert len({(colors[n], dashes[n]) for n in names}) == len(names)  # no two lines look alike
+    assert colors["dsgd / ring"] == colors["dsgd / star"] and dashes["dsgd / ring"] == dashes["admm / ring"]
+    few_colors, few_dashes = series_styles(names[:5])
+    assert len(set(few_colors.values())) == 5 and set(few_dashes.values()) == {"-"}

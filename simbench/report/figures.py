@@ -66,13 +66,31 @@ def mean_curve(curves: pd.DataFrame, x: str) -> pd.DataFrame:
     return out.reset_index().sort_values("x")
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def series_styles(names: Sequence[str]) -> tuple[dict, dict]:
+    """A colour and a line style per series. Up to 10 series get 10 colours; more, named
+    'a / b', get one colour per first label (e.g. algorithm) and one line style per second
+    (e.g. topology), so no two lines look alike."""
+    cmap = plt.get_cmap("tab10")
+    parts = [n.split(" / ", 1) for n in names]
+    if len(names) <= 10 or any(len(p) < 2 for p in parts):
+        return {n: cmap(i % 10) for i, n in enumerate(names)}, {n: "-" for n in names}
+    firsts = list(dict.fromkeys(p[0] for p in parts))
+    seconds = list(dict.fromkeys(p[1] for p in parts))
+    colors = {n: cmap(firsts.index(p[0]) % 10) for n, p in zip(names, parts)}
+    dashes = {n: LINESTYLES[seconds.index(p[1]) % len(LINESTYLES)] for n, p in zip(names, parts)}
+    return colors, dashes
+
+
 def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: str, series: Sequence[str],
                   facet: str | None, order: dict[str, list[str]], target: float | None = None, title: str = "") -> Path:
     """Accuracy of the average model against ``x`` (``time_s`` or ``bytes_sent``), one
     line per series (mean over seeds, ±1 std band), one panel per facet value."""
     curves = curves.assign(_series=series_key(curves, series))
     names = _ordered(curves["_series"], order, series)
-    colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    colors, dashes = series_styles(names)
     panels = order.get(facet, []) if facet else [None]
     panels = [p for p in panels if p is None or (curves[facet] == p).any()] or [None]
     scale = 1e-6 if x == "bytes_sent" else 1.0
@@ -91,7 +109,7 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
                     continue
                 mc = mean_curve(rows, x)
                 xs = mc["x"] * scale
-                ax.plot(xs, mc["acc"], color=colors[name], lw=1.6, label=name)
+                ax.plot(xs, mc["acc"], color=colors[name], ls=dashes[name], lw=1.6, label=name)
                 if (mc["n"] > 1).any():
                     ax.fill_between(xs, mc["acc"] - mc["std"].fillna(0), mc["acc"] + mc["std"].fillna(0),
                                     color=colors[name], alpha=0.18, lw=0)
