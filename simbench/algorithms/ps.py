@@ -162,19 +162,26 @@ class PSWorker(Node):
             await rt.send(msg.src, grad)
 
 
-class PSSync(ServerAlgorithm):
-    name = "ps_sync"
-    Params = PSSyncParams
-    summary = "parameter server, synchronous gradient averaging over all workers"
+class PSAlgorithm(ServerAlgorithm):
+    """A parameter server on a star (optionally with a supervisor): its server and worker node classes."""
+
+    model_holders = ("worker", "server", "supervisor")
+    server_node: type[Node]
+    worker_node: type[Node]
 
     @classmethod
     def roles(cls, graph, params):
         return ps_roles(graph, cls.name, params)
 
-    model_holders = ("worker", "server", "supervisor")
-
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:
         if ctx.role == "supervisor":
             return Supervisor(ctx)
-        return PSSyncServer(ctx) if ctx.role == "server" else PSWorker(ctx)
+        return cls.server_node(ctx) if ctx.role == "server" else cls.worker_node(ctx)
+
+
+class PSSync(PSAlgorithm):
+    name = "ps_sync"
+    Params = PSSyncParams
+    summary = "parameter server, synchronous gradient averaging over all workers"
+    server_node, worker_node = PSSyncServer, PSWorker

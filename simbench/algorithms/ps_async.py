@@ -32,9 +32,8 @@ from ..core.message import Message
 from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime, Work
 from ..core.units import parse_duration
-from .common import ServerAlgorithm
 from .compression import CompressionParams, decompress
-from .ps import PSWorker, Supervisor, SupervisorParams, ps_roles, stop_others, workers_of
+from .ps import PSAlgorithm, PSWorker, SupervisorParams, stop_others, workers_of
 
 PS_MODES = ("single", "multi")
 
@@ -141,19 +140,8 @@ class PSAsyncWorker(PSWorker):
             await rt.send(server, Message("done"))
 
 
-class PSAsync(ServerAlgorithm):
+class PSAsync(PSAlgorithm):
     name = "ps_async"
     Params = PSAsyncParams
     summary = "parameter server, asynchronous SGD (Downpour / seed 002), single or multi-handler server"
-
-    @classmethod
-    def roles(cls, graph, params):
-        return ps_roles(graph, cls.name, params)
-
-    model_holders = ("worker", "server", "supervisor")
-
-    @classmethod
-    def make_node(cls, ctx: NodeContext) -> Node:
-        if ctx.role == "supervisor":
-            return Supervisor(ctx)
-        return PSAsyncServer(ctx) if ctx.role == "server" else PSAsyncWorker(ctx)
+    server_node, worker_node = PSAsyncServer, PSAsyncWorker
