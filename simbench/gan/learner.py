@@ -151,6 +151,12 @@ class GANLearner:
         -------
         (d_loss, g_loss)
         """
+        self._gd_grads(step=True)
+        return self.last_losses
+
+    def _gd_grads(self, step: bool) -> None:
+        """G's loss through D on fresh noise, then D's on the next real batch and that fake
+        batch (detached); with ``step``, G steps before D's gradient and D steps after it."""
         real = self.next_batch()
         z = self.noise(len(real))
         with torch.random.fork_rng(devices=[]):
@@ -159,14 +165,15 @@ class GANLearner:
             fake = self.G(z)
             g_loss = self._adv(self.D(fake), 1.0)
             g_loss.backward()
-            self.opt_g.step()
-            self._d.zero_grad()
+            if step:
+                self.opt_g.step()
+            self._d.zero_grad()  # the G loss also reached D's parameters
             d_loss = self._d_loss(real, fake)
             d_loss.backward()
-            self.opt_d.step()
+            if step:
+                self.opt_d.step()
         self.steps_done += 1
         self.last_losses = (d_loss.item(), g_loss.item())
-        return self.last_losses
 
     def g_step(self, opt: torch.optim.Optimizer | None = None) -> float:
         """One generator step on fresh noise against the loaded D (with ``opt``, default G's Adam)."""
@@ -222,19 +229,7 @@ class GANLearner:
         G's gradient is that of its loss through D on fresh noise; D's that of its loss on
         the next real batch and the same generated batch (detached, so G's is unaffected).
         """
-        real = self.next_batch()
-        z = self.noise(len(real))
-        with torch.random.fork_rng(devices=[]):
-            self._seed_global()
-            self._g.zero_grad()
-            fake = self.G(z)
-            g_loss = self._adv(self.D(fake), 1.0)
-            g_loss.backward()
-            self._d.zero_grad()  # the G loss also reached D's parameters
-            d_loss = self._d_loss(real, fake)
-            d_loss.backward()
-        self.steps_done += 1
-        self.last_losses = (d_loss.item(), g_loss.item())
+        self._gd_grads(step=False)
         return self.last_losses[0]
 
     @property
