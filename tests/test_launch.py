@@ -118,6 +118,8 @@ def test_sigterm_stops_every_node_and_keeps_their_rows(tmp_path):
     while time.time() < deadline and len(list(out.glob("quickstart/*/nodes/*/params/epoch2.npy"))) < 2:
         time.sleep(0.2)  # both nodes are two epochs into training (their per-epoch snapshots exist)
     proc.terminate()
+    time.sleep(0.5)
+    proc.terminate()  # an impatient second signal must not cut the reaping or the merge
     stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 130, (stdout, stderr[-2000:])
     run_dir = next((out / "quickstart").iterdir())
@@ -128,6 +130,35 @@ def test_sigterm_stops_every_node_and_keeps_their_rows(tmp_path):
     for k in ("0", "1"):
         epochs = ep[ep["node"] == k]["epoch"]
         assert 1 <= epochs.max() < 500, ep  # rows written before the stop, and it did stop early
+
+
+def test_sigterm_while_waiting_for_peers_stops_the_node_at_once(tmp_path):
+    """A node still meeting its peers (node 0 never comes) stops within seconds of SIGTERM,
+    not when the rendezvous times out, and says it was interrupted before the start."""
+    import datetime
+    import os
+    from torch.distributed import TCPStore
+
+    store = TCPStore("127.0.0.1", 0, 2, True, timeout=datetime.timedelta(seconds=60), wait_for_workers=False)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "RANK": "1", "WORLD_SIZE": "2",
+           "TORCHELASTIC_USE_AGENT_STORE": "True", "SIMBENCH_HOST": "127.0.0.1"}
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "simbench.cli", "node", str(ROOT / "examples" / "quickstart.yaml"),
+                             "--insecure", "--out", str(out), "--rendezvous-timeout", "90", *QUICK], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    keys = store.num_keys()
+    deadline = time.time() + 60
+    while store.num_keys() == keys and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # node 1 has published its address: it now waits for node 0's
+    assert proc.poll() is None and store.num_keys() > keys, proc.communicate()
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.terminate()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10, stderr[-2000:]
+    assert proc.returncode == 143, (stdout, stderr[-2000:])
+    status = json.loads(next(out.glob("quickstart/*/nodes/1/status.json")).read_text())
+    assert status["status"] == "interrupted" and status["error"] == "signal before the start", status
 
 
 def fake_node(code: str) -> list[str]:

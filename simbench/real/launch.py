@@ -94,15 +94,17 @@ def launch_local(config: str, n: int, *, overrides: list[str] = (), out: str | N
     cmds = {k: node_command(config, overrides, out_root, [*args, "--threads", str(threads)]) for k in range(n)}
     envs = {k: {**env, "RANK": str(k)} for k in range(n)}
     t0 = time.time()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         outcomes = supervise(cmds, envs, run_dir, timeout=timeout, quiet=quiet)
+        wall = time.time() - t0
+        del store
+        status = overall_status(outcomes)
+        merge(run_dir, cfg, outcomes, status=status, wall_time=wall)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    wall = time.time() - t0
-    del store
-    status = overall_status(outcomes)
-    merge(run_dir, cfg, outcomes, status=status, wall_time=wall)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if status == "interrupted":
         raise KeyboardInterrupt  # the CLI reports it (exit code 130); the rows are merged
     return LaunchResult(run_dir, status, outcomes, wall)
@@ -116,16 +118,16 @@ def supervise(cmds: dict[int, list[str]], envs: dict[int, dict], run_dir: Path, 
               timeout: float | None = None, quiet: bool = False) -> list[NodeOutcome]:
     """Start one process per node, wait for all, stop the rest when one fails."""
     procs, logs = {}, {}
-    for k, cmd in cmds.items():
-        d = node_dir(run_dir, k)
-        d.mkdir(parents=True, exist_ok=True)
-        logs[k] = d / "stderr.log"
-        with open(d / "stdout.log", "wb") as so, open(logs[k], "wb") as se:
-            procs[k] = subprocess.Popen(cmd, env=envs[k], stdout=so, stderr=se, start_new_session=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     codes: dict[int, int] = {}
     stopping, why = False, ""
     try:
+        for k, cmd in cmds.items():
+            d = node_dir(run_dir, k)
+            d.mkdir(parents=True, exist_ok=True)
+            logs[k] = d / "stderr.log"
+            with open(d / "stdout.log", "wb") as so, open(logs[k], "wb") as se:
+                procs[k] = subprocess.Popen(cmd, env=envs[k], stdout=so, stderr=se, start_new_session=True)
         while len(codes) < len(procs):
             for k, p in procs.items():
                 if k not in codes and p.poll() is not None:
@@ -143,6 +145,8 @@ def supervise(cmds: dict[int, list[str]], envs: dict[int, dict], run_dir: Path, 
             time.sleep(0.05)
     except KeyboardInterrupt:  # SIGINT, or SIGTERM turned into one by launch_local
         why = "interrupted"
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the reaping and the merge
+            signal.signal(sig, signal.SIG_IGN)
         _say(quiet, "simbench launch: interrupted; stopping every node (they write their rows)")
         _signal_all(procs, codes, signal.SIGTERM)
         _reap(procs, codes)

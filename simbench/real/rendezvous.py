@@ -15,6 +15,11 @@ The meeting point is a ``torch.distributed.TCPStore``. Keys live under
 ``simbench/<run_id>/<attempt>/``. The barrier: every node adds one to ``ready`` once its
 inbound socket is bound; node 0 waits for all, then publishes ``start`` = its wall clock
 + a short margin; every node's ``time_s`` counts from that instant.
+
+No call here blocks inside the store's C++ code for long: reaching the store and waiting
+for a key are Python loops of short probes and sleeps, so SIGINT/SIGTERM stop a node that
+is still waiting for its peers at once (the store's own blocking calls handle a signal
+only when they return, up to the rendezvous timeout later).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from typing import Mapping
 import yaml
 
 from .transport import Address
+
+
+POLL_S = 0.05  # between probes of the store while waiting
 
 
 class RendezvousError(ValueError):
@@ -149,6 +157,8 @@ class Rendezvous:
         self.rank, self.world_size, self.timeout = rank, world_size, timeout
         self.prefix = f"simbench/{run_id}/{attempt}/"
         td = datetime.timedelta(seconds=timeout)
+        if not serve:
+            _await_listener(store, timeout)
         try:
             self.store = TCPStore(store.host, store.port, world_size if serve else None, serve, timeout=td,
                                   wait_for_workers=False)
@@ -183,7 +193,22 @@ class Rendezvous:
         return float(self.store.get(self.prefix + "start").decode())
 
     def _wait(self, key: str, what: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self.store.check([self.prefix + key]):  # a poll, so signals are handled between probes
+            if time.monotonic() > deadline:
+                raise RendezvousError(f"rendezvous: timed out after {self.timeout:.0f} s waiting for {what}")
+            time.sleep(POLL_S)
+
+
+def _await_listener(store: Address, timeout: float) -> None:
+    """Wait until the store's port accepts connections (TCPStore's own connect would block)."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            self.store.wait([self.prefix + key], datetime.timedelta(seconds=self.timeout))
-        except Exception:  # noqa: BLE001
-            raise RendezvousError(f"rendezvous: timed out after {self.timeout:.0f} s waiting for {what}") from None
+            with socket.create_connection((store.host, store.port), timeout=min(1.0, timeout)):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise RendezvousError(f"rendezvous: cannot reach the store at {store} within {timeout:.0f} s: "
+                                      f"{exc.strerror or exc}") from None
+            time.sleep(POLL_S)
