@@ -82,7 +82,7 @@ def test_bad_frames_are_dropped_counted_and_the_node_keeps_going(reason, frames)
     assert [m["k"] for m in got] == ["last"]
     assert rejected[reason] == 1 and sum(rejected.values()) == 1
     ev = rec.events_frame()
-    assert list(ev["metric"]) == [f"wire_rejected_{reason}", "bytes_sent_total", "msgs_sent_total"]
+    assert list(ev["metric"]) == [f"wire_rejected_{reason}", "bytes_sent_total", "msgs_sent_total", "compute_s_total"]
 
 
 def test_oversized_messages_are_dropped_and_counted():

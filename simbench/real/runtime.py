@@ -227,6 +227,7 @@ class RealRuntime:
     def log_totals(self) -> None:
         self.log("bytes_sent_total", self.bytes_sent)
         self.log("msgs_sent_total", self.msgs_sent)
+        self.log("compute_s_total", self.compute_s)
 
     def crash(self) -> None:
         """Stop this node at once (in-process crash): tasks die, sockets close, queues drop."""

@@ -78,7 +78,7 @@ class Network:
         Called at arrival time for each delivered message.
     drop_reason : callable(src, dst) -> str | None
         Asked at arrival; a non-empty reason drops the message (crash, partition).
-    on_drop : callable(src, dst, size, reason)
+    on_drop : callable(src, dst, payload, reason)
         Told about every dropped message (for the event log).
     """
 
@@ -86,7 +86,7 @@ class Network:
                  uplink, downlink, *, loss: float, rng: np.random.Generator,
                  deliver: Callable[[int, int, bytes], None],
                  drop_reason: Callable[[int, int], str | None],
-                 on_drop: Callable[[int, int, int, str], None]) -> None:
+                 on_drop: Callable[[int, int, bytes, str], None]) -> None:
         self.kernel = kernel
         self.links = links
         self.uplink = list(uplink)
@@ -236,7 +236,7 @@ class Network:
         reason = "lost" if t.lost else self._drop_reason(t.src, t.dst)
         if reason:
             self.msgs_dropped += 1
-            self._on_drop(t.src, t.dst, t.size, reason)
+            self._on_drop(t.src, t.dst, t.payload, reason)
             return
         self.bytes_received[t.dst] += t.size
         self._deliver(t.src, t.dst, t.payload)
@@ -253,7 +253,7 @@ class Network:
                     self._flows.remove(head)
                 for t in queue:  # counted and logged like every other dropped message
                     self.msgs_dropped += 1
-                    self._on_drop(src, dst, t.size, "sender_crashed")
+                    self._on_drop(src, dst, t.payload, "sender_crashed")
                 queue.clear()
         if dropped:
             self._reallocate()

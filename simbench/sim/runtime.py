@@ -80,7 +80,9 @@ class SimRuntime:
     async def send(self, dst: int, msg: Message) -> None:
         if self.crashed:
             return
-        self.world.network.send(self.node_id, dst, msg.encode(self.node_id))
+        wire = msg.encode(self.node_id)
+        self.world.network.send(self.node_id, dst, wire)  # arrival is always a later event
+        self.world.sent(wire)
 
     async def recv(self, timeout: float | None = None, match: Match = None) -> Message | None:
         pred = matcher(match)

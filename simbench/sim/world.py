@@ -10,11 +10,11 @@ from __future__ import annotations
 import copy
 import gc
 import math
-from collections import OrderedDict
 from typing import Any, Mapping, Protocol
 
 import networkx as nx
 import numpy as np
+import torch
 
 from ..core.message import Message, decode, parse_header
 from ..core.runtime import node_device
@@ -26,8 +26,9 @@ from .network import LinkSpec, Network
 from .runtime import SimRuntime
 
 
-HEADER_CACHE_BYTES = 32 * 2**20
-"""Payload bytes the header cache may keep alive (a broadcast is decoded once per receiver)."""
+_share = getattr(torch, "_lazy_clone", None) or torch.Tensor.clone
+"""A copy-on-write clone (no bytes move until one side writes), or a plain clone where
+this torch lacks it: receivers of one encoding share its decoded tensors safely."""
 
 class NodeLike(Protocol):
     async def run(self, rt: Any) -> Any: ...
@@ -81,31 +82,51 @@ class SimWorld:
         for i, node in self.nodes.items():
             self.runtimes[i].device = node_device(node)
         self._down_edges: dict[frozenset, int] = {}
-        self._headers: OrderedDict[int, tuple] = OrderedDict()
-        self._header_bytes = 0
+        self._in_flight: dict[int, list] = {}
+        """id(payload) -> [payload, deliveries pending, parsed header, decoded tensors]."""
         self._schedule_faults(np.random.default_rng(fault_seq), horizon)
 
     # -- network callbacks ---------------------------------------------------------
-    def decode(self, payload: bytes) -> Message:
-        """Decode an arriving payload; its header is parsed once per encoding.
+    def sent(self, payload: bytes) -> None:
+        """A runtime put ``payload`` on the network once more (one more delivery pending)."""
+        entry = self._in_flight.get(id(payload))
+        if entry is None:
+            self._in_flight[id(payload)] = [payload, 1, None, None]
+        else:
+            entry[1] += 1
 
-        The cache holds a reference to each payload it keys on, so ids stay unique; it keeps
-        the most recent payloads up to HEADER_CACHE_BYTES in all (it once kept 4096 of any
-        size: 1.7 GB for a 9-node MLP run, more than 10 GB with a CNN).
+    def decode(self, payload: bytes) -> Message:
+        """Decode an arriving payload: once per encoding, however many receive it.
+
+        The first arrival parses the header and copies the tensors out of the wire bytes;
+        every receiver gets copy-on-write clones of them (a receiver that writes in place
+        gets its own copy then), and the last one the decoded tensors themselves. An entry
+        lives exactly while deliveries of its payload are pending (``sent`` counts them up,
+        arrivals and drops down), so nothing outlives the transfers that carry it.
         """
-        hit = self._headers.get(id(payload))
-        if hit is None or hit[0] is not payload:
-            header = parse_header(payload)
-            nested = any(isinstance(v, (list, dict)) for v in header[2].values())
-            hit = self._headers[id(payload)] = (payload, header, nested)
-            self._header_bytes += len(payload)
-            while self._header_bytes > HEADER_CACHE_BYTES and len(self._headers) > 1:
-                old = self._headers.popitem(last=False)[1][0]
-                self._header_bytes -= len(old)
-        header = hit[1]
-        if hit[2]:  # every receiver gets its own nested meta, as a fresh parse would give it
-            header = (header[0], header[1], copy.deepcopy(header[2]), *header[3:])
-        return decode(payload, header)
+        entry = self._in_flight.get(id(payload))
+        if entry is None or entry[0] is not payload:  # not sent through a runtime (tests)
+            return decode(payload)
+        if entry[2] is None:
+            entry[2] = parse_header(payload)
+            entry[3] = decode(payload, entry[2])
+        first, header = entry[3], entry[2]
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._in_flight[id(payload)]
+            tensors = first.tensors
+        else:
+            tensors = {k: _share(t) for k, t in first.tensors.items()}
+        meta = first.meta if entry[1] <= 0 else copy.deepcopy(header[2])  # each receiver its own meta
+        return Message(kind=first.kind, meta=meta, tensors=tensors, src=first.src, _wire=payload)
+
+    def _settle(self, payload: bytes) -> None:
+        """A delivery of ``payload`` ended without an arrival (dropped)."""
+        entry = self._in_flight.get(id(payload))
+        if entry is not None and entry[0] is payload:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._in_flight[id(payload)]
 
     def _deliver(self, src: int, dst: int, payload: bytes) -> None:
         self.runtimes[dst].deliver(payload)
@@ -117,7 +138,8 @@ class SimWorld:
             return "partition"
         return None
 
-    def _on_drop(self, src: int, dst: int, size: int, reason: str) -> None:
+    def _on_drop(self, src: int, dst: int, payload: bytes, reason: str) -> None:
+        self._settle(payload)
         self.recorder.event(self.kernel.now / SECOND_TICKS, dst, f"drop_{reason}", src)
 
     # -- faults -------------------------------------------------------------------------
@@ -179,6 +201,7 @@ class SimWorld:
         for i, rt in enumerate(self.runtimes):
             self.recorder.event(rt.now(), i, "bytes_sent_total", self.network.bytes_sent[i])
             self.recorder.event(rt.now(), i, "msgs_sent_total", self.network.msgs_sent[i])
+            self.recorder.event(rt.now(), i, "compute_s_total", rt.compute_s)
 
     @property
     def now(self) -> float:
