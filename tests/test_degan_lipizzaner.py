@@ -5,6 +5,7 @@ DEGAN's P=1/ssp=0 equivalence with synchronous gradient averaging — tiny netwo
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -176,3 +177,25 @@ def test_degan_with_partitions_and_an_iteration_cap_runs(tmp_path):
     assert list(avg["epoch"]) == [0, 1] and avg["fid"].notna().all()  # 4 iterations: one epoch of 3, then the cap
     sync = parse_config({**DEGAN, "algorithm": {**DEGAN["algorithm"], "ssp_bound": 5, "synchronous": True}})
     assert sync.algorithm_params.synchronous is True
+
+
+@pytest.mark.parametrize("target, iterations", [(1e9, 3 + 2 + 1), (1e-3, 6 * 3)])
+def test_degan_stops_every_worker_at_the_same_iteration_once_the_judge_reaches_the_target_fid(tmp_path, target,
+                                                                                           iterations):
+    """Worker 0 judges from epoch 1 on; reached there (t0 = 3), all stop at t0 + ssp_bound + 1 = 6, not 18."""
+    res = run(tmp_path, base=DEGAN, nodes=3, train={"epochs": 6, "batch_size": 16},
+              algorithm={**DEGAN["algorithm"], "P": 2, "ssp_bound": 2, "target_fid": target})
+    ev = res.events
+    assert res.status == "finished"
+    judged = ev[ev["metric"] == "judge_fid"]
+    assert set(judged["node"].astype(str)) == {"0"} and (judged["value"] > 0).all()
+    reached = ev[ev["metric"] == "target_reached"]
+    totals = ev[ev["metric"] == "msgs_sent_total"]
+    sent = pd.Series(totals["value"].to_numpy(), index=totals["node"].astype(str))
+    if target > 1:
+        assert len(reached) == 1 and reached["value"].iloc[0] == judged["value"].iloc[0]  # at epoch 1
+        assert sent.to_dict() == {"0": 2 * iterations + 2, "1": 2 * iterations, "2": 2 * iterations}  # + the stop
+        assert list(res.epochs[res.epochs["node"] == "avg"]["epoch"]) == [0, 1, 2]  # iteration 6 ends epoch 2
+    else:
+        assert len(judged) == 6 and reached.empty
+        assert sent.to_dict() == {k: 2 * iterations for k in "012"}

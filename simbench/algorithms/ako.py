@@ -115,6 +115,10 @@ class AkoWorker(Node):
         """Iterations of the whole run; every worker must compute the same number."""
         return self.ctx.epochs * per_epoch
 
+    async def planned_total(self, rt: Runtime, total: int) -> int:
+        """The run's iteration count as of now; subclasses may end it early (DEGAN's target FID)."""
+        return total
+
     def _keep(self, msg: Message) -> None:
         self.held.append(msg)
         self.heard[msg.src] = max(self.heard.get(msg.src, -1), int(msg["it"]))
@@ -166,13 +170,18 @@ class AkoWorker(Node):
             self.end_epoch(rt, 0)
         while True:
             t = self.t
+            total = await self.planned_total(rt, total)
             # the last iteration waits for every peer's last gradient (a clean finish)
             await self.wait_bound(rt, total if t >= total else t - bound)
+            if (changed := await self.planned_total(rt, total)) != total:  # a stop came in while waiting
+                total = changed
+                continue
             known = [self.heard.get(j, -1) + 1 for j in rt.neighbors if j not in self.silent]
             rt.log("ssp_gap", float(t - min(known)) if known else 0.0)
             self.apply(t, n_workers)
             if t > 0 and t % spe == 0:
                 self.end_epoch(rt, t // spe)
+                total = await self.planned_total(rt, total)
             if t >= total:
                 return
             await self.local_grad(rt)

@@ -21,9 +21,17 @@ than one step).
 Knobs of the seed's ``redis_ako_config.py``: synchronous or not (``synchronous``), epochs
 and batch size (``train.epochs``, ``train.batch_size``), number of batches per epoch
 (``batches``), stop after N iterations (``max_iterations``) or a time budget (the run's
-``time_limit``), P and the SSP bound. Every worker stops after the same number of
-iterations, so nobody waits for a peer that has stopped. Not done: stopping at a target
-FID (the workers would have to agree on when the quality is reached).
+``time_limit``), or a target quality (``target_fid``), P and the SSP bound. Every worker
+stops after the same number of iterations, so nobody waits for a peer that has stopped.
+
+The target quality needs the workers to agree on when it is reached. Worker 0 is the
+judge: at each epoch end (iteration t0) it scores its own generator with the run's FID
+(``fid_batch`` samples on fixed noise, the observer's scale) and logs it as ``judge_fid``;
+once that is at most ``target_fid`` it tells every peer to stop at iteration
+t0 + ``ssp_bound`` + 1 (``target_reached`` in ``events.csv``). No peer can have begun
+that iteration: it needs worker 0's gradient of iteration t0 first, which worker 0 sends
+after the stop message on the same link (per-link order). Every worker then finishes
+that iteration count as usual (the last one waits for every peer's last gradient).
 """
 
 from __future__ import annotations
@@ -32,7 +40,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
+
+from ..core.message import Message
 from ..core.node import Algorithm, Node, NodeContext
+from ..core.runtime import Runtime
 from ..core.schema import ConfigError
 from .ako import AkoParams, AkoWorker
 from .gan_common import GanNode, GanParams
@@ -46,6 +58,8 @@ class DeganParams(AkoParams, GanParams):
     """Minibatches (iterations) per epoch; null: one pass over the worker's shard."""
     max_iterations: Optional[int] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
     """Stop after this many iterations in all (before the epochs run out); null: no cap."""
+    target_fid: Optional[float] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    """Stop once worker 0's generator scores this FID or lower at an epoch end (from epoch 1); null: never."""
 
 
 class DeganWorker(GanNode, AkoWorker):
@@ -55,6 +69,34 @@ class DeganWorker(GanNode, AkoWorker):
         super().__init__(ctx)
         if ctx.params.synchronous:
             self.params = dataclasses.replace(ctx.params, ssp_bound=0)
+        self.stop_at: int | None = None
+        self._stop_msg: Message | None = None
+        self._z: torch.Tensor | None = None
+
+    def end_epoch(self, rt: Runtime, epoch: int) -> None:
+        super().end_epoch(rt, epoch)
+        target, evaluator = self.params.target_fid, self.ctx.gan_evaluator
+        if target is None or evaluator is None or epoch == 0 or self.node_id != min((self.node_id, *rt.neighbors)):
+            return  # epoch 0 is the untrained start
+        if self._z is None:  # the judge's fixed noise
+            gen = torch.Generator().manual_seed(int(self.node_id))
+            self._z = torch.randn(self.params.fid_batch, self.params.latent_dim, generator=gen)
+        fid = float(evaluator.fid(self.learner.sample(z=self._z).cpu()))
+        rt.log("judge_fid", fid, epoch=epoch)
+        if fid <= target and self.stop_at is None:
+            self.stop_at = self.t + self.params.ssp_bound + 1
+            rt.log("target_reached", fid, epoch=epoch)
+            self._stop_msg = Message("degan_stop", {"at": self.stop_at})  # sent before gradient t0
+
+    async def planned_total(self, rt: Runtime, total: int) -> int:
+        if self._stop_msg is not None:  # the judge tells its peers before it sends another gradient
+            msg, self._stop_msg = self._stop_msg, None
+            for j in rt.neighbors:
+                await rt.send(j, msg)
+        while (msg := await rt.recv(timeout=0, match="degan_stop")) is not None:
+            at = int(msg["at"])
+            self.stop_at = at if self.stop_at is None else min(self.stop_at, at)
+        return total if self.stop_at is None else min(total, max(self.stop_at, self.t))
 
     def iterations_per_epoch(self) -> int:
         b = self.params.batches

@@ -184,6 +184,8 @@ class NodeProcess:
     def __init__(self, opts: NodeOptions, plan: _Plan) -> None:
         import torch
 
+        from ..algorithms import ALGORITHMS
+        from ..experiment import gan as gan_glue
         from ..experiment.run import build_nodes
         from ..metrics.recorder import Recorder
 
@@ -194,9 +196,12 @@ class NodeProcess:
         self.out = node_dir(run_dir, self.i)
         self.out.mkdir(parents=True, exist_ok=True)
         hook = _snapshot_hook(self.out / "params") if opts.snapshots else None
-        self.graph, self.roles, self.profiles, nodes, _, _ = build_nodes(self.cfg, Recorder(self.cfg.run_id()),
-                                                                         hook, only=self.i)
+        self.graph, self.roles, self.profiles, nodes, contexts, extras = build_nodes(
+            self.cfg, Recorder(self.cfg.run_id()), hook, only=self.i)
         self.node = nodes[self.i]
+        if gan_glue.is_gan(ALGORITHMS[self.cfg.algorithm]):  # FID inside the algorithm (Lipizzaner, DEGAN's judge)
+            contexts[self.i].gan_evaluator = gan_glue.make_evaluator(self.cfg, extras[3])
+            contexts[self.i].run_dir = run_dir
         self.neighbors = tuple(sorted(self.graph.neighbors(self.i)))
         self.state = {"status": "finished", "error": None, "exit": EXIT_OK}
 
