@@ -199,3 +199,30 @@ def test_degan_stops_every_worker_at_the_same_iteration_once_the_judge_reaches_t
     else:
         assert len(judged) == 6 and reached.empty
         assert sent.to_dict() == {k: 2 * iterations for k in "012"}
+
+
+def test_lipizzaner_2x2_as_real_processes_scores_its_mixture_and_saves_it(tmp_path):
+    """The same Lipizzaner classes on 4 local processes: the master scores its mixture (FID
+    rows, and the avg rows built from them), every cell its mixture_fid, and the best
+    mixture is saved for `generate`."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = tmp_path / "lipi.yaml"
+    cfg.write_text(yaml.safe_dump({**LIPI, "train": {"epochs": 1, "batch_size": 16}}))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "simbench.cli", "launch", str(cfg), "--local", "4", "--insecure",
+                           "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = next((out / "lipi").iterdir())
+    ep = pd.read_csv(run_dir / "epochs.csv", dtype={"node": str})
+    master = ep[ep["node"] == "0"].set_index("epoch")
+    assert master["fid"].notna().all() and list(master.index) == [0, 1]
+    avg = ep[ep["node"] == "avg"].set_index("epoch")
+    assert avg["fid"].tolist() == master["fid"].tolist()
+    cells = ep[(ep["epoch"] == 1) & (ep["node"] != "avg")]
+    assert len(cells) == 4 and cells["mixture_fid"].notna().all()
+    saved = json.loads((run_dir / "mixture" / "mixture.json").read_text())
+    assert abs(sum(saved["weights"]) - 1) < 1e-6 and len(list((run_dir / "mixture").glob("generator_*.npy"))) >= 1

@@ -73,7 +73,7 @@ def merge(run_dir: str | Path, cfg: Any, outcomes: list[NodeOutcome] | None = No
     ev = pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=EVENT_COLUMNS)
     ep = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["run_id", "node", "time_s", *EPOCH_COLUMNS])
     if avg and cfg is not None:
-        extra_ev, extra_ep = average_rows(run_dir, cfg, ep)
+        extra_ev, extra_ep = gan_rows(ep) if "fid" in ep.columns else average_rows(run_dir, cfg, ep)
         ev = pd.concat([ev, extra_ev], ignore_index=True) if len(extra_ev) else ev
         ep = pd.concat([ep, extra_ep], ignore_index=True) if len(extra_ep) else ep
     # rows from the nodes' files and from the avg recorder: one float type for numbers
@@ -116,6 +116,17 @@ def _manifest(run_dir: Path, cfg: Any, outcomes: list[NodeOutcome], statuses: di
         "config": cfg.to_dict() if cfg is not None else None,
         "versions": _versions(), "git_revision": _git_revision(),
     }
+
+
+def gan_rows(epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A GAN run's ``avg`` rows: per epoch, the scores of the first node to report them (as
+    the simulator's observer does)."""
+    scored = epochs[epochs["fid"].notna()] if len(epochs) else epochs
+    if not len(scored):
+        return pd.DataFrame(), pd.DataFrame()
+    first = scored.sort_values("time_s", kind="stable").groupby("epoch", sort=True).head(1)
+    return pd.DataFrame(), first.assign(node="avg")[["run_id", "node", "time_s", "epoch", "fid", "class_score",
+                                                      "coverage"]].reset_index(drop=True)
 
 
 def average_rows(run_dir: Path, cfg: Any, epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -195,13 +195,20 @@ class NodeProcess:
         run_dir = Path(opts.out or self.cfg.output.dir) / self.cfg.name / self.cfg.run_id()
         self.out = node_dir(run_dir, self.i)
         self.out.mkdir(parents=True, exist_ok=True)
-        hook = _snapshot_hook(self.out / "params") if opts.snapshots else None
+        gan = gan_glue.is_gan(ALGORITHMS[self.cfg.algorithm])
+        self.evaluator = None
+        # a classifier's epochs snapshot the parameters (merge builds the avg rows from them);
+        # a GAN node scores its own generator (or mixture) as the simulator's observer does
+        hook = self._score_gan if gan else _snapshot_hook(self.out / "params") if opts.snapshots else None
         self.graph, self.roles, self.profiles, nodes, contexts, extras = build_nodes(
             self.cfg, Recorder(self.cfg.run_id()), hook, only=self.i)
         self.node = nodes[self.i]
-        if gan_glue.is_gan(ALGORITHMS[self.cfg.algorithm]):  # FID inside the algorithm (Lipizzaner, DEGAN's judge)
-            contexts[self.i].gan_evaluator = gan_glue.make_evaluator(self.cfg, extras[3])
+        if gan:  # FID inside the algorithm too (Lipizzaner's mixtures, DEGAN's judge)
+            self.evaluator = contexts[self.i].gan_evaluator = gan_glue.make_evaluator(self.cfg, extras[3])
             contexts[self.i].run_dir = run_dir
+            p = self.cfg.algorithm_params
+            self._z = torch.randn(p.fid_batch, p.latent_dim,  # the observer's noise: same seed, same scores
+                                  generator=torch.Generator().manual_seed(int(self.cfg.seed) % (2**63)))
         self.neighbors = tuple(sorted(self.graph.neighbors(self.i)))
         self.state = {"status": "finished", "error": None, "exit": EXIT_OK}
 
@@ -270,6 +277,14 @@ class NodeProcess:
             state.update(status="error", error=f"{type(exc).__name__}: {exc}", exit=EXIT_ERROR)
         await asyncio.gather(task, return_exceptions=True)
         await rt.finish()
+
+    def _score_gan(self, node: int, epoch: int, learner) -> None:
+        """This node's FID, class score and coverage at an epoch end (its epochs.csv columns)."""
+        if learner is None or self.evaluator is None:
+            return
+        s = self.evaluator.score(learner.sample(z=self._z).cpu())
+        for metric, value in (("fid", s.fid), ("class_score", s.class_score), ("coverage", s.coverage)):
+            self.rt.log(metric, value, epoch=epoch)
 
     def crash(self) -> None:
         """The scheduled crash: stop, write this node's rows, leave at once."""
