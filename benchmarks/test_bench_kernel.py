@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: kernel throughput and one simulated DSGD round trip.
+"""pytest-benchmark suite: kernel throughput, one simulated DSGD run, a 64-node all-to-all exchange.
 
 Run by hand: ``pytest benchmarks/ --benchmark-only`` (not part of the default test run).
 """
@@ -28,3 +28,14 @@ def test_quickstart_dsgd_run(benchmark, tmp_path):
     cfg = parse_config({"nodes": 8, "train": {"epochs": 2, "batch_size": 16},
                         "output": {"plot": False, "progress": False}})
     benchmark.pedantic(lambda: run_experiment(cfg, tmp_path, progress=False), rounds=2, iterations=1)
+
+
+def test_network_alltoall_64_nodes(benchmark):
+    from network_alltoall import build as build_alltoall
+
+    def go():
+        world = build_alltoall(64, 2)
+        world.run()
+        return sum(world.network.msgs_sent)
+    msgs = benchmark.pedantic(go, rounds=2, iterations=1)
+    benchmark.extra_info["messages"] = msgs

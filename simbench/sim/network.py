@@ -101,6 +101,7 @@ class Network:
         self._flows: list[_Transfer] = []
         self._last_update = 0
         self._completion = None
+        self._pending = None  # the end-of-tick reallocation, once scheduled
         self._last_arrival: dict[tuple[int, int], int] = {}
         self.bytes_sent = [0] * len(self.uplink)
         self.bytes_received = [0] * len(self.uplink)
@@ -136,8 +137,17 @@ class Network:
         if t.size == 0:
             self._transmitted(t)
             return
-        self._advance()
+        # Rates matter only once the clock moves: flows starting at the same tick (an
+        # all-to-all exchange starts thousands) share one reallocation at the end of it,
+        # instead of one each (quadratic in the flows).
+        t.rate = 0.0
         self._flows.append(t)
+        if self._pending is None:
+            self._pending = self.kernel.schedule(0, self._settle_rates)
+
+    def _settle_rates(self) -> None:
+        self._pending = None
+        self._advance()
         self._reallocate()
 
     def _capacity(self, resource: tuple) -> float:
@@ -158,6 +168,9 @@ class Network:
         self._last_update = self.kernel.now
 
     def _reallocate(self) -> None:
+        if self._pending is not None:  # this one covers the flows that started this tick too
+            Kernel.cancel(self._pending)
+            self._pending = None
         flows = self._flows
         cap: dict[tuple, float] = {}
         users: dict[tuple, list[_Transfer]] = {}
@@ -204,9 +217,11 @@ class Network:
         self._completion = None
         self._advance()
         tick = 1.0 / SECOND_TICKS
-        done = [f for f in self._flows if f.remaining <= f.rate * tick + 1e-6]
+        done, left = [], []
+        for f in self._flows:
+            (done if f.rate > 0 and f.remaining <= f.rate * tick + 1e-6 else left).append(f)
         if done:
-            self._flows = [f for f in self._flows if f not in done]
+            self._flows = left
             for f in done:
                 self._transmitted(f)
         self._reallocate()
