@@ -241,6 +241,29 @@ def test_decoded_broadcasts_are_released_once_every_copy_arrived_or_dropped():
     assert 100 < len(seen) < 170 and all(seen)  # about 0.8 x (3 x 50 + 4 x 0.2 s worth) arrived, all intact
 
 
+def test_a_message_object_sent_again_arrives_intact_after_a_receiver_wrote_into_its_copy():
+    """The simulator keeps a resent message's decoding; a receiver's in-place write must not leak into it."""
+    seen = []
+
+    class Again:
+        async def run(self, rt):
+            msg = Message("x", {"tag": [1]}, {"t": torch.arange(4.0)})
+            for _ in range(3):
+                await rt.send(1, msg)
+                await rt.sleep(0.1)
+
+    class Scribble:
+        async def run(self, rt):
+            for _ in range(3):
+                m = await rt.recv()
+                seen.append((m.tensors["t"].tolist(), list(m["tag"])))
+                m.tensors["t"].mul_(-1)
+                m.meta["tag"].append(0)
+
+    make_world(nx.path_graph(2), {0: Again(), 1: Scribble()}, latency=0.01).run()
+    assert seen == [([0.0, 1.0, 2.0, 3.0], [1])] * 3
+
+
 def test_sending_off_the_topology_is_an_error():
     class Stray:
         async def run(self, rt):

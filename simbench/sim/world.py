@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import gc
 import math
+from collections import OrderedDict
 from typing import Any, Mapping, Protocol
 
 import networkx as nx
@@ -25,6 +26,9 @@ from .kernel import Kernel
 from .network import LinkSpec, Network
 from .runtime import SimRuntime
 
+
+RECENT_BYTES = 32 * 2**20
+"""Bytes of delivered payloads (and their decodings) kept for a resend of the same message."""
 
 _share = getattr(torch, "_lazy_clone", None) or torch.Tensor.clone
 """A copy-on-write clone (no bytes move until one side writes), or a plain clone where
@@ -83,50 +87,65 @@ class SimWorld:
             self.runtimes[i].device = node_device(node)
         self._down_edges: dict[frozenset, int] = {}
         self._in_flight: dict[int, list] = {}
-        """id(payload) -> [payload, deliveries pending, parsed header, decoded tensors]."""
+        self._recent: OrderedDict[int, list] = OrderedDict()
+        self._recent_bytes = 0
         self._schedule_faults(np.random.default_rng(fault_seq), horizon)
 
     # -- network callbacks ---------------------------------------------------------
+    # A payload's decoding is shared by every receiver of it. An entry is
+    # [payload, deliveries pending, parsed header, decoded message, meta is nested]; it sits in
+    # ``_in_flight`` while copies travel, then in ``_recent`` (bounded by bytes) so that an
+    # algorithm that sends the same message object again (a gossip, a cached broadcast) does
+    # not have it parsed and copied again.
     def sent(self, payload: bytes) -> None:
         """A runtime put ``payload`` on the network once more (one more delivery pending)."""
-        entry = self._in_flight.get(id(payload))
-        if entry is None:
-            self._in_flight[id(payload)] = [payload, 1, None, None]
-        else:
-            entry[1] += 1
+        key = id(payload)
+        entry = self._in_flight.get(key)
+        if entry is None or entry[0] is not payload:
+            entry = self._recent.pop(key, None)
+            if entry is not None:
+                self._recent_bytes -= 2 * len(entry[0])
+            if entry is None or entry[0] is not payload:
+                entry = [payload, 0, None, None, False]
+            self._in_flight[key] = entry
+        entry[1] += 1
 
     def decode(self, payload: bytes) -> Message:
         """Decode an arriving payload: once per encoding, however many receive it.
 
         The first arrival parses the header and copies the tensors out of the wire bytes;
         every receiver gets copy-on-write clones of them (a receiver that writes in place
-        gets its own copy then), and the last one the decoded tensors themselves. An entry
-        lives exactly while deliveries of its payload are pending (``sent`` counts them up,
-        arrivals and drops down), so nothing outlives the transfers that carry it.
+        gets its own copy then, and the others never see it) and its own meta.
         """
         entry = self._in_flight.get(id(payload))
         if entry is None or entry[0] is not payload:  # not sent through a runtime (tests)
             return decode(payload)
-        if entry[2] is None:
+        if entry[3] is None:
             entry[2] = parse_header(payload)
             entry[3] = decode(payload, entry[2])
-        first, header = entry[3], entry[2]
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del self._in_flight[id(payload)]
-            tensors = first.tensors
-        else:
-            tensors = {k: _share(t) for k, t in first.tensors.items()}
-        meta = first.meta if entry[1] <= 0 else copy.deepcopy(header[2])  # each receiver its own meta
-        return Message(kind=first.kind, meta=meta, tensors=tensors, src=first.src, _wire=payload)
+            entry[4] = any(isinstance(v, (list, dict)) for v in entry[2][2].values())
+        first = entry[3]
+        meta = copy.deepcopy(entry[2][2]) if entry[4] else dict(entry[2][2])
+        msg = Message(kind=first.kind, meta=meta, tensors={k: _share(t) for k, t in first.tensors.items()},
+                      src=first.src, _wire=payload)
+        self._settle(payload)
+        return msg
 
     def _settle(self, payload: bytes) -> None:
-        """A delivery of ``payload`` ended without an arrival (dropped)."""
-        entry = self._in_flight.get(id(payload))
-        if entry is not None and entry[0] is payload:
-            entry[1] -= 1
-            if entry[1] <= 0:
-                del self._in_flight[id(payload)]
+        """One delivery of ``payload`` ended (arrived or dropped)."""
+        key = id(payload)
+        entry = self._in_flight.get(key)
+        if entry is None or entry[0] is not payload:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del self._in_flight[key]
+        if entry[3] is not None:
+            self._recent[key] = entry
+            self._recent_bytes += 2 * len(payload)  # the wire bytes and the decoded tensors
+            while self._recent_bytes > RECENT_BYTES and self._recent:
+                self._recent_bytes -= 2 * len(self._recent.popitem(last=False)[1][0])
 
     def _deliver(self, src: int, dst: int, payload: bytes) -> None:
         self.runtimes[dst].deliver(payload)
