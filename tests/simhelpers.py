@@ -8,6 +8,7 @@ profiles drawn by ``node_profiles``, a recorder without wall-clock readings, see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -55,3 +56,15 @@ def events(world: SimWorld, metric: str) -> list[tuple[float, object, float]]:
 class Idle:
     async def run(self, rt):
         return None
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """A simulated reference run on one torch thread: on a busy 2-core box two threads spin (6x slower)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -8,7 +8,6 @@ and a scheduled crash must end one process while its peer carries on through tim
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -22,21 +21,10 @@ import yaml
 from simbench.real.launch import free_port, last_line, supervise
 from simbench.real.node_main import EXIT_CRASHED, NodeOptions, run_node
 from simbench.real.rendezvous import RendezvousError, from_env, load_hosts
+from simhelpers import one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--set", "train.epochs=2", "--set", "algorithm.swap_timeout=null", "--set", "output.plot=false"]
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """The simulated reference run on one thread: on a busy 2-core box two threads spin (6x slower)."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def launch(tmp_path: Path, config: Path, *args: str, timeout: float = 80) -> tuple[subprocess.CompletedProcess, float]:

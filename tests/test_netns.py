@@ -10,7 +10,6 @@ from ``tc qdisc netem`` where the kernel has netem (the nodes then run with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import sys
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from simbench.real import netns
+from simhelpers import one_torch_thread
 
 pytestmark = pytest.mark.netns
 
@@ -33,18 +33,6 @@ CONFIG = {
     "network": {"latency": f"{DELAY * 1000:g}ms", "bandwidth": "inf", "uplink": "inf", "downlink": "inf"},
     "output": {"plot": False, "progress": False},
 }
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """The simulated reference run on one thread (two threads spin on a busy 2-core box)."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
