@@ -4,6 +4,8 @@ Usage: ``python benchmarks/gan_summary.py results/gans``. Reads every finished c
 ``cell.json`` labels and ``epochs.csv`` (the ``avg`` rows are the global generator), writes
 ``fid_summary.csv`` (one row per cell), ``fid_curves.csv`` (one row per cell and epoch),
 ``fid_vs_time.png``, ``fid_vs_bytes.png`` and ``grids/<cell>.png`` (the last epoch's samples).
+``compute_s_total`` is the simulated compute time of all nodes together (``events.csv``), to
+compare runs at equal compute; a matrix over ``nodes`` gets one series per algorithm and size.
 """
 
 from __future__ import annotations
@@ -31,15 +33,22 @@ def load(root: Path) -> pd.DataFrame:
         run = cell.parent
         ep = pd.read_csv(run / "epochs.csv")
         avg = ep[ep["node"] == "avg"].sort_values("epoch")
+        ev = pd.read_csv(run / "events.csv") if (run / "events.csv").exists() else pd.DataFrame(columns=["metric"])
+        totals = ev.loc[ev["metric"] == "compute_s_total", "value"] if len(ev) else []
+        compute = float(totals.sum()) if len(totals) else float("nan")  # runs before the event: unknown
+        labels = {k.split(".")[-1]: v for k, v in labels.items()}
+        if "nodes" in labels:  # a matrix over node counts: one series per algorithm and size
+            labels["algorithm"] = f"{labels['algorithm']} ({labels.pop('nodes')})"
         for r in avg.itertuples():
-            rows.append({"cell": run.name, **{k.split(".")[-1]: v for k, v in labels.items()}, "epoch": int(r.epoch),
+            rows.append({"cell": run.name, **labels, "compute_s": compute, "epoch": int(r.epoch),
                          "time_s": float(r.time_s), "bytes_total": float(getattr(r, "bytes_total", float("nan"))),
                          "fid": float(r.fid), "class_score": float(r.class_score), "coverage": float(r.coverage)})
     return pd.DataFrame(rows)
 
 
 def summarise(curves: pd.DataFrame) -> pd.DataFrame:
-    keys = [c for c in curves.columns if c not in ("epoch", "time_s", "bytes_total", "fid", "class_score", "coverage")]
+    keys = [c for c in curves.columns if c not in ("epoch", "time_s", "bytes_total", "fid", "class_score", "coverage",
+                                                   "compute_s")]
     out = []
     for key, g in curves.groupby(keys, sort=False):
         g = g.sort_values("epoch")
@@ -51,13 +60,14 @@ def summarise(curves: pd.DataFrame) -> pd.DataFrame:
             reach[f"MB_to_fid{level}"] = hit.bytes_total.iloc[0] / 1e6 if len(hit) else float("nan")
         out.append({**dict(zip(keys, key)), **reach, "epochs": int(last.epoch), "fid_start": g.fid.iloc[0],
                     "fid_final": last.fid, "fid_best": g.fid.min(), "class_score_final": last.class_score,
-                    "coverage_final": last.coverage, "sim_time_s": last.time_s, "bytes_total_MB": last.bytes_total / 1e6})
+                    "coverage_final": last.coverage, "sim_time_s": last.time_s, "bytes_total_MB": last.bytes_total / 1e6,
+                    "compute_s_total": last.compute_s})
     return pd.DataFrame(out)
 
 
 def plot(curves: pd.DataFrame, x: str, path: Path, xlabel: str) -> None:
     facets = [c for c in curves.columns if c not in ("cell", "algorithm", "epoch", "time_s", "bytes_total", "fid",
-                                                       "class_score", "coverage", "seed")]
+                                                       "class_score", "coverage", "seed", "compute_s")]
     groups = list(curves.groupby(facets, sort=True)) if facets else [("all", curves)]
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False, constrained_layout=True)
     colors = {a: f"C{k}" for k, a in enumerate(sorted(curves["algorithm"].unique()))}  # one colour per algorithm
