@@ -12,7 +12,10 @@ Model
   those flows are frozen at that rate, their share is taken off their other capacities,
   and so on. This is the flow-level model of SimGrid-style simulators: 16 workers
   pushing to one server split its downlink 16 ways, while a small message from a fresh
-  sender still gets an equal share at once instead of queueing behind them.
+  sender still gets an equal share at once instead of queueing behind them. Flows that
+  start at the same tick are shared out together, once, at the end of that tick (rates
+  only matter once the clock moves), so an all-to-all of N x (N - 1) flows costs one
+  recomputation, not one per flow.
 * After its last byte leaves, a message arrives ``latency`` later; latency is drawn per
   message from the link's distribution (constant, or with jitter). Arrival times on a
   link never go backwards, so jitter cannot reorder a link.
