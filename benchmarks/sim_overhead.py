@@ -15,8 +15,13 @@ Two references, each in one process with no simulator:
   (flatten, average with both ring neighbours, write back). The ratio to it is what the
   simulator itself costs.
 
-    python benchmarks/sim_overhead.py --rounds 100 [--data-root ../shared/data]
+    python benchmarks/sim_overhead.py --rounds 100 [--threads 1] [--data-root ../shared/data]
 Target (issue 2): ratio to ``steps`` <= 1.10.
+
+Each reference runs before and after the simulated run and their mean is used, because a
+shared machine's speed drifts over minutes (on the 2-core development box one plain loop
+took 74 s and 99 s ten minutes apart). Wall and CPU time of this process are both printed;
+CPU time is the steadier measure there.
 
 The script re-executes itself once with the allocator settings the ``simbench`` CLI uses
 (``simbench/_malloc.py``), so both sides run as a user's ``simbench run`` would.
@@ -55,7 +60,7 @@ def sim_config(rounds: int, root: str, dataset: str) -> dict:
     }
 
 
-def plain_loop(rounds: int, x: torch.Tensor, y: torch.Tensor, *, mix: bool = False) -> float:
+def plain_loop(rounds: int, x: torch.Tensor, y: torch.Tensor, *, mix: bool = False) -> tuple[float, float]:
     """16 models, `rounds` SGD steps each on batches of 32, round-robin; with ``mix``, seed
     003's ring average after every round, written plainly; no communication otherwise."""
     from torch.nn.utils import parameters_to_vector, vector_to_parameters
@@ -63,7 +68,7 @@ def plain_loop(rounds: int, x: torch.Tensor, y: torch.Tensor, *, mix: bool = Fal
     models = [build_model("cnn", tuple(x.shape[1:]), 10, seed=i) for i in range(NODES)]
     opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in models]
     loss_fn = torch.nn.CrossEntropyLoss()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for r in range(rounds):
         for k, (m, opt) in enumerate(zip(models, opts)):
             lo = ((r * NODES + k) * BATCH) % (len(x) - BATCH)
@@ -76,18 +81,31 @@ def plain_loop(rounds: int, x: torch.Tensor, y: torch.Tensor, *, mix: bool = Fal
                 flat = [parameters_to_vector(m.parameters()) for m in models]
                 for k, m in enumerate(models):
                     vector_to_parameters((flat[k] + flat[k - 1] + flat[(k + 1) % NODES]) / 3, m.parameters())
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def measure(rounds: int, root: str, dataset: str, out: Path) -> dict:
     cfg = parse_config(sim_config(rounds, root, dataset))
     data = load_dataset(dataset, root, max_train=rounds * BATCH * NODES)
     plain_loop(2, data.x_train, data.y_train)  # warm-up (allocator, kernels)
-    steps = plain_loop(rounds, data.x_train, data.y_train)
-    dsgd = plain_loop(rounds, data.x_train, data.y_train, mix=True)
+    # the references bracket the simulated run (before and after it): on a shared machine
+    # whose speed drifts over minutes, their mean is what the run is compared with; CPU
+    # time (this process, all threads) is reported too, as it is less sensitive to other tenants
+    before = plain_loop(rounds, data.x_train, data.y_train)
+    dsgd_before = plain_loop(rounds, data.x_train, data.y_train, mix=True)
+    c0 = time.process_time()
     res = run_experiment(cfg, out, progress=False)
-    return {"rounds": rounds, "steps": rounds * NODES, "sim_wall_s": res.wall_time, "steps_wall_s": steps,
-            "dsgd_wall_s": dsgd, "ratio": res.wall_time / steps, "ratio_dsgd": res.wall_time / dsgd,
+    sim_cpu = time.process_time() - c0
+    dsgd_after = plain_loop(rounds, data.x_train, data.y_train, mix=True)
+    after = plain_loop(rounds, data.x_train, data.y_train)
+
+    def mean(a, b, k):
+        return (a[k] + b[k]) / 2
+
+    return {"rounds": rounds, "steps": rounds * NODES, "sim_wall_s": res.wall_time, "sim_cpu_s": sim_cpu,
+            "steps_wall_s": mean(before, after, 0), "steps_cpu_s": mean(before, after, 1),
+            "dsgd_wall_s": mean(dsgd_before, dsgd_after, 0), "dsgd_cpu_s": mean(dsgd_before, dsgd_after, 1),
+            "steps_spread": (before[0], after[0]), "dsgd_spread": (dsgd_before[0], dsgd_after[0]),
             "sim_time_s": res.sim_time, "threads": torch.get_num_threads()}
 
 
@@ -97,13 +115,19 @@ def main() -> None:
     ap.add_argument("--data-root", default=os.environ.get("SIMBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--out", default="/tmp/simbench-overhead")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
     reexec_with_malloc_env()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     r = measure(args.rounds, args.data_root, args.dataset, Path(args.out))
     print(f"DSGD ring-{NODES}, CNN, batch {BATCH}, {r['steps']} training steps ({r['threads']} torch threads):")
-    print(f"  simulator run          {r['sim_wall_s']:7.2f} s wall  (simulated {r['sim_time_s']:.2f} s)")
-    print(f"  plain loop, steps      {r['steps_wall_s']:7.2f} s wall   ratio {r['ratio']:.3f}  (target <= 1.10)")
-    print(f"  plain loop, DSGD       {r['dsgd_wall_s']:7.2f} s wall   ratio {r['ratio_dsgd']:.3f}")
+    print(f"  simulator run        {r['sim_wall_s']:7.2f} s wall {r['sim_cpu_s']:7.2f} s CPU  (simulated {r['sim_time_s']:.2f} s)")
+    for name, key, note in (("steps", "steps", "  (target <= 1.10)"), ("DSGD ", "dsgd", "")):
+        b, a = r[f"{key}_spread"]
+        print(f"  plain loop, {name}    {r[f'{key}_wall_s']:7.2f} s wall {r[f'{key}_cpu_s']:7.2f} s CPU   "
+              f"ratio {r['sim_wall_s'] / r[f'{key}_wall_s']:.3f} wall, {r['sim_cpu_s'] / r[f'{key}_cpu_s']:.3f} CPU{note}"
+              f"   [wall before {b:.2f} s, after {a:.2f} s]")
 
 
 if __name__ == "__main__":
