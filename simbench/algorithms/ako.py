@@ -205,8 +205,8 @@ class Ako(Algorithm):
     def roles(cls, graph, params):
         n = graph.number_of_nodes()
         if any(graph.degree(i) != n - 1 for i in graph.nodes):
-            raise ConfigError("topology: ako exchanges gradients with every peer; it needs a complete topology "
-                              "(topology: {kind: complete})")
+            raise ConfigError(f"topology: {cls.name} exchanges gradients with every peer; it needs a complete "
+                              "topology (topology: {kind: complete})")
         return {i: "worker" for i in graph.nodes}
 
     @classmethod

@@ -43,10 +43,9 @@ from typing import Optional
 import torch
 
 from ..core.message import Message
-from ..core.node import Algorithm, Node, NodeContext
+from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
-from ..core.schema import ConfigError
-from .ako import AkoParams, AkoWorker
+from .ako import Ako, AkoParams, AkoWorker
 from .gan_common import GanNode, GanParams
 
 
@@ -108,19 +107,13 @@ class DeganWorker(GanNode, AkoWorker):
         return min(total, cap) if cap else total
 
 
-class Degan(Algorithm):
+class Degan(Ako):
+    """Ako's roles (every worker linked to every other) with GAN workers."""
+
     name = "degan"
     Params = DeganParams
     summary = "DEGAN: every worker trains G and D, Ako partial gradient exchange, no server (seed 000)"
     gan = True
-
-    @classmethod
-    def roles(cls, graph, params):
-        n = graph.number_of_nodes()
-        if any(graph.degree(i) != n - 1 for i in graph.nodes):
-            raise ConfigError("topology: degan exchanges gradients with every peer; it needs a complete topology "
-                              "(topology: {kind: complete})")
-        return {i: "worker" for i in graph.nodes}
 
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:
