@@ -121,7 +121,7 @@ def _manifest(run_dir: Path, cfg: Any, outcomes: list[NodeOutcome], statuses: di
 def gan_rows(epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A GAN run's ``avg`` rows: per epoch, the scores of the first node to report them (as
     the simulator's observer does)."""
-    scored = epochs[epochs["fid"].notna()] if len(epochs) else epochs
+    scored = epochs[epochs["fid"].notna()]
     if not len(scored):
         return pd.DataFrame(), pd.DataFrame()
     first = scored.sort_values("time_s", kind="stable").groupby("epoch", sort=True).head(1)

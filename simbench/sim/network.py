@@ -142,8 +142,7 @@ class Network:
             return
         # Rates matter only once the clock moves: flows starting at the same tick (an
         # all-to-all exchange starts thousands) share one reallocation at the end of it,
-        # instead of one each (quadratic in the flows).
-        t.rate = 0.0
+        # instead of one each (quadratic in the flows). Until then its rate is 0.
         self._flows.append(t)
         if self._pending is None:
             self._pending = self.kernel.schedule(0, self._settle_rates)

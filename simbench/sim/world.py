@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from ..core.message import Message, decode, parse_header
+from ..core.message import Message, decode
 from ..core.runtime import node_device
 from ..core.scenario import ComputeSpec, Dist, NetworkSpec, NodeProfile, Scenario, crash_schedule
 from ..core.units import SECOND_TICKS, to_ticks
@@ -33,6 +33,18 @@ RECENT_BYTES = 32 * 2**20
 _share = getattr(torch, "_lazy_clone", None) or torch.Tensor.clone
 """A copy-on-write clone (no bytes move until one side writes), or a plain clone where
 this torch lacks it: receivers of one encoding share its decoded tensors safely."""
+
+
+class _Wire:
+    """One encoding on the network: deliveries pending and its decoding (once decoded)."""
+
+    __slots__ = ("payload", "pending", "msg", "nested")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload, self.pending = payload, 0
+        self.msg: Message | None = None
+        self.nested = False  # meta holds lists or dicts: every receiver gets a deep copy
+
 
 class NodeLike(Protocol):
     async def run(self, rt: Any) -> Any: ...
@@ -86,29 +98,28 @@ class SimWorld:
         for i, node in self.nodes.items():
             self.runtimes[i].device = node_device(node)
         self._down_edges: dict[frozenset, int] = {}
-        self._in_flight: dict[int, list] = {}
-        self._recent: OrderedDict[int, list] = OrderedDict()
+        self._in_flight: dict[int, _Wire] = {}
+        self._recent: OrderedDict[int, _Wire] = OrderedDict()
         self._recent_bytes = 0
         self._schedule_faults(np.random.default_rng(fault_seq), horizon)
 
     # -- network callbacks ---------------------------------------------------------
-    # A payload's decoding is shared by every receiver of it. An entry is
-    # [payload, deliveries pending, parsed header, decoded message, meta is nested]; it sits in
+    # A payload's decoding is shared by every receiver of it. Its _Wire sits in
     # ``_in_flight`` while copies travel, then in ``_recent`` (bounded by bytes) so that an
     # algorithm that sends the same message object again (a gossip, a cached broadcast) does
     # not have it parsed and copied again.
     def sent(self, payload: bytes) -> None:
         """A runtime put ``payload`` on the network once more (one more delivery pending)."""
         key = id(payload)
-        entry = self._in_flight.get(key)
-        if entry is None or entry[0] is not payload:
-            entry = self._recent.pop(key, None)
-            if entry is not None:
-                self._recent_bytes -= 2 * len(entry[0])
-            if entry is None or entry[0] is not payload:
-                entry = [payload, 0, None, None, False]
-            self._in_flight[key] = entry
-        entry[1] += 1
+        wire = self._in_flight.get(key)
+        if wire is None or wire.payload is not payload:
+            wire = self._recent.pop(key, None)
+            if wire is not None:
+                self._recent_bytes -= 2 * len(wire.payload)
+            if wire is None or wire.payload is not payload:
+                wire = _Wire(payload)
+            self._in_flight[key] = wire
+        wire.pending += 1
 
     def decode(self, payload: bytes) -> Message:
         """Decode an arriving payload: once per encoding, however many receive it.
@@ -117,15 +128,14 @@ class SimWorld:
         every receiver gets copy-on-write clones of them (a receiver that writes in place
         gets its own copy then, and the others never see it) and its own meta.
         """
-        entry = self._in_flight.get(id(payload))
-        if entry is None or entry[0] is not payload:  # not sent through a runtime (tests)
+        wire = self._in_flight.get(id(payload))
+        if wire is None or wire.payload is not payload:  # not sent through a runtime (tests)
             return decode(payload)
-        if entry[3] is None:
-            entry[2] = parse_header(payload)
-            entry[3] = decode(payload, entry[2])
-            entry[4] = any(isinstance(v, (list, dict)) for v in entry[2][2].values())
-        first = entry[3]
-        meta = copy.deepcopy(entry[2][2]) if entry[4] else dict(entry[2][2])
+        if wire.msg is None:
+            wire.msg = decode(payload)
+            wire.nested = any(isinstance(v, (list, dict)) for v in wire.msg.meta.values())
+        first = wire.msg
+        meta = copy.deepcopy(first.meta) if wire.nested else dict(first.meta)
         msg = Message(kind=first.kind, meta=meta, tensors={k: _share(t) for k, t in first.tensors.items()},
                       src=first.src, _wire=payload)
         self._settle(payload)
@@ -134,18 +144,18 @@ class SimWorld:
     def _settle(self, payload: bytes) -> None:
         """One delivery of ``payload`` ended (arrived or dropped)."""
         key = id(payload)
-        entry = self._in_flight.get(key)
-        if entry is None or entry[0] is not payload:
+        wire = self._in_flight.get(key)
+        if wire is None or wire.payload is not payload:
             return
-        entry[1] -= 1
-        if entry[1] > 0:
+        wire.pending -= 1
+        if wire.pending > 0:
             return
         del self._in_flight[key]
-        if entry[3] is not None:
-            self._recent[key] = entry
+        if wire.msg is not None:
+            self._recent[key] = wire
             self._recent_bytes += 2 * len(payload)  # the wire bytes and the decoded tensors
             while self._recent_bytes > RECENT_BYTES and self._recent:
-                self._recent_bytes -= 2 * len(self._recent.popitem(last=False)[1][0])
+                self._recent_bytes -= 2 * len(self._recent.popitem(last=False)[1].payload)
 
     def _deliver(self, src: int, dst: int, payload: bytes) -> None:
         self.runtimes[dst].deliver(payload)
