@@ -110,17 +110,21 @@ class GanObserver:
             self.progress()
         if learner is None:
             return
-        fake = learner.sample(z=self.z).cpu()
-        s = self.evaluator.score(fake)
+        fake, scores = self.score(learner)
         t = self.clock()
         targets = [node] if epoch in self.done else [node, "avg"]
         self.done.add(epoch)
-        scores = [("fid", s.fid), ("class_score", s.class_score), ("coverage", s.coverage)]
         for who in targets:
             for metric, value in scores + ([("bytes_total", self.bytes_total())] if who == "avg" else []):
                 self.recorder.event(t, who, metric, value, epoch)
         if self.grid and self.grid_dir is not None and "avg" in targets:
             save_grid(fake[:self.grid], self.grid_dir / f"epoch_{epoch:04d}.png")
+
+    def score(self, learner) -> tuple[torch.Tensor, list[tuple[str, float]]]:
+        """Samples of ``learner`` (a generator or a mixture) on the fixed noise, and their scores."""
+        fake = learner.sample(z=self.z).cpu()
+        s = self.evaluator.score(fake)
+        return fake, [("fid", s.fid), ("class_score", s.class_score), ("coverage", s.coverage)]
 
     def flush(self) -> None:
         pass

@@ -196,7 +196,7 @@ class NodeProcess:
         self.out = node_dir(run_dir, self.i)
         self.out.mkdir(parents=True, exist_ok=True)
         gan = gan_glue.is_gan(ALGORITHMS[self.cfg.algorithm])
-        self.evaluator = None
+        self.scorer = None
         # a classifier's epochs snapshot the parameters (merge builds the avg rows from them);
         # a GAN node scores its own generator (or mixture) as the simulator's observer does
         hook = self._score_gan if gan else _snapshot_hook(self.out / "params") if opts.snapshots else None
@@ -204,11 +204,11 @@ class NodeProcess:
             self.cfg, Recorder(self.cfg.run_id()), hook, only=self.i)
         self.node = nodes[self.i]
         if gan:  # FID inside the algorithm too (Lipizzaner's mixtures, DEGAN's judge)
-            self.evaluator = contexts[self.i].gan_evaluator = gan_glue.make_evaluator(self.cfg, extras[3])
+            evaluator = contexts[self.i].gan_evaluator = gan_glue.make_evaluator(self.cfg, extras[3])
             contexts[self.i].run_dir = run_dir
-            p = self.cfg.algorithm_params
-            self._z = torch.randn(p.fid_batch, p.latent_dim,  # the observer's noise: same seed, same scores
-                                  generator=torch.Generator().manual_seed(int(self.cfg.seed) % (2**63)))
+            p = self.cfg.algorithm_params  # the simulator's observer: same noise, same scores
+            self.scorer = gan_glue.GanObserver(None, evaluator, latent_dim=p.latent_dim, fid_batch=p.fid_batch,
+                                               grid=0, grid_dir=None, seed=self.cfg.seed)
         self.neighbors = tuple(sorted(self.graph.neighbors(self.i)))
         self.state = {"status": "finished", "error": None, "exit": EXIT_OK}
 
@@ -280,10 +280,9 @@ class NodeProcess:
 
     def _score_gan(self, node: int, epoch: int, learner) -> None:
         """This node's FID, class score and coverage at an epoch end (its epochs.csv columns)."""
-        if learner is None or self.evaluator is None:
+        if learner is None or self.scorer is None:
             return
-        s = self.evaluator.score(learner.sample(z=self._z).cpu())
-        for metric, value in (("fid", s.fid), ("class_score", s.class_score), ("coverage", s.coverage)):
+        for metric, value in self.scorer.score(learner)[1]:
             self.rt.log(metric, value, epoch=epoch)
 
     def crash(self) -> None:
