@@ -68,3 +68,34 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def run_config_world(cfg) -> tuple[dict, Recorder]:
+    """Build a parsed config's nodes and run them in a SimWorld; ``(nodes, recorder)``."""
+    from simbench.experiment.run import _streams, build_nodes
+
+    recorder = Recorder(cfg.name)
+    graph, roles, profiles, nodes, _contexts, _ = build_nodes(cfg, recorder)
+    world = SimWorld(graph, nodes, roles=roles, network=cfg.network, compute=cfg.compute, scenario=cfg.scenario,
+                     profiles=profiles, recorder=recorder, seed=_streams(cfg.seed)["world"])
+    world.run()
+    return nodes, recorder
+
+
+def lockstep_average(learners: list, steps: int):
+    """The synchronous reference: every learner's gradient at the same parameters, averaged,
+    one optimizer step on ``learners[0]``; returns the final flat parameters."""
+    import torch
+
+    x = learners[0].get_flat()
+    for _ in range(steps):
+        grads = []
+        for lr in learners:
+            lr.set_flat(x)
+            lr.compute_grad()
+            grads.append(lr.get_grad_flat())
+        learners[0].set_flat(x)
+        learners[0].set_grad_flat(torch.stack(grads).mean(dim=0))
+        learners[0].apply_update()
+        x = learners[0].get_flat()
+    return x

@@ -13,9 +13,9 @@ from simbench.algorithms.lipizzaner import (grid_side, mixture_counts, mutate_lr
                                             tournament)
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import parse_config
-from simbench.experiment.run import _streams, build_nodes, run_experiment
+from simbench.experiment.run import build_nodes, run_experiment
 from simbench.metrics.recorder import Recorder
-from simbench.sim.world import SimWorld
+from simhelpers import lockstep_average, run_config_world
 
 torch.set_num_threads(1)
 
@@ -134,31 +134,12 @@ DEGAN = {**LIPI, "nodes": 2, "algorithm": {"name": "degan", **GAN, "P": 1, "ssp_
          "train": {"epochs": 2, "batch_size": 16}}
 
 
-def _run_world(cfg):
-    recorder = Recorder("degan")
-    graph, roles, profiles, nodes, contexts, _ = build_nodes(cfg, recorder)
-    world = SimWorld(graph, nodes, roles=roles, network=cfg.network, compute=cfg.compute, scenario=cfg.scenario,
-                     profiles=profiles, recorder=recorder, seed=_streams(cfg.seed)["world"])
-    world.run()
-    return nodes
-
-
 def test_degan_p1_ssp0_two_workers_is_synchronous_averaging_of_g_and_d_gradients():
     cfg = parse_config(DEGAN)
-    nodes = _run_world(cfg)
+    nodes, _ = run_config_world(cfg)
     _, _, _, ref, _, _ = build_nodes(cfg, Recorder("ref"))
     learners = [ref[i].learner for i in range(2)]
-    x = learners[0].get_flat()
-    for _ in range(cfg.train.epochs * 3):
-        grads = []
-        for lr in learners:
-            lr.set_flat(x)
-            lr.compute_grad()
-            grads.append(lr.get_grad_flat())
-        learners[0].set_flat(x)
-        learners[0].set_grad_flat(torch.stack(grads).mean(dim=0))
-        learners[0].apply_update()
-        x = learners[0].get_flat()
+    x = lockstep_average(learners, cfg.train.epochs * 3)
     n_g = learners[0].num_g
     for i in range(2):
         got = nodes[i].learner.get_flat()

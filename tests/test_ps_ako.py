@@ -14,9 +14,9 @@ from simbench.algorithms.compression import (CompressionParams, Layer, adacomp_m
 from simbench.core.message import Message
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import parse_config
-from simbench.experiment.run import _streams, build_nodes, run_experiment
+from simbench.experiment.run import build_nodes, run_experiment
 from simbench.metrics.recorder import Recorder
-from simbench.sim.world import SimWorld
+from simhelpers import lockstep_average, run_config_world
 
 BASE = {
     "name": "t", "seed": 0, "nodes": 9, "topology": {"kind": "star"}, "algorithm": "ps_async",
@@ -200,34 +200,15 @@ AKO = {**BASE, "nodes": 4, "topology": {"kind": "complete"}, "model": {"name": "
        "train": {**BASE["train"], "epochs": 2, "batch_size": 32}}
 
 
-def _run_world(cfg):
-    recorder = Recorder("ako")
-    graph, roles, profiles, nodes, contexts, _ = build_nodes(cfg, recorder)
-    world = SimWorld(graph, nodes, roles=roles, network=cfg.network, compute=cfg.compute, scenario=cfg.scenario,
-                     profiles=profiles, recorder=recorder, seed=_streams(cfg.seed)["world"])
-    world.run()
-    return nodes, recorder
-
-
 def test_ako_p1_ssp0_is_synchronous_all_to_all_averaging():
     cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 1, "ssp_bound": 0}})
-    nodes, _ = _run_world(cfg)
+    nodes, _ = run_config_world(cfg)
     # the reference: the same learners (same shards, batch order, init) averaging gradients in lockstep
     _, _, _, ref, _, _ = build_nodes(cfg, Recorder("ref"))
     learners = [ref[i].learner for i in range(4)]
-    x = learners[0].get_flat()
     steps = cfg.train.epochs * learners[0].steps_per_epoch
     assert all(lr.steps_per_epoch * cfg.train.epochs == steps for lr in learners)
-    for _ in range(steps):
-        grads = []
-        for lr in learners:
-            lr.set_flat(x)
-            lr.compute_grad()
-            grads.append(lr.get_grad_flat())
-        learners[0].set_flat(x)
-        learners[0].set_grad_flat(torch.stack(grads).mean(dim=0))
-        learners[0].apply_update()
-        x = learners[0].get_flat()
+    x = lockstep_average(learners, steps)
     for i in range(4):
         assert torch.allclose(nodes[i].learner.get_flat(), x, rtol=1e-5, atol=1e-6)
     assert not torch.equal(x, ref[1].learner.get_flat() * 0)  # it did train
@@ -237,7 +218,7 @@ def test_ako_never_runs_more_than_ssp_bound_ahead_of_a_straggler():
     bound = 1
     cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 2, "ssp_bound": bound},
                         "scenario": {"stragglers": {"nodes": [1], "slowdown": 4}}})
-    nodes, recorder = _run_world(cfg)
+    nodes, recorder = run_config_world(cfg)
     ev = recorder.events_frame()
     gaps = ev[ev["metric"] == "ssp_gap"]
     assert gaps["value"].max() == bound  # the bound binds: fast workers wait for node 1
