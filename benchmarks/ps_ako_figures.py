@@ -87,7 +87,7 @@ def plot_downlink(df: pd.DataFrame, path: Path) -> None:
 
 def adacomp_layers(data_root: str, steps: int, warmup: int = 10) -> pd.DataFrame:
     """Per-layer AdaComp ratio of seed 002's CNN trained with AdaComp-compressed SGD on MNIST."""
-    from simbench.algorithms.compression import CompressionParams, Layer, compress, decompress, per_layer_counts
+    from simbench.algorithms.compression import CompressionParams, Layer, train_compressed
     from simbench.data.datasets import load_dataset
     from simbench.learn import Learner, OptimConfig
     from simbench.models import build_model
@@ -99,14 +99,7 @@ def adacomp_layers(data_root: str, steps: int, warmup: int = 10) -> pd.DataFrame
         learner = Learner(model, data.x_train, data.y_train, batch_size=10, optim=OptimConfig(lr=0.1), seed=0)
         layers = [Layer(*t) for t in learner.layer_slices()]
         params = CompressionParams(compression="adacomp", adacomp_quantize=quantize)
-        residual, counts = None, np.zeros(len(layers))
-        for step in range(warmup + steps):
-            learner.compute_grad()
-            payload, residual = compress(learner.get_grad_flat(), residual, layers, params)
-            learner.set_grad_flat(decompress(payload, learner.num_params))
-            learner.apply_update()
-            if step >= warmup:
-                counts += per_layer_counts(payload, layers)
+        counts, _ = train_compressed(learner, layers, params, steps, warmup)
         per_entry = 5 if quantize else 8  # int32 index + int8 sign, or + float32 value
         for lay, c in zip(layers, counts):
             rows.append({"layer": lay.name, "kind": lay.kind, "params": lay.numel, "quantize": quantize,

@@ -4,13 +4,12 @@ gradient exchange (exact synchronous limit, stale-synchronous bound)."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from simbench.algorithms.ako import auto_partitions, partition_bounds
 from simbench.algorithms.compression import (CompressionParams, Layer, adacomp_mask, compress, decompress,
-                                             per_layer_counts, payload_bytes)
+                                             payload_bytes, train_compressed)
 from simbench.core.message import Message
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import parse_config
@@ -101,15 +100,9 @@ def test_adacomp_compresses_a_real_cnn_fc_gradient_over_10x():
     layers = [Layer(*t) for t in learner.layer_slices()]
     assert [lay.kind for lay in layers] == ["conv", "conv", "conv", "conv", "fc", "fc", "fc", "fc"]
     params = CompressionParams(compression="adacomp")
-    residual, sent_counts = None, np.zeros(len(layers))
     warmup, steps = 5, 10  # the residue builds up over the first steps; measure after them
-    for step in range(warmup + steps):  # seed 002's ASGD: batch 10, lr 0.1, the update is what was sent
-        learner.compute_grad()
-        payload, residual = compress(learner.get_grad_flat(), residual, layers, params)
-        learner.set_grad_flat(decompress(payload, learner.num_params))
-        learner.apply_update()
-        if step >= warmup:
-            sent_counts += per_layer_counts(payload, layers)
+    # seed 002's ASGD: batch 10, lr 0.1, the update is what was sent
+    sent_counts, payload = train_compressed(learner, layers, params, steps, warmup)
     # bytes: dense float32 vs (int32 index + float32 value) per sent entry
     ratios = {lay.name: lay.numel * 4 * steps / max(1.0, 8 * c) for lay, c in zip(layers, sent_counts)}
     print("AdaComp compression ratio per layer (Keras MNIST CNN on 28x28 digits, steps 5-15):",

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..core.schema import ConfigError
@@ -200,6 +201,24 @@ def per_layer_counts(payload: dict[str, torch.Tensor], layers: list[Layer]) -> l
         return [layer.numel for layer in layers]
     idx = payload["idx"].long()
     return [int(((idx >= layer.start) & (idx < layer.stop)).sum()) for layer in layers]
+
+
+def train_compressed(learner, layers: list[Layer], params: CompressionParams, steps: int,
+                     warmup: int = 0) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """Train ``learner`` for ``warmup + steps`` steps, each applying only what ``params``'
+    compression sends (the residual kept back, as a worker of seed 002's ASGD would).
+
+    Returns the entries sent per layer, summed over the last ``steps`` steps, and the last
+    payload sent."""
+    residual, counts, payload = None, np.zeros(len(layers)), {}
+    for step in range(warmup + steps):
+        learner.compute_grad()
+        payload, residual = compress(learner.get_grad_flat(), residual, layers, params)
+        learner.set_grad_flat(decompress(payload, learner.num_params))
+        learner.apply_update()
+        if step >= warmup:
+            counts += per_layer_counts(payload, layers)
+    return counts, payload
 
 
 class Compressor:
