@@ -2,8 +2,12 @@
 
 Usage: ``python benchmarks/gan_summary.py results/gans``. Reads every finished cell's
 ``cell.json`` labels and ``epochs.csv`` (the ``avg`` rows are the global generator), writes
-``fid_summary.csv`` (one row per cell), ``fid_curves.csv`` (one row per cell and epoch),
-``fid_vs_time.png``, ``fid_vs_bytes.png`` and ``grids/<cell>.png`` (the last epoch's samples).
+``fid_curves.csv`` (one row per cell and epoch), ``fid_summary.csv`` (one row per cell),
+``fid_by_seed.csv`` (a matrix over ``seed``: one row per setting, mean and standard deviation
+over the seeds, and how many seeds reached each FID level), ``fid_vs_time.png``,
+``fid_by_seed.md`` (that table for README), ``fid_paired.csv`` (each algorithm against FL-GAN
+on the same setting and seed), ``fid_vs_bytes.png`` (seed means, with the seeds' range shaded) and ``grids/<cell>.png`` (the
+last epoch's samples; of seed 0 only when there are seeds).
 ``compute_s_total`` is the simulated compute time of all nodes together (``events.csv``), to
 compare runs at equal compute; a matrix over ``nodes`` gets one series per algorithm and size.
 """
@@ -65,25 +69,99 @@ def summarise(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def by_seed(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each setting; ``reached_fidN``: seeds that got there."""
+    keys = [c for c in ("algorithm", "dataset", "scenario", "nodes") if c in table.columns]
+    rows = []
+    for key, g in table.groupby(keys, sort=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)), seeds=len(g))
+        for col in ("fid_final", "fid_best", "coverage_final", "class_score_final", "sim_time_s", "bytes_total_MB",
+                    "compute_s_total"):
+            row[f"{col}_mean"], row[f"{col}_std"] = g[col].mean(), g[col].std(ddof=1) if len(g) > 1 else float("nan")
+        for level in THRESHOLDS:  # over the seeds that reached the level
+            hit = g[f"time_to_fid{level}_s"].dropna()
+            row[f"reached_fid{level}"] = len(hit)
+            row[f"time_to_fid{level}_s_mean"] = hit.mean() if len(hit) else float("nan")
+            row[f"MB_to_fid{level}_mean"] = g[f"MB_to_fid{level}"].dropna().mean() if len(hit) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values([k for k in ("dataset", "scenario", "nodes", "algorithm") if k in keys],
+                                          kind="stable", ignore_index=True)
+
+
+def paired(table: pd.DataFrame, reference: str = "flgan") -> pd.DataFrame:
+    """Each algorithm against ``reference`` on the same dataset, scenario and seed (the seed
+    moves every algorithm's FID together, far more than the algorithms differ): the mean
+    difference of best and final FID (negative: better than the reference) and in how many of
+    the pairs the algorithm's best FID is the lower."""
+    keys = [c for c in ("dataset", "scenario", "nodes", "seed") if c in table.columns]
+    ref = table.loc[table["algorithm"] == reference, [*keys, "fid_best", "fid_final"]]
+    rows = []
+    for (algo, data), g in table[table["algorithm"] != reference].groupby(["algorithm", "dataset"], sort=True):
+        g = g.merge(ref, on=keys, suffixes=("", "_ref"))
+        if g.empty:
+            continue
+        rows.append({"algorithm": algo, "dataset": data, "reference": reference, "pairs": len(g),
+                     "best_fid_diff_mean": (g.fid_best - g.fid_best_ref).mean(),
+                     "final_fid_diff_mean": (g.fid_final - g.fid_final_ref).mean(),
+                     "best_fid_lower_in": int((g.fid_best < g.fid_best_ref).sum())})
+    return pd.DataFrame(rows)
+
+
+def markdown(seeded: pd.DataFrame) -> str:
+    """The seed table as README prints it: mean ± sd, and n/seeds for the levels reached."""
+    def pm(r, col, digits=0):
+        sd = r[f"{col}_std"]
+        return f"{r[f'{col}_mean']:.{digits}f}" + ("" if sd != sd else f" ± {sd:.{digits}f}")
+
+    def mean(v, digits=0):
+        return "—" if v != v else f"{v:.{digits}f}"
+
+    head = ("| dataset | scenario | algorithm | FID final | FID best | coverage | reached FID 600 | s to FID 600 "
+            "| MB to FID 600 | sim time s | MB total |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for _, r in seeded.iterrows():
+        lines.append(f"| {r.dataset} | {r.scenario} | {r.algorithm} | {pm(r, 'fid_final')} | {pm(r, 'fid_best')} "
+                     f"| {pm(r, 'coverage_final', 2)} | {r.reached_fid600}/{r.seeds} | {mean(r.time_to_fid600_s_mean)} "
+                     f"| {mean(r.MB_to_fid600_mean)} | {mean(r.sim_time_s_mean)} | {mean(r.bytes_total_MB_mean)} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(curves: pd.DataFrame, x: str, path: Path, xlabel: str) -> None:
+    """One panel per setting (rows x columns when there are two facets); per algorithm the
+    mean FID over seeds at each evaluation, against the seeds' mean x, the range shaded."""
     facets = [c for c in curves.columns if c not in ("cell", "algorithm", "epoch", "time_s", "bytes_total", "fid",
                                                        "class_score", "coverage", "seed", "compute_s")]
-    groups = list(curves.groupby(facets, sort=True)) if facets else [("all", curves)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False, constrained_layout=True)
+    rows_of = sorted(curves[facets[0]].unique()) if len(facets) == 2 else [None]
+    cols_of = sorted(curves[facets[1]].unique()) if len(facets) == 2 else [None]
+    groups = {}
+    for name, g in (curves.groupby(facets, sort=True) if facets else [("all", curves)]):
+        name = name if isinstance(name, tuple) else (name,)
+        groups[(name[0], name[1]) if len(facets) == 2 else (None, name)] = g
+    if len(facets) != 2:
+        cols_of = [k[1] for k in groups]
+    fig, axes = plt.subplots(len(rows_of), len(cols_of), figsize=(4.6 * len(cols_of), 3.6 * len(rows_of)),
+                             squeeze=False, constrained_layout=True, sharey=True)
     colors = {a: f"C{k}" for k, a in enumerate(sorted(curves["algorithm"].unique()))}  # one colour per algorithm
-    for ax, (name, g) in zip(axes[0], groups):
+    scale = 1e6 if x == "bytes_total" else 1
+    for (r, c), g in groups.items():
+        ax = axes[rows_of.index(r)][cols_of.index(c)]
         for algo, a in g.groupby("algorithm", sort=True):
-            a = a.sort_values("epoch")
-            xs = a[x] / (1e6 if x == "bytes_total" else 1)
-            ax.plot(xs, a["fid"], marker="o", ms=3, label=algo, color=colors[algo])
+            m = a.groupby("epoch").agg(x=(x, "mean"), fid=("fid", "mean"), lo=("fid", "min"), hi=("fid", "max"))
+            ax.plot(m["x"] / scale, m["fid"], marker="o", ms=3, label=algo, color=colors[algo])
+            if a["seed"].nunique() > 1 if "seed" in a else False:
+                ax.fill_between(m["x"] / scale, m["lo"], m["hi"], color=colors[algo], alpha=0.12, lw=0)
         ax.legend(fontsize=7)
-        ax.set_title(" / ".join(map(str, name if isinstance(name, tuple) else (name,))), fontsize=9)
+        title = (r, c) if r is not None else c
+        ax.set_title(" / ".join(map(str, title if isinstance(title, tuple) else (title,))), fontsize=9)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("FID (shipped MNIST net; lower is better)")
+        ax.set_ylabel("FID (shipped net; lower is better)")
         ax.grid(alpha=0.3)
         if x == "bytes_total":
             ax.set_xscale("symlog", linthresh=1.0)
-    fig.savefig(path, dpi=110)
+    seeds = curves["seed"].nunique() if "seed" in curves else 1
+    if seeds > 1:
+        fig.suptitle(f"mean of {seeds} seeds (shaded: their range)", fontsize=9)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -95,17 +173,25 @@ def main(root: str) -> None:
     curves.to_csv(root / "fid_curves.csv", index=False, float_format="%.6g")
     table = summarise(curves)
     table.to_csv(root / "fid_summary.csv", index=False, float_format="%.4g")
+    seeded = "seed" in table.columns and table["seed"].nunique() > 1
+    if seeded:
+        by_seed(table).to_csv(root / "fid_by_seed.csv", index=False, float_format="%.4g")
+        (root / "fid_by_seed.md").write_text(markdown(by_seed(table)))
+        paired(table).to_csv(root / "fid_paired.csv", index=False, float_format="%.4g")
     plot(curves, "time_s", root / "fid_vs_time.png", "simulated time [s]")
     plot(curves, "bytes_total", root / "fid_vs_bytes.png", "bytes sent by all nodes [MB]")
     grids = root / "grids"
     grids.mkdir(exist_ok=True)
     for cell in sorted(root.glob("runs/*/*/cell.json")):
         labels = json.loads(cell.read_text()).get("labels") or {}
+        if seeded and str(labels.get("seed")) != "0":
+            continue
+        labels = {k: v for k, v in labels.items() if not (seeded and k == "seed")}
         pngs = sorted((cell.parent / "samples").glob("epoch_*.png"))
         if pngs:
             name = "_".join(str(v) for v in labels.values()) or cell.parent.name
             shutil.copyfile(pngs[-1], grids / f"{name}.png")
-    print(table.to_string(index=False))
+    print((by_seed(table) if seeded else table).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -60,8 +60,10 @@ from .config import ExperimentConfig, parse_config, set_path
 
 TOP_KEYS = ("name", "base", "set", "axes", "exclude", "target_accuracy", "report")
 METRICS = ("final_acc", "best_acc", "time_to_target_s", "bytes_sent", "messages", "sim_time_s", "wall_time_s",
-           "failures")
-"""One row per cell and metric in cells.csv. ``failures``: crash events injected in the run."""
+           "failures", "final_fid", "best_fid")
+"""One row per cell and metric in cells.csv. ``failures``: crash events injected in the run;
+``final_fid``/``best_fid``: the global generator's FID for GAN runs (NaN for classifiers)."""
+CURVE = ("epoch", "time_s", "test_acc", "fid", "bytes_sent")
 FAULT_KINDS = ("crash", "recover", "partition_start", "partition_end")
 DONE, FAILED = "cell.json", "failed"
 
@@ -341,7 +343,7 @@ def failed_summary(error: str, trace: str = "", wall: float = float("nan")) -> d
     metrics = {m: float("nan") for m in METRICS}
     metrics["wall_time_s"] = round(wall, 3)
     return {"status": FAILED, "error": first, "traceback": trace, "metrics": metrics,
-            "curve": {"epoch": [], "time_s": [], "test_acc": [], "bytes_sent": []}, "faults": []}
+            "curve": {"epoch": [], "time_s": [], "test_acc": [], "fid": [], "bytes_sent": []}, "faults": []}
 
 
 def bytes_at(events: pd.DataFrame, times: Iterable[float]) -> list[float]:
@@ -369,27 +371,42 @@ def _interp(t: float, ts: list[float], vs: list[float]) -> float:
 
 
 def summarize(events: pd.DataFrame, epochs: pd.DataFrame, target: float) -> dict:
-    """A finished run's metrics, its average-model curve and its fault events."""
-    avg = epochs[epochs["node"] == "avg"].dropna(subset=["test_acc"]).sort_values("epoch")
-    acc = avg["test_acc"].astype(float).tolist()
-    t = avg["time_s"].astype(float).tolist()
+    """A finished run's metrics, its average-model curve and its fault events.
+
+    The curve holds the ``avg`` rows of ``epochs.csv`` that have a quality figure: test
+    accuracy for classifiers, the global generator's FID for GANs."""
+    avg = epochs[epochs["node"] == "avg"].sort_values("epoch")
+    quality = [c for c in ("test_acc", "fid") if c in avg.columns]
+    avg = avg.dropna(subset=quality, how="all")
+
+    def column(name: str) -> list[float]:
+        return avg[name].astype(float).tolist() if name in avg.columns else [math.nan] * len(avg)
+
+    acc, fid, t = column("test_acc"), column("fid"), column("time_s")
     reached = [ti for ti, a in zip(t, acc) if a >= target]
     faults = events[events["metric"].isin(FAULT_KINDS)]
     msgs = events.loc[events["metric"] == "msgs_sent_total", "value"]
     metrics = {
         "final_acc": acc[-1] if acc else math.nan,
-        "best_acc": max(acc) if acc else math.nan,
+        "best_acc": _best(acc, max),
         "time_to_target_s": reached[0] if reached else math.nan,
         # a deadlocked run logs no final totals: fall back on each node's last per-epoch count
         "bytes_sent": float(bytes_at(events, [math.inf])[0]),
         "messages": float(msgs.sum()) if len(msgs) else math.nan,
         "sim_time_s": math.nan, "wall_time_s": math.nan,
         "failures": float((events["metric"] == "crash").sum()),
+        "final_fid": fid[-1] if fid else math.nan,
+        "best_fid": _best(fid, min),
     }
-    curve = {"epoch": avg["epoch"].astype(int).tolist(), "time_s": t, "test_acc": acc,
+    curve = {"epoch": avg["epoch"].astype(int).tolist(), "time_s": t, "test_acc": acc, "fid": fid,
              "bytes_sent": bytes_at(events, t)}
     return {"metrics": metrics, "curve": curve,
             "faults": [{"time_s": float(r.time_s), "node": str(r.node), "kind": r.metric} for r in faults.itertuples()]}
+
+
+def _best(values: list[float], pick: Callable) -> float:
+    finite = [v for v in values if v == v]
+    return pick(finite) if finite else math.nan
 
 
 # -- bookkeeping -----------------------------------------------------------------------------
@@ -428,12 +445,12 @@ def tables(matrix: Matrix, summaries: Mapping[str, dict]) -> dict[str, pd.DataFr
                           "value": math.nan if value is None else float(value)})
         c = s.get("curve") or {}
         for i in range(len(c.get("epoch", []))):
-            curves.append({**key, **{k: c[k][i] for k in ("epoch", "time_s", "test_acc", "bytes_sent")}})
+            curves.append({**key, **{k: c[k][i] if k in c else math.nan for k in CURVE}})
         faults.extend({**key, **f} for f in s.get("faults", []))
     axes = [a.path for a in matrix.axes]
     return {
         "cells": pd.DataFrame(cells, columns=["matrix", "cell", *axes, "status", "error", "metric", "value"]),
-        "curves": pd.DataFrame(curves, columns=["matrix", "cell", *axes, "epoch", "time_s", "test_acc", "bytes_sent"]),
+        "curves": pd.DataFrame(curves, columns=["matrix", "cell", *axes, *CURVE]),
         "faults": pd.DataFrame(faults, columns=["matrix", "cell", *axes, "time_s", "node", "kind"]),
     }
 
@@ -452,9 +469,10 @@ def cell_line(summary: dict) -> str:
     m = summary["metrics"]
     if summary["status"] == FAILED:
         return f"failed: {summary['error']}"
-    ttt = m["time_to_target_s"]
-    return (f"{summary['status']}: final acc {m['final_acc']:.3f}, to target "
-            f"{'never' if ttt != ttt else f'{ttt:.2f}s'}, {m['bytes_sent'] / 1e6:.1f} MB, "
+    ttt, fid = m["time_to_target_s"], m.get("final_fid", math.nan)
+    quality = (f"final FID {fid:.1f}" if fid == fid else
+               f"final acc {m['final_acc']:.3f}, to target {'never' if ttt != ttt else f'{ttt:.2f}s'}")
+    return (f"{summary['status']}: {quality}, {m['bytes_sent'] / 1e6:.1f} MB, "
             f"sim {m['sim_time_s']:.2f}s, wall {m['wall_time_s']:.1f}s")
 
 
