@@ -1,7 +1,11 @@
 """The Learner and the models: training moves accuracy, flat vectors round-trip, FLOPs counted."""
 
+import json
+
 import pytest
 import torch
+
+import simbench.learn.flops as flops_mod
 
 from simbench.data import load_dataset
 from simbench.learn import Learner, OptimConfig
@@ -113,7 +117,9 @@ def test_step_lr_decays_and_adam_gets_its_knobs():
         digits_learner(name="rmsprop")
 
 
-def test_cnn_size_and_flops():
+def test_cnn_size_and_flops(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", str(tmp_path))  # counted here, not read from a cache
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
     model = build_model("cnn", (1, 28, 28), 10, seed=0)
     # Keras mnist_cnn.py: 320 + 18,496 + 1,179,776 + 1,290
     assert sum(p.numel() for p in model.parameters()) == 1_199_882
@@ -130,6 +136,49 @@ def test_cnn_size_and_flops():
     assert hand / 2 < flops < 2 * hand
     assert learner.flops_per_step() == flops  # cached
     assert torch.equal(learner.get_grad_flat(), grads) and torch.equal(torch.random.get_rng_state(), rng)
+
+
+class Wide(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class Twice(Wide):  # the same parameters, a different forward: twice the FLOPs
+    def forward(self, x):
+        return self.fc(x) + self.fc(x)
+
+
+def test_flop_counts_are_cached_on_disk_by_code_and_shape(tmp_path, monkeypatch):
+    """A later process reads the count instead of running FlopCounterMode (whose first use
+    imports torch._dynamo, ~2.5 s); another forward or batch size is another entry."""
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    x, y = torch.zeros(64, 8), torch.zeros(64, dtype=torch.long)
+    learner = Learner(Wide(), x, y, batch_size=16, optim=OptimConfig(), seed=0)
+    counted = learner.flops_per_step()
+    assert counted == 2 * (2 * 16 * 8 * 4)  # forward 2*B*in*out, and the same for the weight gradient (x needs none)
+    assert len(json.loads((tmp_path / "flops.json").read_text())) == 1
+
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})  # a new process: only the file remains
+    monkeypatch.setattr(Learner, "_count_flops", lambda self: pytest.fail("counted again despite the cache"))
+    assert Learner(Wide(), x, y, batch_size=16, optim=OptimConfig(), seed=0).flops_per_step() == counted
+    monkeypatch.undo()
+
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", str(tmp_path))
+    twice = Learner(Twice(), x, y, batch_size=16, optim=OptimConfig(), seed=0).flops_per_step()
+    larger = Learner(Wide(), x, y, batch_size=32, optim=OptimConfig(), seed=0).flops_per_step()
+    assert twice > counted and larger == 2 * counted
+    assert len(json.loads((tmp_path / "flops.json").read_text())) == 3
+
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", "off")
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    assert flops_mod.cache_path() is None
+    assert Learner(Wide(), x, y, batch_size=8, optim=OptimConfig(), seed=0).flops_per_step() == counted / 2
+    assert len(json.loads((tmp_path / "flops.json").read_text())) == 3
 
 
 def test_resnet_gn_and_model_errors():

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-_FLOPS: dict[tuple, float] = {}
+from ..learn.flops import step_flops
 
 
 class _Flat:
@@ -304,11 +304,12 @@ class GANLearner:
     def flops_per_step(self, part: str = "both") -> float:
         """FLOPs of one step at batch B: ``both`` (G step + D step), ``g`` (G forward+backward
         through D), ``d`` (D step on given fakes) or ``gen`` (a G forward alone)."""
-        key = (type(self.G).__name__, type(self.D).__name__, self.num_g, self.num_d, tuple(self.x.shape[1:]),
-               self.batch_size, part)
-        if key not in _FLOPS:
-            _FLOPS[key] = self._count(part)
-        return _FLOPS[key]
+        key = (part, tuple(self.x.shape[1:]), self.batch_size)  # what can change over a learner's life
+        memo = self.__dict__.setdefault("_flops", {})
+        if key not in memo:
+            memo[key] = step_flops([self.G, self.D], ("gan_step", *key, self.latent_dim, self.loss_name),
+                                   lambda: self._count(part))
+        return memo[key]
 
     def _count(self, part: str) -> float:
         G, D = copy.deepcopy(self.G), copy.deepcopy(self.D)

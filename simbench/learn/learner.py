@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .flops import step_flops
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -36,7 +38,6 @@ class OptimConfig:
 
 # FLOPs of one training step per (model class, parameter shapes, input shape, batch size):
 # counting runs a real forward/backward, so 64 identical learners count once.
-_FLOPS: dict[tuple, float] = {}
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -273,14 +274,15 @@ class Learner:
     def flops_per_step(self) -> float:
         """Forward + backward FLOPs of one training step at this batch size.
 
-        Counted once per (model class, parameter shapes, input shape, batch size) on a copy
-        of the model, so the learner's gradients and the global random state are untouched.
+        Counted with ``FlopCounterMode`` on a copy of the model, so the learner's gradients
+        and the global random state are untouched, once per model code, shapes and batch
+        size, and cached on disk (``flops.py``).
         """
-        key = (type(self.model).__name__, tuple(tuple(p.shape) for p in self.params),
-               tuple(self.x.shape[1:]), self.batch_size)
-        if key not in _FLOPS:
-            _FLOPS[key] = self._count_flops()
-        return _FLOPS[key]
+        key = (tuple(self.x.shape[1:]), self.batch_size)  # what can change over a learner's life
+        if getattr(self, "_flops", (None,))[0] != key:
+            what = ("classifier_step", *key, self.x.dtype, type(self.loss_fn).__name__)
+            self._flops = (key, step_flops([self.model], what, self._count_flops))
+        return self._flops[1]
 
     def _count_flops(self) -> float:
         model = copy.deepcopy(self.model).train()

@@ -14,11 +14,23 @@ from typing import Any, Callable
 import torch
 
 
-def consensus_distance(vectors: list[torch.Tensor]) -> float:
-    """(1/n) sum_i ||x_i - mean||^2 of flat parameter vectors."""
-    stacked = torch.stack(vectors)
-    mean = stacked.mean(dim=0)
-    return float(((stacked - mean) ** 2).sum(dim=1).mean())
+def mean_vector(vectors: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of flat parameter vectors, summed in place (no n-by-d stack)."""
+    total = vectors[0].clone()
+    for v in vectors[1:]:
+        total.add_(v)
+    return total.div_(len(vectors))
+
+
+def consensus_distance(vectors: list[torch.Tensor], mean: torch.Tensor | None = None) -> float:
+    """(1/n) sum_i ||x_i - mean||^2 of flat parameter vectors, one vector at a time."""
+    mean = mean_vector(vectors) if mean is None else mean
+    diff = torch.empty_like(mean)
+    total = 0.0
+    for v in vectors:
+        torch.sub(v, mean, out=diff)
+        total += float(torch.dot(diff, diff))
+    return total / len(vectors)
 
 
 class AverageModelObserver:
@@ -56,10 +68,11 @@ class AverageModelObserver:
         if self._learner is None or not vectors:
             return
         t = self.times.pop(epoch)
-        self._learner.set_flat(torch.stack(vectors).mean(dim=0))
+        mean = mean_vector(vectors)
+        self._learner.set_flat(mean)
         loss, acc = self._learner.evaluate(*self._test)
         for metric, value in (("test_loss", loss), ("test_acc", acc),
-                              ("consensus_distance", consensus_distance(vectors) if len(vectors) > 1 else 0.0),
+                              ("consensus_distance", consensus_distance(vectors, mean) if len(vectors) > 1 else 0.0),
                               ("nodes_averaged", len(vectors))):
             self.recorder.event(t, "avg", metric, value, epoch)
 
