@@ -136,8 +136,8 @@ class SimWorld:
             wire.nested = any(isinstance(v, (list, dict)) for v in wire.msg.meta.values())
         first = wire.msg
         meta = copy.deepcopy(first.meta) if wire.nested else dict(first.meta)
-        msg = Message(kind=first.kind, meta=meta, tensors={k: _share(t) for k, t in first.tensors.items()},
-                      src=first.src, _wire=payload)
+        msg = Message(first.kind, meta, {k: _share(t) for k, t in first.tensors.items()} if first.tensors else {},
+                      first.src, payload)
         self._settle(payload)
         return msg
 
