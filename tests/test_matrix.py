@@ -136,6 +136,18 @@ def test_cli_rejects_before_running_with_exit_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
 
 
+def test_dry_run_into_a_closed_pipe_is_quiet(tmp_path):
+    """`simbench matrix --dry-run | head -1`: the reader leaves early; no traceback, exit 0."""
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    proc = subprocess.Popen([sys.executable, "-m", "simbench.cli", "matrix", str(path), "--dry-run"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 # -- summaries ---------------------------------------------------------------------------------
 def test_bytes_are_interpolated_per_node_and_summed():
     ev = pd.DataFrame([(2.0, 0, "0", "bytes_sent", 200.0), (4.0, 0, "0", "bytes_sent_total", 400.0),
