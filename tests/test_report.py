@@ -103,3 +103,31 @@ def test_many_series_get_one_colour_per_algorithm_and_one_line_style_per_topolog
     assert colors["dsgd / ring"] == colors["dsgd / star"] and dashes["dsgd / ring"] == dashes["admm / ring"]
     few_colors, few_dashes = series_styles(names[:5])
     assert len(set(few_colors.values())) == 5 and set(few_dashes.values()) == {"-"}
+
+
+def gan_runner(cfg, out_root, progress=False):
+    """A GAN-shaped run: FID of the global generator falls per epoch, no accuracy at all."""
+    run_dir = Path(out_root) / cfg.name / cfg.run_id()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = 1800.0 if cfg.algorithm == "flgan" else 1200.0
+    epochs = pd.DataFrame([{"node": "avg", "epoch": e, "time_s": 2.0 * e, "test_acc": math.nan,
+                            "fid": start / (1 + e) + 10 * cfg.seed} for e in range(0, 4)])
+    events = pd.DataFrame([(6.0, 0, "0", "bytes_sent_total", 3e6)], columns=["time_s", "wall_s", "node", "metric", "value"])
+    return SimpleNamespace(status="finished", sim_time=6.0, wall_time=0.01, events=events, epochs=epochs)
+
+
+def test_gan_matrix_is_reported_by_fid(tmp_path):
+    """A GAN matrix logs FID and no accuracy: the report tabulates and plots FID, has no
+    accuracy target, and leaves benchmarks/gan_summary.py's fid_vs_*.png alone."""
+    spec = {"name": "g", "base": {**BASE, "nodes": 5, "topology": {"kind": "star"}},
+            "axes": {"algorithm": [{"name": "flgan"}, {"name": "mdgan"}], "seed": [0, 1]}}
+    res = run_matrix(parse_matrix(spec), tmp_path, executor=SerialExecutor(), runner=gan_runner, progress=False)
+    (res.root / "fid_vs_time.png").write_bytes(b"gan_summary's figure")
+    text = write_report(res.root).read_text()
+    assert "final FID | best FID" in text and "final test accuracy" not in text and "Target accuracy" not in text
+    # flgan: final FID 1800 / 4 + 10 * seed over seeds 0 and 1 -> 455 ± 5; best = final (it only falls)
+    assert "| 455 ± 5 | 455 ± 5 |" in text
+    assert "## FID vs simulated time" in text and "time_to_target.png" not in text
+    for fig in ("report_fid_vs_time.png", "report_fid_vs_bytes.png"):
+        assert f"]({fig})" in text and (res.root / fig).stat().st_size > 10_000
+    assert (res.root / "fid_vs_time.png").read_bytes() == b"gan_summary's figure"

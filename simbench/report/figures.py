@@ -30,7 +30,7 @@ METRIC_LABELS = {
     "final_acc": "final test accuracy", "best_acc": "best test accuracy",
     "time_to_target_s": "simulated time to target [s]", "bytes_sent": "data sent [MB]",
     "messages": "messages sent", "sim_time_s": "simulated time [s]", "wall_time_s": "wall time [s]",
-    "failures": "crashes",
+    "failures": "crashes", "final_fid": "final FID", "best_fid": "best FID",
 }
 SCALE = {"bytes_sent": 1e-6}
 """Metrics shown in other units than stored (bytes -> MB)."""
@@ -58,10 +58,10 @@ def _ordered(values: Sequence[str], order: dict[str, list[str]], axes: Sequence[
     return sorted(set(values), key=rank)
 
 
-def mean_curve(curves: pd.DataFrame, x: str) -> pd.DataFrame:
-    """Per epoch: mean x, mean/std accuracy over the seeds (cells) that reached it."""
+def mean_curve(curves: pd.DataFrame, x: str, y: str = "test_acc") -> pd.DataFrame:
+    """Per epoch: mean x, mean/std of ``y`` (accuracy, or FID) over the seeds (cells) that reached it."""
     g = curves.groupby("epoch")
-    out = pd.DataFrame({"x": g[x].mean(), "acc": g["test_acc"].mean(), "std": g["test_acc"].std(ddof=0),
+    out = pd.DataFrame({"x": g[x].mean(), "acc": g[y].mean(), "std": g[y].std(ddof=0),
                         "n": g["cell"].nunique(), "time_s": g["time_s"].mean()})
     return out.reset_index().sort_values("x")
 
@@ -85,9 +85,11 @@ def series_styles(names: Sequence[str]) -> tuple[dict, dict]:
 
 
 def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: str, series: Sequence[str],
-                  facet: str | None, order: dict[str, list[str]], target: float | None = None, title: str = "") -> Path:
-    """Accuracy of the average model against ``x`` (``time_s`` or ``bytes_sent``), one
-    line per series (mean over seeds, ±1 std band), one panel per facet value."""
+                  facet: str | None, order: dict[str, list[str]], target: float | None = None, title: str = "",
+                  y: str = "test_acc") -> Path:
+    """Accuracy of the average model (or, ``y="fid"``, the global generator's FID) against
+    ``x`` (``time_s`` or ``bytes_sent``), one line per series (mean over seeds, ±1 std band),
+    one panel per facet value."""
     curves = curves.assign(_series=series_key(curves, series))
     names = _ordered(curves["_series"], order, series)
     colors, dashes = series_styles(names)
@@ -97,7 +99,7 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
     log_x = x == "bytes_sent" and _wide(curves[x])
     if log_x:  # the epoch-0 point (nothing sent yet) has no place on a log axis
         curves = curves[curves[x] > 0]
-    ylim = _acc_range(curves)
+    ylim = _acc_range(curves) if y == "test_acc" else _fid_range(curves)
     with style():
         fig, axs = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.0), sharey=True, squeeze=False)
         marked = set()
@@ -107,7 +109,7 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
                 rows = sub[sub["_series"] == name]
                 if rows.empty:
                     continue
-                mc = mean_curve(rows, x)
+                mc = mean_curve(rows, x, y)
                 xs = mc["x"] * scale
                 ax.plot(xs, mc["acc"], color=colors[name], ls=dashes[name], lw=1.6, label=name)
                 if (mc["n"] > 1).any():
@@ -122,7 +124,7 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
             ax.set_xlabel("simulated time [s]" if x == "time_s" else "data sent, all nodes [MB]")
             ax.set_title(f"{facet} = {panel}" if panel is not None else title)
             ax.set_ylim(*ylim)
-        axs[0][0].set_ylabel("test accuracy (average model)")
+        axs[0][0].set_ylabel("test accuracy (average model)" if y == "test_acc" else "FID, global generator (lower is better)")
         handles, labels = axs[0][0].get_legend_handles_labels()
         for ax in axs[0][1:]:
             for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -153,6 +155,12 @@ def _acc_range(curves: pd.DataFrame) -> tuple[float, float]:
         return 0.0, 1.0
     low = max(0.0, np.floor((later.quantile(0.02) - 0.03) / 0.05) * 0.05)
     return low, min(1.0, np.ceil((later.max() + 0.01) / 0.05) * 0.05)
+
+
+def _fid_range(curves: pd.DataFrame) -> tuple[float, float]:
+    """FID limits from 0 to a little above the largest mean value."""
+    top = curves["fid"].max()
+    return 0.0, float(top) * 1.05 if top == top and top > 0 else 1.0
 
 
 def _wide(values: pd.Series) -> bool:

@@ -7,6 +7,11 @@ one pivot table per axis, accuracy against simulated time and against bytes sent
 the target accuracy, and a heat map over two axes. Which axis becomes the panels (facet)
 and which two make the heat map come from the matrix's ``report:`` hints, else are chosen
 from the axes (``scenario`` is the preferred facet; seeds are always averaged).
+
+A GAN matrix (its curves carry the global generator's FID and no accuracy) is reported by
+FID instead: final and best FID in the tables, FID against time and bytes in
+``report_fid_vs_*.png`` (``fid_vs_*.png`` are ``benchmarks/gan_summary.py``'s), no accuracy
+target and no time-to-target figure.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from . import figures
 from .figures import METRIC_LABELS, SCALE
 
 TABLE_METRICS = ("final_acc", "best_acc", "time_to_target_s", "bytes_sent", "messages", "wall_time_s", "failures")
+GAN_METRICS = ("final_fid", "best_fid", "bytes_sent", "messages", "wall_time_s", "failures")
+"""A GAN matrix (its cells log FID and no accuracy) is reported by the global generator's FID."""
 REPORT_KEYS = ("facet", "heatmap")
 
 
@@ -45,6 +52,12 @@ def load_results(root: str | Path) -> dict[str, Any]:
             "order": {a["path"]: a["labels"] for a in spec["axes"]}}
 
 
+def is_gan(res: dict) -> bool:
+    """True when the matrix's curves carry FID and no accuracy (GAN algorithms)."""
+    curves = res["curves"]
+    return "fid" in curves and curves["fid"].notna().any() and curves["test_acc"].isna().all()
+
+
 def _choose(res: dict) -> dict:
     """Facet, series and heat-map axes from the hints, else from the axes themselves."""
     spec, order = res["spec"], res["order"]
@@ -61,7 +74,7 @@ def _choose(res: dict) -> dict:
         if len(pick) >= 2:
             heat = {"rows": pick[0], "cols": pick[1]}
     if heat:
-        heat.setdefault("metric", "final_acc")
+        heat.setdefault("metric", "final_fid" if is_gan(res) else "final_acc")
         heat.setdefault("where", {})
     return {"facet": facet, "series": series, "heat": heat, "varying": varying}
 
@@ -95,7 +108,7 @@ def _mean_std(metric: str, vals: pd.Series) -> str:
     return text
 
 
-def config_table(wide: pd.DataFrame, varying: list[str], order: dict) -> pd.DataFrame:
+def config_table(wide: pd.DataFrame, varying: list[str], order: dict, metrics=TABLE_METRICS) -> pd.DataFrame:
     """One row per configuration (non-seed axes): mean ± std over seeds of each metric."""
     keys = varying or ["matrix"]
     wide = wide.assign(matrix="all") if not varying else wide
@@ -105,7 +118,7 @@ def config_table(wide: pd.DataFrame, varying: list[str], order: dict) -> pd.Data
         row = dict(zip(keys, key))
         row["seeds"] = len(g)
         row["status"] = ", ".join(f"{s} {n}" for s, n in g["status"].value_counts().items())
-        for m in TABLE_METRICS:
+        for m in metrics:
             row[_header(m)] = _mean_std(m, g[m]) if m in g else "–"
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -114,9 +127,9 @@ def config_table(wide: pd.DataFrame, varying: list[str], order: dict) -> pd.Data
     return out.sort_values(varying).reset_index(drop=True) if varying else out
 
 
-def axis_table(wide: pd.DataFrame, axis: str, order: dict) -> pd.DataFrame:
+def axis_table(wide: pd.DataFrame, axis: str, order: dict, metrics=TABLE_METRICS) -> pd.DataFrame:
     """``pivot_table`` of the metric means per value of one axis (over all other axes and seeds)."""
-    metrics = [m for m in TABLE_METRICS if m in wide]
+    metrics = [m for m in metrics if m in wide]
     piv = wide.pivot_table(index=axis, values=metrics, aggfunc="mean", dropna=False)
     counts = wide.groupby(axis)["cell"].count()
     piv = piv.reindex([v for v in order[axis] if v in piv.index])
@@ -166,35 +179,42 @@ def write_report(root: str | Path, fmt: str = "md") -> Path:
     res = load_results(root)
     spec, wide, order = res["spec"], res["wide"], res["order"]
     pick = _choose(res)
-    target = float(spec.get("target_accuracy", 0.8))
+    gan = is_gan(res)
+    metrics = GAN_METRICS if gan else TABLE_METRICS
+    target = None if gan else float(spec.get("target_accuracy", 0.8))
     name = spec["name"]
     status = ", ".join(f"{n} {s}" for s, n in wide["status"].value_counts().items())
     blocks: list[tuple] = [("h", 1, f"Benchmark matrix `{name}`")]
     axes_text = "; ".join(f"{a}: {', '.join(order[a])}" for a in res["axes"])
+    quality = ("Quality is the global generator's FID (lower is better; `benchmarks/gan_summary.py` adds "
+               "time and bytes to a FID level)." if gan else f"Target accuracy {target:.0%} (average model, test set).")
     blocks.append(("p", f"{len(wide)} of {spec.get('cells', len(wide))} cells recorded ({status}). "
-                        f"Axes — {axes_text}. Target accuracy {target:.0%} (average model, test set). "
+                        f"Axes — {axes_text}. {quality} "
                         f"Times are simulated seconds; data sent counts the serialized bytes of every message."))
     if spec.get("source"):
         blocks.append(("p", f"Regenerate: `simbench matrix {spec['source']} && simbench report {root}`"))
 
     blocks += [("h", 2, "Results per configuration (mean ± std over seeds)"),
-               ("table", config_table(wide, pick["varying"], order))]
+               ("table", config_table(wide, pick["varying"], order, metrics))]
     blocks.append(("h", 2, "Summary per axis (mean over all other axes and seeds)"))
     for axis in pick["varying"]:
-        blocks += [("h", 3, axis), ("table", axis_table(wide, axis, order))]
+        blocks += [("h", 3, axis), ("table", axis_table(wide, axis, order, metrics))]
 
     curves, faults = res["curves"], res["faults"]
     if len(curves):
         seeds = len(order.get("seed", [0]))
-        for x, fname, what in (("time_s", "acc_vs_time.png", "simulated time"),
-                               ("bytes_sent", "acc_vs_bytes.png", "data sent by all nodes")):
+        # a GAN matrix's fid_vs_*.png are benchmarks/gan_summary.py's: the report's get their own names
+        y, short, long, stem = ("fid", "FID", "The global generator's FID", "report_fid") if gan else \
+            ("test_acc", "Accuracy", "Test accuracy of the average model", "acc")
+        for x, fname, what in (("time_s", f"{stem}_vs_time.png", "simulated time"),
+                               ("bytes_sent", f"{stem}_vs_bytes.png", "data sent by all nodes")):
             figures.curves_figure(curves, faults, root / fname, x=x, series=pick["series"], facet=pick["facet"],
-                                  order=order, target=target, title=name)
-            blocks += [("h", 2, f"Accuracy vs {what}"), ("img", fname, f"accuracy vs {what}"),
-                       ("p", f"Test accuracy of the average model after each epoch against {what}; line: mean over "
+                                  order=order, target=target, title=name, y=y)
+            blocks += [("h", 2, f"{short} vs {what}"), ("img", fname, f"{short} vs {what}"),
+                       ("p", f"{long} after each epoch against {what}; line: mean over "
                              f"{seeds} seed(s), band: ±1 std. Markers: crash (X) or recovery (+) of a node, "
-                             "placed where it happened on the curve; dotted: target accuracy.")]
-    if "time_to_target_s" in wide:
+                             "placed where it happened on the curve" + ("." if gan else "; dotted: target accuracy."))]
+    if not gan and "time_to_target_s" in wide:
         figures.time_to_target_figure(wide, root / "time_to_target.png", series=pick["series"], facet=pick["facet"],
                                       order=order, target=target)
         blocks += [("h", 2, f"Time to {target:.0%} accuracy"), ("img", "time_to_target.png", "time to target"),
