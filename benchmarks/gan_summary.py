@@ -120,7 +120,7 @@ def markdown(seeded: pd.DataFrame) -> str:
             "| MB to FID 600 | sim time s | MB total |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for _, r in seeded.iterrows():
-        lines.append(f"| {r.dataset} | {r.scenario} | {r.algorithm} | {pm(r, 'fid_final')} | {pm(r, 'fid_best')} "
+        lines.append(f"| {r.dataset} | {r.get('scenario', 'none')} | {r.algorithm} | {pm(r, 'fid_final')} | {pm(r, 'fid_best')} "
                      f"| {pm(r, 'coverage_final', 2)} | {r.reached_fid600}/{r.seeds} | {mean(r.time_to_fid600_s_mean)} "
                      f"| {mean(r.MB_to_fid600_mean)} | {mean(r.sim_time_s_mean)} | {mean(r.bytes_total_MB_mean)} |")
     return "\n".join(lines) + "\n"
