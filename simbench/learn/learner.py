@@ -36,10 +36,6 @@ class OptimConfig:
     gamma: float = 0.9
 
 
-# FLOPs of one training step per (model class, parameter shapes, input shape, batch size):
-# counting runs a real forward/backward, so 64 identical learners count once.
-
-
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     """The torch optimizer ``cfg`` names, over ``params``.
 

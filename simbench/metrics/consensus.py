@@ -16,10 +16,8 @@ import torch
 
 def mean_vector(vectors: list[torch.Tensor]) -> torch.Tensor:
     """The mean of flat parameter vectors, summed in place (no n-by-d stack)."""
-    total = vectors[0].clone()
-    for v in vectors[1:]:
-        total.add_(v)
-    return total.div_(len(vectors))
+    from ..algorithms.common import weighted_average  # the algorithms' one averaging loop
+    return weighted_average(vectors, [1.0] * len(vectors))
 
 
 def consensus_distance(vectors: list[torch.Tensor], mean: torch.Tensor | None = None) -> float:
