@@ -175,8 +175,9 @@ def main(root: str) -> None:
     table.to_csv(root / "fid_summary.csv", index=False, float_format="%.4g")
     seeded = "seed" in table.columns and table["seed"].nunique() > 1
     if seeded:
-        by_seed(table).to_csv(root / "fid_by_seed.csv", index=False, float_format="%.4g")
-        (root / "fid_by_seed.md").write_text(markdown(by_seed(table)))
+        means = by_seed(table)
+        means.to_csv(root / "fid_by_seed.csv", index=False, float_format="%.4g")
+        (root / "fid_by_seed.md").write_text(markdown(means))
         paired(table).to_csv(root / "fid_paired.csv", index=False, float_format="%.4g")
     plot(curves, "time_s", root / "fid_vs_time.png", "simulated time [s]")
     plot(curves, "bytes_total", root / "fid_vs_bytes.png", "bytes sent by all nodes [MB]")
@@ -191,7 +192,7 @@ def main(root: str) -> None:
         if pngs:
             name = "_".join(str(v) for v in labels.values()) or cell.parent.name
             shutil.copyfile(pngs[-1], grids / f"{name}.png")
-    print((by_seed(table) if seeded else table).to_string(index=False))
+    print((means if seeded else table).to_string(index=False))
 
 
 if __name__ == "__main__":
