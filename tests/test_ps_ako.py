@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from simbench.algorithms.ako import auto_partitions, partition_bounds
-from simbench.algorithms.compression import (CompressionParams, Layer, adacomp_mask, compress, decompress,
+from simbench.algorithms.ps import shard_ranges
+from simbench.algorithms.compression import (CompressionParams, Layer, adacomp_mask, compress, decompress, split_payload,
                                              payload_bytes, train_compressed)
 from simbench.core.message import Message
 from simbench.core.schema import ConfigError
@@ -246,3 +247,78 @@ def test_a_crashed_worker_does_not_keep_the_async_server_waiting(tmp_path):
     assert metric(res, "worker_timeouts", node=0).sum() == 1
     srv = res.epochs[res.epochs["node"] == "0"]
     assert srv["epoch"].max() == 2 and srv["test_acc"].iloc[-1] > 0.6
+
+
+# -- parameter-server shards ---------------------------------------------------------------------
+@pytest.mark.parametrize("method, quantize", [("none", False), ("adacomp", False), ("adacomp", True), ("topk", False)])
+def test_a_payload_split_by_shard_decompresses_to_each_slice(method, quantize):
+    torch.manual_seed(3)
+    layers = [Layer("a", 0, 700, "fc"), Layer("b", 700, 760, "conv"), Layer("c", 760, 1000, "fc")]
+    params = CompressionParams(compression=method, adacomp_quantize=quantize, k_fraction=0.05)
+    payload, _ = compress(torch.randn(1000), torch.randn(1000) * 0.1, layers, params)
+    ranges = shard_ranges(1000, 3)
+    assert ranges == [(0, 333), (333, 666), (666, 1000)]
+    whole = decompress(payload, 1000)
+    parts = split_payload(payload, ranges)
+    for (a, b), part in zip(ranges, parts):
+        assert torch.equal(decompress(part, b - a), whole[a:b])
+    if method != "none":  # each entry goes to exactly one shard
+        assert sum(len(p["idx"]) for p in parts) == len(payload["idx"]) > 0
+        assert all(p["idx"].dtype == torch.int32 for p in parts)
+
+
+def sharded(k, workers=8, **algo):
+    return {"nodes": workers + k, "topology": {"kind": "star", "hubs": k}, "algorithm": {"shards": k, **algo}}
+
+
+def test_sharded_ps_sync_takes_exactly_the_single_server_step():
+    """Three shards, each stepping its slice with its own momentum buffer, together take the
+    step one server would: x <- SGD-momentum(x, batch-weighted mean of the workers' gradients)."""
+    cfg = parse_config({**BASE, **sharded(3, workers=4, name="ps_sync"),
+                        "train": {**BASE["train"], "momentum": 0.9}})
+    nodes, _ = run_config_world(cfg)
+    central = torch.cat([nodes[j].shard.x() for j in range(3)])
+    sizes = [nodes[j].shard.numel for j in range(3)]
+    assert sum(sizes) == nodes[0].learner.num_params and max(sizes) - min(sizes) <= 1
+
+    _, _, _, ref, _, _ = build_nodes(cfg, Recorder("ref"))  # same init, shards and batch order
+    server, workers = ref[0].learner, [ref[i].learner for i in range(3, 7)]
+    rounds = cfg.train.epochs * ref[0].ctx.steps_per_epoch
+    for _ in range(rounds):
+        x = server.get_flat()
+        grads = []
+        for w in workers:
+            w.set_flat(x)
+            w.compute_grad()
+            grads.append(w.get_grad_flat())
+        server.set_grad_flat(torch.stack(grads).mean(0))  # equal batches: the weighted mean is the mean
+        server.apply_update()
+    assert torch.allclose(central, server.get_flat(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(central, ref[1].learner.get_flat())  # it did train
+
+
+def test_shards_split_the_server_load_and_the_supervisor_sees_the_whole_model(tmp_path):
+    """On a 10 Mbit/s network 8 asynchronous workers saturate one server's links; 4 shards each
+    carry a quarter of the bytes and the run ends far sooner, with the same number of updates."""
+    net = {"latency": "1ms", "bandwidth": "10Mbit/s"}
+    one = run(tmp_path / "1", network=net, **sharded(1, name="ps_async"))
+    four = run(tmp_path / "4", network=net,  # 9 non-servers: the last one supervises
+               **sharded(4, workers=9, name="ps_async", supervisor=True, supervise_every="0.2s"))
+    assert one.status == four.status == "finished"
+    assert four.sim_time < 0.5 * one.sim_time
+    server_bytes = lambda r, s: metric(r, "bytes_sent_total", s)[0]  # noqa: E731  (replies to the workers)
+    # a quarter of the parameters each; every message's header (~100 B on a 2.4 KB slice) comes 4 times
+    assert 1.0 < sum(server_bytes(four, s) for s in range(4)) / server_bytes(one, 0) < 1.1
+    for s in range(4):
+        assert server_bytes(four, s) == pytest.approx(server_bytes(one, 0) / 4, rel=0.1)
+        assert len(metric(four, "staleness", s)) == len(metric(one, "staleness", 0))  # every push reached every shard
+    srv = four.epochs[four.epochs["node"] == "0"]  # shard 0 reports the assembled model
+    assert list(srv["epoch"]) == [0, 1, 2] and srv["test_acc"].iloc[-1] > 0.6
+    assert metric(four, "sup_test_acc", 12)[-1] > 0.6
+
+
+def test_shards_need_as_many_servers_in_the_topology():
+    with pytest.raises(ConfigError) as err:
+        build_nodes(parse_config({**BASE, "algorithm": {"name": "ps_sync", "shards": 2}}), Recorder("x"))
+    assert str(err.value) == ("algorithm.shards: 2 shards need 2 server nodes (topology: {kind: star, hubs: 2}); "
+                              "the topology has 1")

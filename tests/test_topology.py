@@ -108,6 +108,18 @@ def test_star_roles():
     assert {graph.nodes[i]["role"] for i in range(1, 6)} == {"worker"}
 
 
+def test_star_with_several_hubs_links_each_hub_to_everyone():
+    graph = build("star", 10, hubs=3)
+    assert [graph.degree[h] for h in range(3)] == [9, 9, 9]
+    assert {graph.degree[i] for i in range(3, 10)} == {3}  # workers reach only the hubs
+    assert [graph.nodes[i]["role"] for i in range(10)] == ["server"] * 3 + ["worker"] * 7
+    assert sorted(build("star", 5, hubs=1).edges()) == [(0, 1), (0, 2), (0, 3), (0, 4)]
+    with pytest.raises(TopologyError, match=r"star: parameter `hubs`=4 must be < n=4"):
+        build("star", 4, hubs=4)
+    with pytest.raises(TopologyError, match=r"star: parameter `hubs` must be an integer >= 1, got 0"):
+        build("star", 4, hubs=0)
+
+
 def test_complete_edge_count():
     assert build("complete", 6).number_of_edges() == 15
 

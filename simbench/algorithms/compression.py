@@ -190,6 +190,34 @@ def decompress(payload: dict[str, torch.Tensor], numel: int) -> torch.Tensor:
     return out
 
 
+def split_payload(payload: dict[str, torch.Tensor], ranges: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+    """Cut a whole-model payload into one payload per contiguous range ``[a, b)`` of the flat
+    vector (a sharded parameter server's slices), each indexed from its range's start.
+
+    ``decompress(parts[j], b - a) == decompress(payload, n)[a:b]`` for every part. A quantized
+    payload keeps every layer's scale in every part (with that part's per-layer counts).
+    """
+    if "g" in payload:
+        return [{"g": payload["g"][a:b]} for a, b in ranges]
+    idx = payload["idx"].long()
+    layer_of = None
+    if "sgn" in payload:
+        lay = payload["lay"].long()
+        layer_of = torch.repeat_interleave(torch.arange(len(lay), device=idx.device), lay)
+    parts = []
+    for a, b in ranges:
+        m = (idx >= a) & (idx < b)
+        part = {"idx": (idx[m] - a).to(torch.int32)}
+        if layer_of is None:
+            part["val"] = payload["val"][m]
+        else:
+            part["sgn"] = payload["sgn"][m]
+            part["scale"] = payload["scale"]
+            part["lay"] = torch.bincount(layer_of[m], minlength=len(payload["lay"])).to(torch.int32)
+        parts.append(part)
+    return parts
+
+
 def payload_bytes(payload: dict[str, torch.Tensor]) -> int:
     """Bytes of the payload's tensor data (the message adds a small JSON header)."""
     return sum(t.numel() * t.element_size() for t in payload.values())

@@ -175,7 +175,7 @@ def fed_roles(graph, algorithm: str, num_servers: int = 1) -> dict[int, str]:
         raise ConfigError(f"algorithm.num_servers: {num_servers} servers leave no device among {n} nodes")
     for s in range(num_servers):
         if graph.degree(s) != n - 1:
-            hint = "topology: {kind: star}" if num_servers == 1 else "topology: {kind: complete}"
+            hint = "topology: {kind: star}" if num_servers == 1 else f"topology: {{kind: star, hubs: {num_servers}}}"
             raise ConfigError(f"topology: {algorithm} needs server node {s} linked to every other node ({hint}); "
                               f"it reaches {graph.degree(s)} of {n - 1}")
     return {i: ("server" if i < num_servers else "worker") for i in graph.nodes}

@@ -10,6 +10,16 @@ optimizer and lr): ``x_{t+1} = opt(x_t, g)``. One epoch is one pass of an averag
 over its shard; the server evaluates the central model after every epoch (its rows are
 the global model's).
 
+Shards (``shards: k``, both ``ps_sync`` and ``ps_async``; the key-range partitioning of
+Li et al.'s parameter server, OSDI 2014, and MXNet's split of large arrays across servers):
+servers ``0..k-1`` (``topology: {kind: star, hubs: k}``) each own the contiguous slice
+``[j n / k, (j+1) n / k)`` of the flat parameter vector, whatever the layer sizes, and run
+the server's rules on that slice alone with their own optimizer state. A worker pulls every
+slice, computes its gradient at the concatenation, compresses it whole (residuals stay
+per worker) and pushes each shard its part, so every server link carries 1/k of the load.
+Server 0 reports the central model: at each epoch boundary the other shards send it their
+slice, and it evaluates the concatenation.
+
 Supervisor (seed 002's ``Supervisor.py``), with ``supervisor: true``: the last node holds
 no training data; every ``supervise_every`` simulated seconds it pulls the central model
 (``pull_sup`` -> ``model``) and logs ``sup_test_acc``/``sup_test_loss`` on the test set.
@@ -20,13 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
+
 from ..core.message import Message
 from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.schema import ConfigError
 from ..core.units import parse_duration
 from .common import ServerAlgorithm, server_roles, weighted_average
-from .compression import CompressionParams, Compressor, Layer, decompress
+from .compression import CompressionParams, Compressor, Layer, decompress, split_payload
 from .dsgd import collect_round
 
 
@@ -40,14 +52,37 @@ class SupervisorParams:
 
 
 @dataclass(frozen=True)
-class PSSyncParams(CompressionParams, SupervisorParams):
+class ShardParams:
+    shards: int = field(default=1, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    """Parameter-server shards: servers 0..shards-1 each own a contiguous 1/shards of the parameters (``topology: {kind: star, hubs: shards}``)."""
+
+
+@dataclass(frozen=True)
+class PSSyncParams(CompressionParams, SupervisorParams, ShardParams):
     timeout: Optional[float] = field(default=None, metadata={"parse": parse_duration})
     """Seconds the server waits for gradients each round; null waits for all workers."""
 
 
+def shard_roles(graph, algorithm: str, k: int) -> dict[int, str]:
+    """The ``k`` nodes with ``role: server``, each linked to every other node: the lowest id is
+    ``server`` (shard 0, which reports the central model), the others ``shard``."""
+    n = graph.number_of_nodes()
+    servers = sorted(i for i, r in graph.nodes(data="role") if r == "server")
+    if len(servers) != k:
+        raise ConfigError(f"algorithm.shards: {k} shards need {k} server nodes (topology: {{kind: star, hubs: {k}}}); "
+                          f"the topology has {len(servers)}")
+    for s in servers:
+        if graph.degree(s) != n - 1:
+            raise ConfigError(f"topology: {algorithm} needs server node {s} linked to every other node; "
+                              f"it reaches {graph.degree(s)} of {n - 1}")
+    return {i: ("server" if i == servers[0] else "shard" if i in servers else "worker") for i in graph.nodes}
+
+
 def ps_roles(graph, algorithm: str, params) -> dict[int, str]:
-    """The hub is the server, the others workers; with ``supervisor`` the last worker supervises."""
-    roles = server_roles(graph, algorithm)
+    """The hub is the server (or the ``shards`` hubs), the others workers; with ``supervisor``
+    the last worker supervises."""
+    k = getattr(params, "shards", 1)
+    roles = server_roles(graph, algorithm) if k == 1 else shard_roles(graph, algorithm, k)
     if getattr(params, "supervisor", False):
         workers = [i for i, r in roles.items() if r == "worker"]
         if len(workers) < 2:
@@ -69,13 +104,123 @@ def workers_of(ctx: NodeContext, rt: Runtime) -> list[int]:
     return [i for i in rt.nodes if i != rt.node_id and ctx.roles.get(i, "worker") == "worker"]
 
 
-async def serve_pulls(rt: Runtime, learner, version: int) -> None:
-    """Answer every queued supervisor pull with the current central model (never waits)."""
+def servers_of(roles: dict[int, str]) -> list[int]:
+    """The server nodes in shard order: the reporting server first, then the other shards."""
+    return [i for i, r in roles.items() if r == "server"] + sorted(i for i, r in roles.items() if r == "shard")
+
+
+def shard_ranges(numel: int, k: int) -> list[tuple[int, int]]:
+    """``k`` contiguous ranges ``[j numel / k, (j+1) numel / k)`` covering a flat vector."""
+    if not 1 <= k <= numel:
+        raise ConfigError(f"algorithm.shards: {k} shards for a model of {numel} parameters; allowed: 1 to {numel}")
+    cuts = [numel * j // k for j in range(k + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+class ServerShard:
+    """One server's part of the central model: the slice it owns, its updates, its epoch reports.
+
+    With one server the slice is the whole model and the learner's own optimizer steps it.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.learner = node.learner
+        self.servers = servers_of(node.ctx.roles)
+        self.index = self.servers.index(node.node_id)
+        self.ranges = shard_ranges(self.learner.num_params, len(self.servers))
+        self.start, self.stop = self.ranges[self.index]
+        self.numel = self.stop - self.start
+        self.sharded = len(self.servers) > 1
+        self.reports: list = []
+        self.last_epoch = -1
+
+    def x(self) -> torch.Tensor:
+        """A copy of the owned slice of the central model."""
+        return self.learner.flat_params()[self.start:self.stop].clone()
+
+    def apply(self, grad: torch.Tensor) -> None:
+        """One optimizer step of the owned slice with ``grad`` (``numel`` long)."""
+        if self.sharded:
+            self.learner.apply_update_slice(grad, self.start, self.stop)
+        else:
+            self.learner.set_grad_flat(grad)
+            self.learner.apply_update()
+
+    def reply(self, kind: str, header: dict) -> Message:
+        """A message carrying the owned slice, tagged with this shard's index."""
+        return Message(kind, {**header, "shard": self.index}, {"x": self.x()})
+
+    async def end_epoch(self, rt: Runtime, epoch: int) -> None:
+        """Report the central model after ``epoch``: shard 0 evaluates it once every other
+        shard's slice of that epoch has come in; the others send their slice to shard 0."""
+        self.last_epoch = epoch
+        if not self.sharded:
+            self.node.end_epoch(rt, epoch)
+        elif self.index:
+            await rt.send(self.servers[0], self.reply("slice", {"epoch": epoch}))
+        else:
+            self.reports.append(rt.spawn(self._report(rt, epoch, self.x()), name=f"report{epoch}"))
+
+    async def _report(self, rt: Runtime, epoch: int, own: torch.Tensor) -> None:
+        parts = {0: own}
+        while len(parts) < len(self.servers):
+            msg = await rt.recv(match=lambda m: m.kind == "slice" and m["epoch"] == epoch)
+            parts[int(msg["shard"])] = msg.tensors["x"]
+        live = self.learner.get_flat()
+        self.learner.set_flat(torch.cat([parts[j] for j in range(len(self.servers))]))
+        self.node.end_epoch(rt, epoch)
+        self.learner.set_flat(live)
+
+    async def finish(self, rt: Runtime, epochs: int) -> None:
+        """Shard 0: wait for its pending reports. Others: send a slice for every epoch up to
+        ``epochs`` not yet reported (a worker lost mid-push can leave the shards' counts apart)."""
+        if self.index:
+            for epoch in range(self.last_epoch + 1, epochs + 1):
+                await rt.send(self.servers[0], self.reply("slice", {"epoch": epoch}))
+        else:
+            await rt.gather(*self.reports)
+
+
+class ShardedModel:
+    """A worker's (or supervisor's) view of the servers: pull every slice, push every part."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.servers = servers_of(ctx.roles)
+        self.ranges = shard_ranges(ctx.learner.num_params, len(self.servers))
+
+    async def send_all(self, rt: Runtime, msg: Message) -> None:
+        for s in self.servers:
+            await rt.send(s, msg)
+
+    async def collect(self, rt: Runtime, kind: str) -> list[Message] | None:
+        """One ``kind`` message from every server (the newest of each), in shard order;
+        None when ``stop`` comes first."""
+        got: dict[int, Message] = {}
+        while len(got) < len(self.servers):
+            msg = await rt.recv(match=(kind, "stop"))
+            if msg.kind == "stop":
+                return None
+            got[msg.src] = msg
+        return [got[s] for s in self.servers]
+
+    @staticmethod
+    def assemble(msgs: list[Message]) -> torch.Tensor:
+        """The central model from its slices."""
+        return msgs[0].tensors["x"] if len(msgs) == 1 else torch.cat([m.tensors["x"] for m in msgs])
+
+    def split(self, payload: dict) -> list[dict]:
+        """A whole-model push payload cut into each shard's part."""
+        return [payload] if len(self.servers) == 1 else split_payload(payload, self.ranges)
+
+
+async def serve_pulls(rt: Runtime, shard: ServerShard, version: int) -> None:
+    """Answer every queued supervisor pull with this server's slice (never waits)."""
     while True:
         msg = await rt.recv(timeout=0, match="pull_sup")
         if msg is None:
             return
-        await rt.send(msg.src, Message("model", {"version": version}, {"x": learner.get_flat()}))
+        await rt.send(msg.src, shard.reply("model", {"version": version}))
 
 
 async def stop_others(rt: Runtime) -> None:
@@ -88,49 +233,53 @@ class Supervisor(Node):
     """Holds the test set; pulls the central model periodically and logs its accuracy."""
 
     async def run(self, rt: Runtime) -> None:
-        server = next(i for i, r in self.ctx.roles.items() if r == "server")
+        servers = ShardedModel(self.ctx)
         period = self.params.supervise_every
         while True:
             if await rt.recv(timeout=period, match="stop") is not None:
                 return
-            await rt.send(server, Message("pull_sup"))
-            reply = await rt.recv(match=("model", "stop"))
-            if reply.kind == "stop":
+            await servers.send_all(rt, Message("pull_sup"))
+            replies = await servers.collect(rt, "model")
+            if replies is None:
                 return
-            self.learner.set_flat(reply.tensors["x"])
+            self.learner.set_flat(servers.assemble(replies))
             loss, acc = self.learner.evaluate(*self.ctx.test)
             rt.log("sup_test_acc", acc)
             rt.log("sup_test_loss", loss)
-            rt.log("sup_version", float(reply["version"]))
+            rt.log("sup_version", float(replies[0]["version"]))
 
 
 class PSSyncServer(Node):
+    """A server (or one shard of it): averages each round's gradients of its slice."""
+
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
         self.round = 0
+        self.shard = ServerShard(self)
 
     async def run(self, rt: Runtime) -> None:
         workers = workers_of(self.ctx, rt)
-        n = self.learner.num_params
+        shard = self.shard
         spe = self.ctx.steps_per_epoch
         total = self.ctx.epochs * spe
         if self.round == 0:
-            self.end_epoch(rt, 0)
+            await shard.end_epoch(rt, 0)
         while self.round < total:
             r = self.round
-            msg = Message("params", {"round": r}, {"x": self.learner.get_flat()})
+            msg = shard.reply("params", {"round": r})
             for w in workers:
                 await rt.send(w, msg)
             got = await collect_round(rt, "grad", r, set(workers), self.params.timeout)
             if got:
-                grad = weighted_average([decompress(m.tensors, n) for m in got.values()], [m["n"] for m in got.values()])
-                self.learner.set_grad_flat(grad)
-                self.learner.apply_update()
+                grads = [decompress(m.tensors, shard.numel) for m in got.values()]
+                shard.apply(weighted_average(grads, [m["n"] for m in got.values()]))
             self.round += 1
-            await serve_pulls(rt, self.learner, self.round)
+            await serve_pulls(rt, shard, self.round)
             if self.round % spe == 0:
-                self.end_epoch(rt, self.round // spe)
-        await stop_others(rt)
+                await shard.end_epoch(rt, self.round // spe)
+        await shard.finish(rt, self.ctx.epochs)
+        if not shard.index:
+            await stop_others(rt)
 
 
 class PSWorker(Node):
@@ -138,6 +287,7 @@ class PSWorker(Node):
         super().__init__(ctx)
         self.compressor = make_compressor(ctx)
         self.pushes = 0
+        self.servers = ShardedModel(ctx)
 
     def payload(self, rt: Runtime) -> dict:
         """This step's gradient as wire tensors (compressed; the residual stays here)."""
@@ -150,22 +300,27 @@ class PSWorker(Node):
             rt.log("compression_ratio", self.compressor.ratio)
         return payload
 
+    async def push(self, rt: Runtime, pulled: list[Message], key: str) -> None:
+        """This step's gradient to every server: each its part, tagged with its ``key``
+        (round or version) from the pull it was computed on."""
+        parts = self.servers.split(self.payload(rt))
+        for msg, part in zip(pulled, parts):
+            await rt.send(msg.src, Message("grad", {key: msg[key], "n": self.learner.batch_size}, part))
+
     async def run(self, rt: Runtime) -> None:
-        learner = self.learner
         while True:
-            msg = await rt.recv(match=("params", "stop"))
-            if msg.kind == "stop":
+            pulled = await self.servers.collect(rt, "params")
+            if pulled is None:
                 return
-            learner.set_flat(msg.tensors["x"])
+            self.learner.set_flat(self.servers.assemble(pulled))
             await self.local_grad(rt)
-            grad = Message("grad", {"round": msg["round"], "n": learner.batch_size}, self.payload(rt))
-            await rt.send(msg.src, grad)
+            await self.push(rt, pulled, "round")
 
 
 class PSAlgorithm(ServerAlgorithm):
     """A parameter server on a star (optionally with a supervisor): its server and worker node classes."""
 
-    model_holders = ("worker", "server", "supervisor")
+    model_holders = ("worker", "server", "shard", "supervisor")
     server_node: type[Node]
     worker_node: type[Node]
 
@@ -177,7 +332,7 @@ class PSAlgorithm(ServerAlgorithm):
     def make_node(cls, ctx: NodeContext) -> Node:
         if ctx.role == "supervisor":
             return Supervisor(ctx)
-        return cls.server_node(ctx) if ctx.role == "server" else cls.worker_node(ctx)
+        return cls.server_node(ctx) if ctx.role in ("server", "shard") else cls.worker_node(ctx)
 
 
 class PSSync(PSAlgorithm):

@@ -21,6 +21,11 @@ the end of its handling time.
 Epochs: one server epoch is ``workers * steps_per_epoch`` updates (every worker one pass
 over its shard on average); the server evaluates the central model after each. Every
 worker stops after ``epochs`` passes over its own shard and tells the server ``done``.
+
+Shards (``shards: k``, see :mod:`.ps`): each of the k servers runs the rules above on its
+slice, with its own version counter, handlers and staleness. A worker pulls every slice,
+pushes each shard its part of the gradient tagged with that shard's version, and takes
+the k replies as its next pull.
 """
 
 from __future__ import annotations
@@ -33,13 +38,13 @@ from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime, Work
 from ..core.units import parse_duration
 from .compression import CompressionParams, decompress
-from .ps import PSAlgorithm, PSWorker, SupervisorParams, stop_others, workers_of
+from .ps import PSAlgorithm, PSWorker, ServerShard, ShardParams, SupervisorParams, stop_others, workers_of
 
 PS_MODES = ("single", "multi")
 
 
 @dataclass(frozen=True)
-class PSAsyncParams(CompressionParams, SupervisorParams):
+class PSAsyncParams(CompressionParams, SupervisorParams, ShardParams):
     ps_mode: str = field(default="single", metadata={"choices": PS_MODES})
     """``single``: one server handler, requests queue (PS_Single); ``multi``: ``handlers`` concurrent handlers (PS_Multi)."""
     handlers: int = field(default=4, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
@@ -59,16 +64,17 @@ class PSAsyncServer(Node):
         self.staleness_sum = 0
         self.updates = 0
         self.last_heard: dict[int, float] = {}
+        self.shard = ServerShard(self)
 
     def service_cost(self):
         t = self.params.handle_time
-        return float(t) if t is not None else Work(flops=4.0 * self.learner.num_params)
+        return float(t) if t is not None else Work(flops=4.0 * self.shard.numel)
 
     async def run(self, rt: Runtime) -> None:
         workers = workers_of(self.ctx, rt)
         self.epoch_updates = max(1, len(workers) * self.ctx.steps_per_epoch)
         if self.version == 0:
-            self.end_epoch(rt, 0)
+            await self.shard.end_epoch(rt, 0)
         k = self.params.handlers if self.params.ps_mode == "multi" else 1
         tasks = [rt.spawn(self.handler(rt), name=f"handler{h}") for h in range(k)]
         done: set[int] = set()
@@ -87,34 +93,35 @@ class PSAsyncServer(Node):
         for t in tasks:  # every push has been answered before its worker said done
             t.cancel()
         if self.updates // self.epoch_updates < self.ctx.epochs:  # shards of unequal size: log the last epoch
-            self.end_epoch(rt, self.ctx.epochs)
+            await self.shard.end_epoch(rt, self.ctx.epochs)
         rt.log("staleness_mean", self.staleness_sum / max(1, self.updates))
-        await stop_others(rt)
+        await self.shard.finish(rt, self.ctx.epochs)
+        if not self.shard.index:
+            await stop_others(rt)
 
     async def handler(self, rt: Runtime) -> None:
-        learner = self.learner
+        shard = self.shard
         cost = self.service_cost()
         while True:
             msg = await rt.recv(match=("grad", "pull", "pull_sup"))
             self.last_heard[msg.src] = rt.now()
             if msg.kind == "pull_sup":
-                await rt.send(msg.src, Message("model", {"version": self.version}, {"x": learner.get_flat()}))
+                await rt.send(msg.src, shard.reply("model", {"version": self.version}))
                 continue
             if msg.kind == "grad":
-                grad = decompress(msg.tensors, learner.num_params)
+                grad = decompress(msg.tensors, shard.numel)
                 await rt.compute(_noop, cost=cost)
                 staleness = self.version - int(msg["version"])
                 if self.params.staleness_aware and staleness > 1:
                     grad.div_(staleness)
-                learner.set_grad_flat(grad)
-                learner.apply_update()
+                shard.apply(grad)
                 self.version += 1
                 self.updates += 1
                 self.staleness_sum += staleness
                 rt.log("staleness", float(staleness))
-            await rt.send(msg.src, Message("params", {"version": self.version}, {"x": learner.get_flat()}))
+            await rt.send(msg.src, shard.reply("params", {"version": self.version}))
             if msg.kind == "grad" and self.updates % self.epoch_updates == 0:
-                self.end_epoch(rt, self.updates // self.epoch_updates)
+                await shard.end_epoch(rt, self.updates // self.epoch_updates)
 
 
 def _noop() -> None:
@@ -123,21 +130,19 @@ def _noop() -> None:
 
 class PSAsyncWorker(PSWorker):
     async def run(self, rt: Runtime) -> None:
-        learner = self.learner
-        server = next(i for i, r in self.ctx.roles.items() if r == "server")
+        learner, servers = self.learner, self.servers
         total = self.ctx.epochs * learner.steps_per_epoch
         if learner.steps_done >= total:
             return
-        await rt.send(server, Message("pull"))
-        msg = await rt.recv(match=("params", "stop"))
-        while msg.kind != "stop" and learner.steps_done < total:
-            learner.set_flat(msg.tensors["x"])
+        await servers.send_all(rt, Message("pull"))
+        pulled = await servers.collect(rt, "params")
+        while pulled is not None and learner.steps_done < total:
+            learner.set_flat(servers.assemble(pulled))
             await self.local_grad(rt)
-            push = Message("grad", {"version": msg["version"], "n": learner.batch_size}, self.payload(rt))
-            await rt.send(server, push)
-            msg = await rt.recv(match=("params", "stop"))
-        if msg.kind != "stop":
-            await rt.send(server, Message("done"))
+            await self.push(rt, pulled, "version")
+            pulled = await servers.collect(rt, "params")
+        if pulled is not None:
+            await servers.send_all(rt, Message("done"))
 
 
 class PSAsync(PSAlgorithm):

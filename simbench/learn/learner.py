@@ -115,6 +115,7 @@ class Learner:
         self._perm = torch.empty(0, dtype=torch.long, device=self.device)
         self._pos = 0
         self.steps_done = 0
+        self._slice_optims: dict[tuple[int, int], tuple] = {}
 
     def _flatten_params(self):
         """Re-home every parameter and its gradient into one flat buffer each."""
@@ -197,6 +198,25 @@ class Learner:
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def apply_update_slice(self, grad: torch.Tensor, start: int, stop: int) -> None:
+        """Optimizer step on ``flat[start:stop]`` alone, with gradient ``grad`` (a sharded
+        parameter server's update of the slice it owns).
+
+        The slice gets its own optimizer and scheduler, built on first use with the run's
+        settings, so momentum or Adam state covers exactly the parameters stepped.
+        """
+        state = self._slice_optims.get((start, stop))
+        if state is None:
+            param = nn.Parameter(self.flat[start:stop])  # a view: stepping it updates the model
+            param.grad = torch.zeros_like(param)
+            optimizer = make_optimizer([param], self.optim_cfg)
+            state = self._slice_optims[(start, stop)] = (param, optimizer, _make_scheduler(optimizer, self.optim_cfg))
+        param, optimizer, scheduler = state
+        param.grad.copy_(grad)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
 
     def train_step(self) -> float:
         """One minibatch: gradients, optimizer step, scheduler step.

@@ -164,11 +164,20 @@ def complete(n: int, *, seed=None) -> nx.Graph:
     return _finish(nx.complete_graph(_check_n("complete", n)), "complete")
 
 
-def star(n: int, *, seed=None) -> nx.Graph:
-    """Node 0 (``role="server"``) linked to every other node (``role="worker"``)."""
-    graph = nx.star_graph(_check_n("star", n, 2) - 1)
+def star(n: int, *, seed=None, hubs=1) -> nx.Graph:
+    """Nodes ``0..hubs-1`` (``role="server"``) each linked to every other node; the rest
+    (``role="worker"``) only to the hubs. ``hubs > 1`` is the network of a sharded parameter
+    server or of federated servers with backups."""
+    n = _check_n("star", n, 2)
+    hubs = _int_param("star", "hubs", hubs, 1)
+    if hubs >= n:
+        raise TopologyError(f"star: parameter `hubs`={hubs} must be < n={n} (at least one worker)")
+    graph = nx.complete_multipartite_graph(*([1] * hubs), n - hubs)  # hubs 0..hubs-1, then the leaves
+    graph = nx.Graph(graph.edges())  # drop networkx's `subset` attributes
+    graph.add_nodes_from(range(n))
     nx.set_node_attributes(graph, "worker", "role")
-    graph.nodes[0]["role"] = "server"
+    for h in range(hubs):
+        graph.nodes[h]["role"] = "server"
     return _finish(graph, "star")
 
 

@@ -37,8 +37,9 @@ def _layout(graph: nx.Graph) -> dict:
     """Circle for ring/complete-like graphs, hub-and-spokes for stars, seeded spring otherwise."""
     nodes = sorted(graph.nodes)
     if graph.graph.get("kind") == "star" or _is_star(graph):
-        hub = max(nodes, key=graph.degree)
-        return nx.shell_layout(graph, [[hub], [v for v in nodes if v != hub]])
+        top = max(d for _, d in graph.degree)
+        hubs = [v for v in nodes if graph.degree(v) == top]  # one hub, or a star's several servers
+        return nx.shell_layout(graph, [hubs, [v for v in nodes if v not in hubs]])
     if _is_circular(graph):
         # Node 0 at the top, ids increasing clockwise, as people draw rings.
         angles = np.pi / 2 - 2 * np.pi * np.arange(len(nodes)) / max(len(nodes), 1)
