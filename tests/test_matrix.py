@@ -88,6 +88,21 @@ def test_named_values_set_and_exclude_lists():
     assert {c.labels["topology.kind"] for c in m.cells if c.cfg.algorithm != "dsgd"} == {"star"}
 
 
+def test_a_bundle_axis_sets_several_paths_together():
+    """PS shards need the algorithm's shards, the star's hubs and the node count to move as one."""
+    spec = {"name": "b", "base": {**BASE, "nodes": 9, "topology": {"kind": "star"}},
+            "axes": {"algorithm": {"sync": {"name": "ps_sync"}, "async": {"name": "ps_async"}},
+                     "shards": {str(k): {"set": {"algorithm.shards": k, "topology.hubs": k, "nodes": 8 + k}}
+                                for k in (1, 2, 4)}}}
+    m = parse_matrix(spec)
+    assert [c.labels["shards"] for c in m.cells] == ["1", "2", "4"] * 2
+    for c in m.cells:
+        k = int(c.labels["shards"])
+        assert (c.cfg.algorithm_params.shards, c.cfg.topology["hubs"], c.cfg.nodes) == (k, k, 8 + k)
+    assert {c.cfg.algorithm for c in m.cells} == {"ps_sync", "ps_async"}
+    assert m.spec()["axes"][1] == {"path": "shards", "labels": ["1", "2", "4"]}
+
+
 def test_base_file_is_relative_to_the_matrix_and_shipped_matrices_parse(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))
@@ -117,6 +132,9 @@ def test_base_file_is_relative_to_the_matrix_and_shipped_matrices_parse(tmp_path
     ({"sett": {}}, "sett: unknown matrix field (did you mean 'set'?)"),
     ({"set": {"trian.epochs": 2}}, "set.trian.epochs: 'trian' is not a config field (did you mean 'train'?)"),
     ({"target_accuracy": 80}, "target_accuracy: expected a number in (0, 1]"),
+    ({"axes": {"size": {"s": {"set": {"nodse": 4}}}}}, "axes.size.s.set.nodse: 'nodse' is not a config field (did you mean 'nodes'?)"),
+    ({"axes": {"size": {"s": {"set": {}}}}}, "axes.size.s.set: expected a non-empty mapping of dotted paths"),
+    ({"axes": {"size": {"s": {"nodes": 4}}}}, "axes.size: 'size' is not a config field"),
 ])
 def test_bad_input_is_one_line_naming_the_problem(change, needle):
     spec = {"name": "bad", "base": BASE, "axes": {"seed": [0, 1]}, **change}

@@ -14,6 +14,9 @@ A matrix file (YAML)::
         stragglers: {stragglers: {fraction: 0.25, slowdown: 3}}
         crash: {crashes: [{node: 1, at: 0.5}]}
       seed: [0, 1, 2]
+      shards:                               # a bundle: a name that is no config field, and every
+        "1": {set: {algorithm.shards: 1, topology.hubs: 1, nodes: 17}}   # value sets several
+        "4": {set: {algorithm.shards: 4, topology.hubs: 4, nodes: 20}}   # dotted paths at once
     exclude:                                # optional: drop combinations. Keys are axes, values a
       - {algorithm: [fedavg, ps_sync], topology.kind: [ring, torus]}   # label or a list of labels
     target_accuracy: 0.8                    # average-model test accuracy for time-to-accuracy
@@ -72,8 +75,17 @@ DONE, FAILED = "cell.json", "failed"
 @dataclass(frozen=True)
 class Axis:
     path: str
+    """A dotted config path, or a bundle's free name."""
     labels: tuple[str, ...]
     values: tuple[Any, ...]
+    bundle: bool = False
+    """Each value is a mapping of dotted paths to values, all set together."""
+
+    def apply(self, data: dict, i: int) -> None:
+        """Set this axis's ``i``-th value in a raw config mapping."""
+        sets = self.values[i] if self.bundle else {self.path: self.values[i]}
+        for path, value in sets.items():
+            set_path(data, path, copy.deepcopy(value))
 
 
 @dataclass(frozen=True)
@@ -138,9 +150,31 @@ def _check_path(path: str, where: str) -> None:
         cls = tp
 
 
+def _is_bundle(path: str, spec: Any) -> bool:
+    """A free axis name whose every value is ``{set: {dotted.path: value, ...}}``."""
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    return (path.split(".")[0] not in fields and isinstance(spec, Mapping) and bool(spec)
+            and all(isinstance(v, Mapping) and list(v) == ["set"] for v in spec.values()))
+
+
+def _parse_bundle(path: str, spec: Mapping, where: str) -> Axis:
+    values = []
+    for lab, v in spec.items():
+        sets = v["set"]
+        if not isinstance(sets, Mapping) or not sets:
+            raise ConfigError(f"{where}.{path}.{lab}.set: expected a non-empty mapping of dotted paths to values, "
+                              f"got {sets!r}")
+        for p in sets:
+            _check_path(str(p), f"{where}.{path}.{lab}.set.{p}")
+        values.append({str(p): x for p, x in sets.items()})
+    return Axis(path, tuple(str(k) for k in spec), tuple(values), bundle=True)
+
+
 def _parse_axis(path: Any, spec: Any, where: str) -> Axis:
     if not isinstance(path, str) or not path:
         raise ConfigError(f"{where}: axis names are dotted config paths like topology.kind, got {path!r}")
+    if _is_bundle(path, spec):
+        return _parse_bundle(path, spec, where)
     _check_path(path, f"{where}.{path}")
     if isinstance(spec, Mapping):
         labels, values = tuple(str(k) for k in spec), tuple(spec.values())
@@ -255,7 +289,7 @@ def parse_matrix(data: Any, base_dir: str | Path = ".", *, source: str | None = 
             continue
         cell_data = copy.deepcopy(base)
         for a, i in zip(axes.values(), combo):
-            set_path(cell_data, a.path, copy.deepcopy(a.values[i]))
+            a.apply(cell_data, i)
         where = "cell {" + ", ".join(f"{k}: {v}" for k, v in labels.items()) + "}"
         try:
             cfg = parse_config(cell_data)
