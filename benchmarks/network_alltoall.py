@@ -46,16 +46,20 @@ def build(n: int, rounds: int) -> SimWorld:
                     recorder=Recorder("alltoall", wall_clock=False), seed=0)
 
 
+def timed_run(world: SimWorld) -> tuple[float, int]:
+    """Run ``world``; its wall seconds and the messages its network carried."""
+    t0 = time.perf_counter()
+    world.run()
+    return time.perf_counter() - t0, sum(world.network.msgs_sent)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     world = build(args.nodes, args.rounds)
-    t0 = time.perf_counter()
-    world.run()
-    wall = time.perf_counter() - t0
-    msgs = sum(world.network.msgs_sent)
+    wall, msgs = timed_run(world)
     print(f"all-to-all, {args.nodes} nodes x {args.rounds} rounds: {msgs} messages of 100 kB, "
           f"{wall:.2f} s wall, {msgs / wall:,.0f} messages/s, simulated {world.now:.3f} s")
 

@@ -1,4 +1,5 @@
-"""pytest-benchmark suite: kernel throughput, one simulated DSGD run, a 64-node all-to-all exchange.
+"""pytest-benchmark suite: kernel throughput, one simulated DSGD run, a 64-node all-to-all exchange,
+a sharded parameter server's traffic (64 workers, 8 shards).
 
 Run by hand: ``pytest benchmarks/ --benchmark-only`` (not part of the default test run).
 """
@@ -35,6 +36,17 @@ def test_network_alltoall_64_nodes(benchmark):
 
     def go():
         world = build_alltoall(64, 2)
+        world.run()
+        return sum(world.network.msgs_sent)
+    msgs = benchmark.pedantic(go, rounds=2, iterations=1)
+    benchmark.extra_info["messages"] = msgs
+
+
+def test_network_ps_64_workers_8_shards(benchmark):
+    from network_ps import build as build_ps
+
+    def go():
+        world = build_ps(64, 8, 5)
         world.run()
         return sum(world.network.msgs_sent)
     msgs = benchmark.pedantic(go, rounds=2, iterations=1)

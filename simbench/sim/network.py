@@ -119,8 +119,13 @@ class Network:
         if resources is None:
             if key not in self.links:
                 raise ValueError(f"node {src} has no link to node {dst} in the topology")
+            # A link carries one flow at a time (its head transfer), so its own bandwidth binds
+            # only when it is below both the sender's uplink and the receiver's downlink: the
+            # flow never gets more than either. Otherwise it is left out of the sharing.
+            up, down, bw = self.uplink[src], self.downlink[dst], self.links[key].bandwidth
             caps = (("up", src), ("link", src, dst), ("down", dst))
-            resources = self._resources[key] = tuple(r for r in caps if self._capacity(r) != math.inf)
+            resources = self._resources[key] = tuple(
+                r for r, c in zip(caps, (up, bw if bw < min(up, down) else math.inf, down)) if c != math.inf)
         lost = self.loss > 0 and self.rng.random() < self.loss
         self.bytes_sent[src] += len(payload)
         self.msgs_sent[src] += 1
@@ -182,25 +187,22 @@ class Network:
                     cap[r] = self._capacity(r)
                     users[r] = []
                 users[r].append(f)
-        left = {r: len(u) for r, u in users.items()}
-        frozen: set[int] = set()
-        while len(frozen) < len(flows):
-            bottleneck, share = None, math.inf
-            for r, n in left.items():
-                if n > 0:
-                    s = cap[r] / n
-                    if s < share:
-                        bottleneck, share = r, s
-            if bottleneck is None:
-                break
+        left = {r: len(u) for r, u in users.items()}  # resources with unfrozen flows only
+        for f in flows:
+            f.rate = -1.0  # not frozen yet
+        while left:
+            share, bottleneck = min((cap[r] / n, r) for r, n in left.items())
             for f in users[bottleneck]:
-                if id(f) in frozen:
+                if f.rate >= 0:
                     continue
-                frozen.add(id(f))
                 f.rate = share
                 for r in f.resources:
                     cap[r] -= share
-                    left[r] -= 1
+                    n = left[r] - 1
+                    if n:
+                        left[r] = n
+                    else:
+                        del left[r]
         self._schedule_completion()
 
     def _schedule_completion(self) -> None:
