@@ -3,9 +3,11 @@ count (from the matrix's run directories), and AdaComp's compression ratio per l
 002's Keras MNIST CNN (measured here, on real MNIST gradients).
 
     python benchmarks/ps_ako_figures.py results/ps_ako [--data ../shared/data] [--steps 40]
+    python benchmarks/ps_ako_figures.py --shards results/ps_ako/ps_shards
 
 Writes ``downlink.csv``/``downlink.png``, ``adacomp_layers.csv``/``adacomp_layers.png`` and
-``staleness.csv`` into the results directory.
+``staleness.csv`` into the results directory; with ``--shards``, ``shards.csv``/``shards.png``
+(time to 80% and the busiest shard's downlink against the number of server shards).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 
 def downlink_table(root: Path) -> pd.DataFrame:
@@ -133,12 +136,71 @@ def plot_layers(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def shards_table(root: Path) -> pd.DataFrame:
+    """One row per cell of the ps_shards matrix: time to target, speed-up over one server and
+    the shards' link utilisation: downlink = the workers' bytes / shards / (time x capacity),
+    uplink = the busiest shard's own bytes (the slices it sends back) / (time x capacity)."""
+    cells = pd.read_csv(root / "cells.csv").pivot_table(
+        index=["cell", "algorithm", "shards", "network.bandwidth"], columns="metric", values="value").reset_index()
+    util = {}
+    for manifest in sorted(root.glob("runs/*/*/manifest.json")):
+        man = json.loads(manifest.read_text())
+        cfg, k = man["config"], int(man["config"]["algorithm"].get("shards", 1))
+        ev = pd.read_csv(manifest.parent / "events.csv")
+        sent = ev[ev["metric"] == "bytes_sent_total"].set_index("node")["value"]
+        sent.index = sent.index.astype(str)
+        into = float(sent.drop([str(s) for s in range(k)], errors="ignore").sum()) / k
+        out = float(sent.reindex([str(s) for s in range(k)]).fillna(0).max())
+        cap = float(man["sim_time_s"]) * float(cfg["network"]["bandwidth"])
+        util[manifest.parent.name] = (into / cap, out / cap)
+    cells["shard_downlink_utilisation"] = cells["cell"].map(lambda c: util[c][0])  # pushes in (per shard)
+    cells["shard_uplink_utilisation"] = cells["cell"].map(lambda c: util[c][1])  # model slices out (busiest shard)
+    one = cells[cells["shards"] == 1].set_index(["algorithm", "network.bandwidth"])["time_to_target_s"]
+    cells["speedup_to_target"] = [one.get((a, b), np.nan) / t for a, b, t in
+                                  zip(cells["algorithm"], cells["network.bandwidth"], cells["time_to_target_s"])]
+    cols = ["algorithm", "network.bandwidth", "shards", "time_to_target_s", "speedup_to_target", "sim_time_s",
+            "final_acc", "bytes_sent", "shard_downlink_utilisation", "shard_uplink_utilisation", "wall_time_s"]
+    return cells[cols].sort_values(["network.bandwidth", "algorithm", "shards"])
+
+
+def plot_shards(df: pd.DataFrame, path: Path) -> None:
+    bws = sorted(df["network.bandwidth"].unique(), key=lambda b: -float(b.rstrip("MGbit")) * (1000 if "G" in b else 1))
+    fig, axes = plt.subplots(1, len(bws), figsize=(5.5 * len(bws), 4), squeeze=False)
+    for ax, bw in zip(axes[0], bws):
+        sub = df[df["network.bandwidth"] == bw]
+        for algo, g in sub.groupby("algorithm", sort=False):
+            ax.plot(g["shards"], g["time_to_target_s"], "o-", label=algo)
+        base = sub[sub["shards"] == 1]["time_to_target_s"].max()
+        ks = np.array(sorted(sub["shards"].unique()))
+        ax.plot(ks, base / ks, "k:", lw=0.8, label="1 / shards")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+        ax.set_xlabel("server shards (64 workers)")
+        ax.set_ylabel("simulated time to 80% test accuracy [s]")
+        ax.set_title(f"{bw} links")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--shards", action="store_true",
+                    help="RESULTS is the ps_shards matrix: write shards.csv / shards.png only")
     args = ap.parse_args()
+    if args.shards:
+        df = shards_table(args.results)
+        df.to_csv(args.results / "shards.csv", index=False, float_format="%.4g")
+        plot_shards(df, args.results / "shards.png")
+        print(df.to_string(index=False))
+        return
     torch.set_num_threads(1)
     df = downlink_table(args.results)
     df.to_csv(args.results / "downlink.csv", index=False, float_format="%.4g")
