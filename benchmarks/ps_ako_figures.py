@@ -26,6 +26,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 
+def save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def downlink_table(root: Path) -> pd.DataFrame:
     """One row per cell: the busiest downlink's utilisation and, for PS runs, the staleness.
 
@@ -83,9 +89,7 @@ def plot_downlink(df: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel("busiest downlink utilisation")
         ax.set_title(f"{bw:g} Mbit/s links: the server's downlink (PS) vs a worker's (Ako)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def adacomp_layers(data_root: str, steps: int, warmup: int = 10) -> pd.DataFrame:
@@ -131,9 +135,7 @@ def plot_layers(df: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("compression ratio (dense bytes / sent bytes)")
     ax.set_title("AdaComp on seed 002's MNIST CNN (L_T = 50 conv, 500 fc)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def shards_table(root: Path) -> pd.DataFrame:
@@ -182,9 +184,7 @@ def plot_shards(df: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel("simulated time to 80% test accuracy [s]")
         ax.set_title(f"{bw} links")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main() -> None:
