@@ -70,7 +70,7 @@ def test_cli_error_is_one_line_exit_2(tmp_path, capsys):
 
 def test_cli_subprocess_misspelt_field_no_traceback(tmp_path):
     path = write(tmp_path, "nodes: 4\nmodle: {name: mlp}\n")
-    proc = subprocess.run([sys.executable, "-m", "simbench.cli", "run", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "simbench", "run", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (
