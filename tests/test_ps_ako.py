@@ -322,3 +322,19 @@ def test_shards_need_as_many_servers_in_the_topology():
         build_nodes(parse_config({**BASE, "algorithm": {"name": "ps_sync", "shards": 2}}), Recorder("x"))
     assert str(err.value) == ("algorithm.shards: 2 shards need 2 server nodes (topology: {kind: star, hubs: 2}); "
                               "the topology has 1")
+
+
+def test_a_slow_network_does_not_make_live_workers_look_crashed(tmp_path):
+    """At 1 Mbit/s a step's push and reply queue behind the other 7 workers' on the server's
+    links: a live worker is silent for longer than the 1 s worker_timeout. The server's silence
+    limit stretches to 4x the gaps it has seen, so no live worker is written off and every
+    update of the fast run lands (a crashed worker is still noticed: the test above)."""
+    algo = {"name": "ps_async", "worker_timeout": "1s"}
+    train = {**BASE["train"], "epochs": 1}
+    fast = run(tmp_path / "fast", algorithm=algo, train=train)
+    slow = run(tmp_path / "slow", algorithm=algo, train=train, network={"latency": "5ms", "bandwidth": "1Mbit/s"})
+    assert slow.status == "finished"
+    assert len(metric(slow, "worker_timeouts", node=0)) == 0
+    updates = len(metric(slow, "staleness"))
+    assert updates == len(metric(fast, "staleness")) > 0
+    assert slow.sim_time / (updates / 8) > 1.0  # a worker's step took longer than worker_timeout

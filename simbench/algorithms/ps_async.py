@@ -20,7 +20,10 @@ the end of its handling time.
 
 Epochs: one server epoch is ``workers * steps_per_epoch`` updates (every worker one pass
 over its shard on average); the server evaluates the central model after each. Every
-worker stops after ``epochs`` passes over its own shard and tells the server ``done``.
+worker stops after ``epochs`` passes over its own shard and tells the server ``done``. A
+worker that crashed never says it: the server counts a worker gone after ``worker_timeout``
+seconds of silence, or 4x the longest silence it has seen between two messages of one
+worker if that is longer (a slow network makes every worker's step long).
 
 Shards (``shards: k``, see :mod:`.ps`): each of the k servers runs the rules above on its
 slice, with its own version counter, handlers and staleness. A worker pulls every slice,
@@ -54,7 +57,7 @@ class PSAsyncParams(CompressionParams, SupervisorParams, ShardParams):
     staleness_aware: bool = False
     """Scale an update by 1 / staleness (when > 1), i.e. lr / staleness for SGD: Zhang et al., IJCAI 2016."""
     worker_timeout: Optional[float] = field(default=10.0, metadata={"parse": parse_duration})
-    """Seconds of silence after which the server counts a worker as gone (crashed); null waits forever."""
+    """Seconds of silence after which the server counts a worker as gone (crashed), or 4x the longest silence seen between two messages of a live worker if longer; null waits forever."""
 
 
 class PSAsyncServer(Node):
@@ -64,6 +67,7 @@ class PSAsyncServer(Node):
         self.staleness_sum = 0
         self.updates = 0
         self.last_heard: dict[int, float] = {}
+        self.longest_gap = 0.0
         self.shard = ServerShard(self)
 
     def service_cost(self):
@@ -78,10 +82,10 @@ class PSAsyncServer(Node):
         k = self.params.handlers if self.params.ps_mode == "multi" else 1
         tasks = [rt.spawn(self.handler(rt), name=f"handler{h}") for h in range(k)]
         done: set[int] = set()
-        limit = self.params.worker_timeout
         for w in workers:
             self.last_heard.setdefault(w, rt.now())
         while not set(workers) <= done:
+            limit = self.silence_limit()
             msg = await rt.recv(match="done", timeout=limit)
             if msg is not None:
                 done.add(msg.src)
@@ -99,15 +103,29 @@ class PSAsyncServer(Node):
         if not self.shard.index:
             await stop_others(rt)
 
+    def silence_limit(self) -> Optional[float]:
+        """Silence after which a worker counts as gone: ``worker_timeout``, stretched to 4x the
+        longest gap seen between two messages of one worker (an adaptive timer, like TCP's
+        retransmission timeout over the measured round trip): with 16 workers pushing a
+        4.8 MB CNN gradient at 100 Mbit/s a live worker is silent for 12 s per step."""
+        t = self.params.worker_timeout
+        return None if t is None else max(t, 4 * self.longest_gap)
+
+    def heard(self, rt: Runtime, src: int) -> None:
+        now = rt.now()
+        if src in self.last_heard:
+            self.longest_gap = max(self.longest_gap, now - self.last_heard[src])
+        self.last_heard[src] = now
+
     async def handler(self, rt: Runtime) -> None:
         shard = self.shard
         cost = self.service_cost()
         while True:
             msg = await rt.recv(match=("grad", "pull", "pull_sup"))
-            self.last_heard[msg.src] = rt.now()
             if msg.kind == "pull_sup":
                 await rt.send(msg.src, shard.reply("model", {"version": self.version}))
                 continue
+            self.heard(rt, msg.src)
             if msg.kind == "grad":
                 grad = decompress(msg.tensors, shard.numel)
                 await rt.compute(_noop, cost=cost)
