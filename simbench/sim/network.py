@@ -129,10 +129,10 @@ class Network:
         lost = self.loss > 0 and self.rng.random() < self.loss
         self.bytes_sent[src] += len(payload)
         self.msgs_sent[src] += 1
-        transfer = _Transfer(src, dst, payload, lost)
         if not resources:  # unlimited capacity: only latency applies, no queueing
-            self._propagate(transfer)
+            self._propagate(src, dst, payload, lost)
             return
+        transfer = _Transfer(src, dst, payload, lost)
         transfer.resources = resources
         queue = self._queues.get(key)
         if queue is None:
@@ -231,9 +231,9 @@ class Network:
         self._reallocate()
 
     # -- after the last byte ------------------------------------------------------
-    def _propagate(self, t: _Transfer) -> None:
+    def _propagate(self, src: int, dst: int, payload: bytes, lost: bool) -> None:
         """The last byte has left: schedule arrival one latency later (FIFO per link)."""
-        key = (t.src, t.dst)
+        key = (src, dst)
         kernel = self.kernel
         delay = int(self.links[key].latency(self.rng) * SECOND_TICKS + 0.5)
         arrival = kernel.now + (delay if delay > 0 else 0)
@@ -242,23 +242,23 @@ class Network:
             arrival = last
         self._last_arrival[key] = arrival
         kernel._seq += 1  # inlined Kernel.schedule_at: one call per message
-        heapq.heappush(kernel._heap, (arrival, kernel._seq, [self._arrive, (t,)]))
+        heapq.heappush(kernel._heap, (arrival, kernel._seq, [self._arrive, (src, dst, payload, lost)]))
 
     def _transmitted(self, t: _Transfer) -> None:
-        self._propagate(t)
+        self._propagate(t.src, t.dst, t.payload, t.lost)
         queue = self._queues[(t.src, t.dst)]
         queue.popleft()
         if queue:
             self._start(queue[0])
 
-    def _arrive(self, t: _Transfer) -> None:
-        reason = "lost" if t.lost else self._drop_reason(t.src, t.dst)
+    def _arrive(self, src: int, dst: int, payload: bytes, lost: bool) -> None:
+        reason = "lost" if lost else self._drop_reason(src, dst)
         if reason:
             self.msgs_dropped += 1
-            self._on_drop(t.src, t.dst, t.payload, reason)
+            self._on_drop(src, dst, payload, reason)
             return
-        self.bytes_received[t.dst] += t.size
-        self._deliver(t.src, t.dst, t.payload)
+        self.bytes_received[dst] += len(payload)
+        self._deliver(src, dst, payload)
 
     def abort_from(self, node: int) -> int:
         """Drop every queued or in-flight transfer sent by ``node`` (it crashed)."""
