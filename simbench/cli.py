@@ -16,11 +16,14 @@ def _catalogue() -> str:
     from .data.datasets import DATASETS
     from .models import MODELS
     from .topology import BUILDERS
+    from .topology.builders import allowed_params
 
     algos = "\n".join(f"  {name:<10} {cls.summary}" for name, cls in ALGORITHMS.items())
+    kinds = ", ".join(f"{kind} ({', '.join(params)})" if (params := allowed_params(b)) else kind
+                      for kind, b in BUILDERS.items())
     return (
         "algorithms:\n" + algos + "\n"
-        f"topologies:  {', '.join(BUILDERS)} (or topology: {{file: topologies/NAME.yaml}})\n"
+        f"topologies:  {kinds} (or topology: {{file: topologies/NAME.yaml}})\n"
         f"datasets:    {', '.join(DATASETS)} (digits is embedded; others via torchvision, root from dataset.root or $SIMBENCH_DATA)\n"
         f"models:      {', '.join(MODELS)}; GANs: lsgan, dcgan\n"
         f"devices:     {', '.join(DEVICE_PROFILES)} (compute.device; or compute.step_time / compute.flops_per_s)\n"

@@ -82,3 +82,20 @@ def test_cli_subprocess_misspelt_field_no_traceback(tmp_path):
 def test_bad_yaml_names_the_line(tmp_path):
     with pytest.raises(ConfigError, match=r"c.yaml line 3 is not valid YAML"):
         load_config(write(tmp_path, "nodes: 4\ntrain: {epochs: [\n"))
+
+
+def test_help_lists_algorithms_topologies_with_their_parameters_datasets_and_knobs(capsys):
+    from simbench.algorithms import ALGORITHMS
+    from simbench.topology import BUILDERS
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for name in ALGORITHMS:
+        assert f"\n  {name} " in out
+    topo = next(line for line in out.splitlines() if line.startswith("topologies:"))
+    assert all(kind in topo for kind in BUILDERS)
+    assert "star (hubs)" in topo and "torus (rows, cols)" in topo and "erdos_renyi (p)" in topo
+    for word in ("mnist", "fashion_mnist", "digits", "stragglers", "weak_workers", "crashes", "partitions", "loss"):
+        assert word in out

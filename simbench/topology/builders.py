@@ -260,7 +260,7 @@ BUILDERS: dict[str, Callable[..., nx.Graph]] = {
 }
 
 
-def _allowed_params(builder: Callable) -> list[str]:
+def allowed_params(builder: Callable) -> list[str]:
     """Keyword-only parameters of a builder, other than ``seed``."""
     return [name for name, param in inspect.signature(builder).parameters.items()
             if param.kind is inspect.Parameter.KEYWORD_ONLY and name != "seed"]
@@ -294,7 +294,7 @@ def build(kind: str, n: int, *, seed=None, **params) -> nx.Graph:
     builder = BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
         raise TopologyError(f"unknown topology kind {kind!r}; allowed: {', '.join(BUILDERS)}")
-    allowed = _allowed_params(builder)
+    allowed = allowed_params(builder)
     for name in params:
         if name not in allowed:
             raise TopologyError(f"{kind}: unknown parameter `{name}`; allowed: {', '.join(allowed) or '(none)'}")
