@@ -338,3 +338,14 @@ def test_a_slow_network_does_not_make_live_workers_look_crashed(tmp_path):
     updates = len(metric(slow, "staleness"))
     assert updates == len(metric(fast, "staleness")) > 0
     assert slow.sim_time / (updates / 8) > 1.0  # a worker's step took longer than worker_timeout
+
+
+def test_a_first_push_slower_than_worker_timeout_does_not_end_the_run(tmp_path):
+    """Before any gap is seen, the limit is 4x the time all workers' pushes and replies take at
+    the nominal bandwidth: at 100 kbit/s the 8 first pushes (~10 KB each) arrive after ~6 s,
+    far past the 1 s worker_timeout, and no worker is written off."""
+    res = run(tmp_path, algorithm={"name": "ps_async", "worker_timeout": "1s"},
+              network={"latency": "5ms", "bandwidth": "100kbit/s"}, train={**BASE["train"], "epochs": 1})
+    assert res.status == "finished" and len(metric(res, "worker_timeouts", node=0)) == 0
+    assert res.sim_time > 30
+    assert res.epochs[res.epochs["node"] == "0"]["test_acc"].iloc[-1] > 0.3

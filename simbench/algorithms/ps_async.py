@@ -33,6 +33,7 @@ the k replies as its next pull.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -68,6 +69,7 @@ class PSAsyncServer(Node):
         self.updates = 0
         self.last_heard: dict[int, float] = {}
         self.longest_gap = 0.0
+        self.nominal_cycle = 0.0
         self.shard = ServerShard(self)
 
     def service_cost(self):
@@ -77,6 +79,7 @@ class PSAsyncServer(Node):
     async def run(self, rt: Runtime) -> None:
         workers = workers_of(self.ctx, rt)
         self.epoch_updates = max(1, len(workers) * self.ctx.steps_per_epoch)
+        self.nominal_cycle = self.cycle_estimate(len(workers))
         if self.version == 0:
             await self.shard.end_epoch(rt, 0)
         k = self.params.handlers if self.params.ps_mode == "multi" else 1
@@ -106,10 +109,21 @@ class PSAsyncServer(Node):
     def silence_limit(self) -> Optional[float]:
         """Silence after which a worker counts as gone: ``worker_timeout``, stretched to 4x the
         longest gap seen between two messages of one worker (an adaptive timer, like TCP's
-        retransmission timeout over the measured round trip): with 16 workers pushing a
-        4.8 MB CNN gradient at 100 Mbit/s a live worker is silent for 12 s per step."""
+        retransmission timeout over the measured round trip) and, before any gap is seen, to
+        4x the time every worker's dense push and reply take through this server's nominal
+        link: with 16 workers pushing a 4.8 MB CNN gradient at 100 Mbit/s a live worker is
+        silent for 12 s per step, with 64 workers its first push alone takes 25 s."""
         t = self.params.worker_timeout
-        return None if t is None else max(t, 4 * self.longest_gap)
+        return None if t is None else max(t, 4 * self.longest_gap, 4 * self.nominal_cycle)
+
+    def cycle_estimate(self, workers: int) -> float:
+        """Seconds for ``workers`` dense pushes and replies of this shard through the server's
+        link at the run's nominal capacity (0 when it is unknown, e.g. in some real runs)."""
+        net = self.ctx.network
+        if net is None:
+            return 0.0
+        bw = min(b for b in (net.bandwidth, net.uplink, net.downlink) if b is not None)
+        return 2 * workers * 4.0 * self.shard.numel / bw if math.isfinite(bw) and bw > 0 else 0.0
 
     def heard(self, rt: Runtime, src: int) -> None:
         now = rt.now()
