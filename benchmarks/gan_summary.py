@@ -29,11 +29,23 @@ import pandas as pd  # noqa: E402
 THRESHOLDS = (600, 800)
 
 
+def matrix_labels(root: Path) -> dict[str, dict]:
+    """Cell id -> axis labels from the matrix's ``cells.csv``, which the matrix rebuilds from its
+    current axes; a ``cell.json`` written before an axis was added lacks that axis's label."""
+    table = root / "cells.csv"
+    if not table.exists():
+        return {}
+    cells = pd.read_csv(table, dtype=str, keep_default_na=False)
+    axes = list(cells.columns[cells.columns.get_loc("cell") + 1:cells.columns.get_loc("status")])
+    return {r["cell"]: {a: r[a] for a in axes} for _, r in cells.drop_duplicates("cell").iterrows()}
+
+
 def load(root: Path) -> pd.DataFrame:
     rows = []
+    current = matrix_labels(root)
     for cell in sorted(root.glob("runs/*/*/cell.json")):
         info = json.loads(cell.read_text())
-        labels = info.get("labels") or {}
+        labels = {**(info.get("labels") or {}), **current.get(cell.parent.name, {})}
         run = cell.parent
         ep = pd.read_csv(run / "epochs.csv")
         avg = ep[ep["node"] == "avg"].sort_values("epoch")
