@@ -103,7 +103,7 @@ class AkoWorker(Node):
         net, comp = self.ctx.network, self.ctx.compute
         if net is None or comp is None:
             return 1
-        bw = min(b for b in (net.bandwidth, net.uplink, net.downlink) if b is not None)
+        bw = net.narrowest
         step = comp.step_time if comp.step_time is not None else self.learner.flops_per_step() / comp.speed
         return auto_partitions(n_workers, 4.0 * numel, bw, step, numel)
 

@@ -41,6 +41,15 @@ def server_roles(graph: nx.Graph, algorithm: str) -> dict[int, str]:
     return {i: ("server" if i == server else "worker") for i in graph.nodes}
 
 
+def require_hubs(graph: nx.Graph, algorithm: str, servers, hint: str) -> None:
+    """ConfigError naming ``topology`` unless every node in ``servers`` is linked to all others."""
+    n = graph.number_of_nodes()
+    for s in servers:
+        if graph.degree(s) != n - 1:
+            raise ConfigError(f"topology: {algorithm} needs server node {s} linked to every other node ({hint}); "
+                              f"it reaches {graph.degree(s)} of {n - 1}")
+
+
 class ServerAlgorithm(Algorithm):
     """An algorithm with a central server: it holds a model and its rows are the global model's."""
 

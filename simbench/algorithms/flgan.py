@@ -33,7 +33,7 @@ from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime, Work
 from ..core.schema import ConfigError
 from ..core.units import parse_duration
-from .common import ServerAlgorithm
+from .common import ServerAlgorithm, require_hubs
 from .dsgd import collect_round
 from .gan_common import GanNode, GanParams
 
@@ -173,11 +173,8 @@ def fed_roles(graph, algorithm: str, num_servers: int = 1) -> dict[int, str]:
     n = graph.number_of_nodes()
     if num_servers >= n:
         raise ConfigError(f"algorithm.num_servers: {num_servers} servers leave no device among {n} nodes")
-    for s in range(num_servers):
-        if graph.degree(s) != n - 1:
-            hint = "topology: {kind: star}" if num_servers == 1 else f"topology: {{kind: star, hubs: {num_servers}}}"
-            raise ConfigError(f"topology: {algorithm} needs server node {s} linked to every other node ({hint}); "
-                              f"it reaches {graph.degree(s)} of {n - 1}")
+    hint = "topology: {kind: star}" if num_servers == 1 else f"topology: {{kind: star, hubs: {num_servers}}}"
+    require_hubs(graph, algorithm, range(num_servers), hint)
     return {i: ("server" if i < num_servers else "worker") for i in graph.nodes}
 
 

@@ -37,7 +37,7 @@ from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.schema import ConfigError
 from ..core.units import parse_duration
-from .common import ServerAlgorithm, server_roles, weighted_average
+from .common import ServerAlgorithm, require_hubs, server_roles, weighted_average
 from .compression import CompressionParams, Compressor, Layer, decompress, split_payload
 from .dsgd import collect_round
 
@@ -66,15 +66,11 @@ class PSSyncParams(CompressionParams, SupervisorParams, ShardParams):
 def shard_roles(graph, algorithm: str, k: int) -> dict[int, str]:
     """The ``k`` nodes with ``role: server``, each linked to every other node: the lowest id is
     ``server`` (shard 0, which reports the central model), the others ``shard``."""
-    n = graph.number_of_nodes()
     servers = sorted(i for i, r in graph.nodes(data="role") if r == "server")
+    hint = f"topology: {{kind: star, hubs: {k}}}"
     if len(servers) != k:
-        raise ConfigError(f"algorithm.shards: {k} shards need {k} server nodes (topology: {{kind: star, hubs: {k}}}); "
-                          f"the topology has {len(servers)}")
-    for s in servers:
-        if graph.degree(s) != n - 1:
-            raise ConfigError(f"topology: {algorithm} needs server node {s} linked to every other node; "
-                              f"it reaches {graph.degree(s)} of {n - 1}")
+        raise ConfigError(f"algorithm.shards: {k} shards need {k} server nodes ({hint}); the topology has {len(servers)}")
+    require_hubs(graph, algorithm, servers, hint)
     return {i: ("server" if i == servers[0] else "shard" if i in servers else "worker") for i in graph.nodes}
 
 

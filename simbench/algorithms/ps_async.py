@@ -22,8 +22,9 @@ Epochs: one server epoch is ``workers * steps_per_epoch`` updates (every worker 
 over its shard on average); the server evaluates the central model after each. Every
 worker stops after ``epochs`` passes over its own shard and tells the server ``done``. A
 worker that crashed never says it: the server counts a worker gone after ``worker_timeout``
-seconds of silence, or 4x the longest silence it has seen between two messages of one
-worker if that is longer (a slow network makes every worker's step long).
+seconds of silence, stretched to 4x the longest silence it has seen between two messages of
+one worker and to 4x the time all workers' dense pushes and replies take at the nominal
+bandwidth, if longer (a slow network makes every worker's step long).
 
 Shards (``shards: k``, see :mod:`.ps`): each of the k servers runs the rules above on its
 slice, with its own version counter, handlers and staleness. A worker pulls every slice,
@@ -58,7 +59,7 @@ class PSAsyncParams(CompressionParams, SupervisorParams, ShardParams):
     staleness_aware: bool = False
     """Scale an update by 1 / staleness (when > 1), i.e. lr / staleness for SGD: Zhang et al., IJCAI 2016."""
     worker_timeout: Optional[float] = field(default=10.0, metadata={"parse": parse_duration})
-    """Seconds of silence after which the server counts a worker as gone (crashed), or 4x the longest silence seen between two messages of a live worker if longer; null waits forever."""
+    """Seconds of silence after which the server counts a worker as gone (crashed), stretched to 4x the longest silence seen between a live worker's messages and to 4x all workers' pushes and replies at the nominal bandwidth; null waits forever."""
 
 
 class PSAsyncServer(Node):
@@ -122,7 +123,7 @@ class PSAsyncServer(Node):
         net = self.ctx.network
         if net is None:
             return 0.0
-        bw = min(b for b in (net.bandwidth, net.uplink, net.downlink) if b is not None)
+        bw = net.narrowest
         return 2 * workers * 4.0 * self.shard.numel / bw if math.isfinite(bw) and bw > 0 else 0.0
 
     def heard(self, rt: Runtime, src: int) -> None:

@@ -105,6 +105,11 @@ class NetworkSpec:
     loss: float = field(default=0.0, metadata={"check": (_prob, "must be a probability in [0, 1]")})
     """Probability that any message is lost."""
 
+    @property
+    def narrowest(self) -> float:
+        """The smallest nominal capacity a transfer crosses: link, uplink or downlink (bytes/s)."""
+        return min(b for b in (self.bandwidth, self.uplink, self.downlink) if b is not None)
+
 
 DEVICE_PROFILES: dict[str, float] = {
     # Sustained FLOP/s on small conv nets and MLPs in PyTorch (not peak figures).
