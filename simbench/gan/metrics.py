@@ -82,6 +82,7 @@ class GanEvaluator:
 
     @torch.no_grad()
     def _feats(self, x: torch.Tensor) -> np.ndarray:
+        x = x.detach().float().cpu()  # the feature network lives on the CPU; generators may not
         return torch.cat([self.features(x[i:i + self.batch]) for i in range(0, len(x), self.batch)]).double().numpy()
 
     @torch.no_grad()
@@ -90,6 +91,7 @@ class GanEvaluator:
         return torch.softmax(logits.double(), dim=1).numpy()
 
     def fid(self, fake: torch.Tensor) -> float:
+        """FID of ``fake`` (any device) against the fixed real images."""
         mu, sigma = feature_stats(self._feats(fake))
         return frechet_distance(mu, sigma, self.mu_r, self.sigma_r)
 
