@@ -222,6 +222,29 @@ def test_weak_worker_computes_four_times_slower():
     assert steps_done_at(Scenario(weak_workers=WeakWorkers(nodes=(0,), speed=0.25)))[0] == pytest.approx(4.0, abs=1e-9)
 
 
+def test_fractions_draw_workers_only_and_a_named_server_still_counts():
+    import numpy as np
+
+    from simbench.core.scenario import node_profiles
+
+    scen = Scenario(weak_workers=WeakWorkers(fraction=0.2), stragglers=Stragglers(fraction=0.25))
+    workers = range(1, 65)  # node 0 is the server of a 65-node star
+    seen = set()
+    for seed in range(40):
+        prof = node_profiles(scen, 65, np.random.default_rng(seed), workers=workers)
+        weak = {i for i, p in enumerate(prof) if p.weak}
+        slow = {i for i, p in enumerate(prof) if p.straggler}
+        assert len(weak) == 13 and len(slow) == 16 and 0 not in weak | slow
+        seen |= weak
+    assert len(seen) > 50  # spread over the workers, not a fixed set
+    # seed 7 draws the server among its 16 stragglers: it is replaced, the other 15 stay as drawn
+    plain = {i for i, p in enumerate(node_profiles(scen, 65, np.random.default_rng(7))) if p.straggler}
+    fixed = {i for i, p in enumerate(node_profiles(scen, 65, np.random.default_rng(7), workers=workers)) if p.straggler}
+    assert 0 in plain and 0 not in fixed and len(plain & fixed) == 15
+    named = node_profiles(Scenario(weak_workers=WeakWorkers(nodes=(0,))), 65, np.random.default_rng(0), workers=workers)
+    assert named[0].weak and named[0].speed == 0.25
+
+
 def test_flop_cost_model_and_free_bookkeeping():
     done = []
 

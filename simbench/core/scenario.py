@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Collection, Mapping, Optional
 
 import numpy as np
 
@@ -142,8 +142,9 @@ class Stragglers:
     """Nodes whose every compute call is slowed by a drawn factor."""
 
     fraction: float = field(default=0.0, metadata={"check": (_prob, "must be in [0, 1]")})
+    """Of the workers (data holders; never a server), drawn per run: see ``node_profiles``."""
     nodes: tuple[int, ...] = ()
-    """Explicit straggler ids (added to the random fraction)."""
+    """Explicit straggler ids, any role (added to the random fraction)."""
     slowdown: Dist = field(default=Dist("constant", value=3.0), metadata={"parse": dist_parser(float)})
     """Factor (>= 1) drawn per compute call."""
 
@@ -153,7 +154,9 @@ class WeakWorkers:
     """Permanently slow devices with little memory (FeGAN's weak workers)."""
 
     fraction: float = field(default=0.0, metadata={"check": (_prob, "must be in [0, 1]")})
+    """Of the workers (data holders; never a server), drawn per run: see ``node_profiles``."""
     nodes: tuple[int, ...] = ()
+    """Explicit weak ids, any role (added to the random fraction)."""
     speed: float = field(default=0.25, metadata={"check": (_positive, "must be > 0")})
     """Compute speed relative to a normal node."""
     batch_scale: float = field(default=0.5, metadata={"check": (lambda x: 0 < x <= 1, "must be in (0, 1]")})
@@ -224,11 +227,26 @@ class NodeProfile:
 
 
 def node_profiles(scenario: Scenario, n: int, rng: np.random.Generator,
-                  base_speed: Mapping[int, float] | None = None) -> list[NodeProfile]:
-    """Choose stragglers and weak workers with the faults' own random stream."""
+                  base_speed: Mapping[int, float] | None = None,
+                  workers: Collection[int] | None = None) -> list[NodeProfile]:
+    """Choose stragglers and weak workers with the faults' own random stream.
+
+    A ``fraction`` is a fraction of the *workers* (the nodes that hold data: every node of a
+    peer-to-peer run, the devices of a server-based one): round(fraction x workers) of them,
+    drawn uniformly. A server is never drawn, since a slow server is a different experiment;
+    name it in ``nodes`` for that. (The draw takes k of all n nodes and replaces any non-worker
+    it took by a further uniform draw among the remaining workers: a uniform k-subset of the
+    workers, and the same set as a plain draw whenever no server was taken.)
+    """
+    eligible = set(range(n)) if workers is None else set(workers)
+
     def pick(fraction: float, explicit: tuple[int, ...]) -> set[int]:
-        k = int(round(fraction * n))
+        k = int(round(fraction * len(eligible)))
         chosen = set(rng.choice(n, size=k, replace=False).tolist()) if k else set()
+        others = chosen - eligible
+        if others:
+            pool = sorted(eligible - chosen)
+            chosen = (chosen - others) | set(rng.choice(pool, size=len(others), replace=False).tolist())
         return chosen | set(explicit)
 
     stragglers = pick(scenario.stragglers.fraction, scenario.stragglers.nodes)

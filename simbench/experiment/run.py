@@ -105,10 +105,10 @@ def build_nodes(cfg: ExperimentConfig, recorder: Recorder, observer_hook=None, o
     gan_glue.check_model(cfg, algo)
     roles = algo.roles(graph, cfg.algorithm_params)
     speeds = {i: s for i, s in graph.nodes(data="speed") if s is not None}
-    profiles = node_profiles(cfg.scenario, n, streams["faults"], speeds)
     data = load_dataset(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download, seed=cfg.seed,
                         max_train=cfg.dataset.max_train, max_test=cfg.dataset.max_test)
     holders = [i for i in range(n) if roles[i] in algo.data_roles()]
+    profiles = node_profiles(cfg.scenario, n, streams["faults"], speeds, workers=holders)
     split = _split_data(cfg, data, holders, streams["data"])
     ev = cfg.train.eval_samples
     test = (data.x_test[:ev].to(cfg.device), data.y_test[:ev].to(cfg.device))
