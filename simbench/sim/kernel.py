@@ -102,7 +102,7 @@ class SimFuture:
 class Process:
     """A coroutine driven by the kernel; ``done`` resolves with its return value."""
 
-    __slots__ = ("kernel", "name", "coro", "done", "daemon", "waiting_on", "_alive")
+    __slots__ = ("kernel", "name", "coro", "done", "daemon", "waiting_on", "_alive", "_wakeup")
 
     def __init__(self, kernel: "Kernel", coro: Coroutine, name: str, daemon: bool) -> None:
         self.kernel = kernel
@@ -112,6 +112,7 @@ class Process:
         self.done = SimFuture(kernel, f"{name}.done")
         self.waiting_on: SimFuture | None = None
         self._alive = True
+        self._wakeup = self._resume  # one bound method, not a new one per wait
 
     @property
     def alive(self) -> bool:
@@ -143,7 +144,10 @@ class Process:
                 f"process {self.name!r} awaited {yielded!r}; node code may only await runtime methods"
             )
         self.waiting_on = yielded
-        yielded.add_waiter(self._resume)
+        if yielded._done:
+            self.kernel.schedule(0, self._wakeup, yielded)
+        else:
+            yielded._waiters.append(self._wakeup)  # add_waiter, inlined: once per wait
 
     def _finish(self) -> None:
         self._alive = False
@@ -237,21 +241,31 @@ class Kernel:
         """Run events until none is left, or up to tick ``until`` (inclusive)."""
         heap = self._heap
         pop = heapq.heappop
-        while heap:
-            if until is not None and heap[0][0] > until:
-                self.now = until
-                return
-            tick, _, entry = pop(heap)
-            callback = entry[0]
-            if callback is None:
-                continue
-            self.now = tick
-            self.events_processed += 1
-            callback(*entry[1])
-            if self._failure is not None:
-                proc, exc = self._failure
-                self._failure = None
-                raise exc
+        if until is None:
+            while heap:
+                tick, _, entry = pop(heap)
+                callback = entry[0]
+                if callback is None:
+                    continue
+                self.now = tick
+                self.events_processed += 1
+                callback(*entry[1])
+                if self._failure is not None:
+                    self._raise_failure()
+        else:
+            while heap:
+                if heap[0][0] > until:
+                    self.now = until
+                    return
+                tick, _, entry = pop(heap)
+                callback = entry[0]
+                if callback is None:
+                    continue
+                self.now = tick
+                self.events_processed += 1
+                callback(*entry[1])
+                if self._failure is not None:
+                    self._raise_failure()
         if until is not None:
             self.now = max(self.now, until)
             return
@@ -262,6 +276,11 @@ class Kernel:
             raise Deadlock(
                 f"deadlock at t={self.now / 1e9:.9f}s: every process waits and nothing is scheduled: {what}{more}"
             )
+
+    def _raise_failure(self) -> None:
+        _, exc = self._failure
+        self._failure = None
+        raise exc
 
     def _failed(self, proc: Process, exc: BaseException) -> None:
         if self._failure is None and not isinstance(exc, Killed):

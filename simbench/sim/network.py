@@ -79,8 +79,10 @@ class Network:
         The network's own stream (latency jitter, losses).
     deliver : callable(src, dst, payload)
         Called at arrival time for each delivered message.
-    drop_reason : callable(src, dst) -> str | None
-        Asked at arrival; a non-empty reason drops the message (crash, partition).
+    drop_reason : callable(src, dst) -> str | None, or None
+        Asked at arrival; a non-empty reason drops the message (crash, partition). None
+        while nothing can drop a message but losses (the world sets it once it schedules a
+        crash or partition: one call less per message).
     on_drop : callable(src, dst, payload, reason)
         Told about every dropped message (for the event log).
     """
@@ -88,7 +90,7 @@ class Network:
     def __init__(self, kernel: Kernel, links: dict[tuple[int, int], LinkSpec],
                  uplink, downlink, *, loss: float, rng: np.random.Generator,
                  deliver: Callable[[int, int, bytes], None],
-                 drop_reason: Callable[[int, int], str | None],
+                 drop_reason: Callable[[int, int], str | None] | None,
                  on_drop: Callable[[int, int, bytes, str], None]) -> None:
         self.kernel = kernel
         self.links = links
@@ -97,7 +99,7 @@ class Network:
         self.loss = loss
         self.rng = rng
         self._deliver = deliver
-        self._drop_reason = drop_reason
+        self.drop_reason = drop_reason
         self._on_drop = on_drop
         self._queues: dict[tuple[int, int], deque[_Transfer]] = {}
         self._resources: dict[tuple[int, int], tuple] = {}
@@ -252,7 +254,7 @@ class Network:
             self._start(queue[0])
 
     def _arrive(self, src: int, dst: int, payload: bytes, lost: bool) -> None:
-        reason = "lost" if lost else self._drop_reason(src, dst)
+        reason = "lost" if lost else (self.drop_reason(src, dst) if self.drop_reason is not None else None)
         if reason:
             self.msgs_dropped += 1
             self._on_drop(src, dst, payload, reason)

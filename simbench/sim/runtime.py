@@ -54,6 +54,7 @@ class SimRuntime:
         self._straggler_rng = straggler_rng
         self._mailbox: deque[Message] = deque()
         self._waiters: list[list] = []  # [future, predicate, timeout handle]
+        self._ticks: dict[float, int] = {}  # recv timeouts seen -> ticks (algorithms reuse a few)
         self._procs: dict[Process, None] = {}  # insertion-ordered: kills run in spawn order (determinism)
         self.crashed = False
         self.compute_s = 0.0
@@ -85,18 +86,25 @@ class SimRuntime:
         self.world.sent(wire)
 
     async def recv(self, timeout: float | None = None, match: Match = None) -> Message | None:
-        pred = matcher(match)
-        found = take_first(self._mailbox, pred)
-        if found is not None or (timeout is not None and timeout <= 0):
-            return found
-        waiter = [SimFuture(self.kernel, ("recv", self.node_id, match)), pred, None]
+        pred = None if match is None else matcher(match)
+        if self._mailbox:
+            found = take_first(self._mailbox, pred)
+            if found is not None:
+                return found
+        if timeout is not None and timeout <= 0:
+            return None
+        kernel = self.kernel
+        waiter = [SimFuture(kernel, ("recv", self.node_id, match)), pred, None]
         self._waiters.append(waiter)
         if timeout is not None:
-            waiter[2] = self.kernel.schedule(to_ticks(timeout), self._expire, waiter)
+            ticks = self._ticks.get(timeout)
+            if ticks is None:
+                ticks = self._ticks[timeout] = to_ticks(timeout)
+            waiter[2] = kernel.schedule(ticks, self._expire, waiter)
         try:
             return await waiter[0]
         finally:
-            if not waiter[0].done and waiter in self._waiters:
+            if not waiter[0]._done and waiter in self._waiters:
                 # killed while waiting: withdraw, or this dead waiter would swallow the next message
                 self._waiters.remove(waiter)
                 if waiter[2] is not None:
@@ -109,7 +117,9 @@ class SimRuntime:
 
     def deliver(self, payload: bytes) -> None:
         """Called by the network at arrival time."""
-        msg = self.world.decode(payload).to(self.device)
+        msg = self.world.decode(payload)
+        if self.device is not None:
+            msg = msg.to(self.device)
         for waiter in self._waiters:
             if waiter[1] is None or waiter[1](msg):
                 self._waiters.remove(waiter)

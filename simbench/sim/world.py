@@ -87,7 +87,7 @@ class SimWorld:
         self.network = Network(
             self.kernel, links, [up] * n, [down] * n, loss=network.loss,
             rng=np.random.default_rng(net_seq), deliver=self._deliver,
-            drop_reason=self._drop_reason, on_drop=self._on_drop,
+            drop_reason=None, on_drop=self._on_drop,
         )
         all_nodes = tuple(range(n))
         self.runtimes = [
@@ -138,7 +138,9 @@ class SimWorld:
         meta = copy.deepcopy(first.meta) if wire.nested else dict(first.meta)
         msg = Message(first.kind, meta, {k: _share(t) for k, t in first.tensors.items()} if first.tensors else {},
                       first.src, payload)
-        self._settle(payload)
+        wire.pending -= 1  # _settle, inlined: once per delivered message
+        if wire.pending <= 0:
+            self._retire(id(payload), wire)
         return msg
 
     def _settle(self, payload: bytes) -> None:
@@ -148,12 +150,15 @@ class SimWorld:
         if wire is None or wire.payload is not payload:
             return
         wire.pending -= 1
-        if wire.pending > 0:
-            return
+        if wire.pending <= 0:
+            self._retire(key, wire)
+
+    def _retire(self, key: int, wire: "_Wire") -> None:
+        """No copy of ``wire`` travels any more: keep its decoding among the recent ones."""
         del self._in_flight[key]
         if wire.msg is not None:
             self._recent[key] = wire
-            self._recent_bytes += 2 * len(payload)  # the wire bytes and the decoded tensors
+            self._recent_bytes += 2 * len(wire.payload)  # the wire bytes and the decoded tensors
             while self._recent_bytes > RECENT_BYTES and self._recent:
                 self._recent_bytes -= 2 * len(self._recent.popitem(last=False)[1].payload)
 
@@ -174,7 +179,10 @@ class SimWorld:
     # -- faults -------------------------------------------------------------------------
     def _schedule_faults(self, rng: np.random.Generator, horizon: float) -> None:
         n = len(self.runtimes)
-        for crash in crash_schedule(self.scenario, n, horizon, rng):
+        crashes = crash_schedule(self.scenario, n, horizon, rng)
+        if crashes or self.scenario.partitions:
+            self.network.drop_reason = self._drop_reason
+        for crash in crashes:
             self.kernel.schedule(to_ticks(crash.at), self.crash, crash.node)
             if crash.recover_at is not None:
                 self.kernel.schedule(to_ticks(crash.recover_at), self.recover, crash.node)
@@ -193,6 +201,7 @@ class SimWorld:
         if rt.crashed:
             return
         rt.crash()
+        self.network.drop_reason = self._drop_reason  # (already set when the crash was scheduled)
         self.network.abort_from(node)
         self.recorder.event(rt.now(), node, "crash", 1.0)
 
@@ -209,6 +218,7 @@ class SimWorld:
 
     def _partition(self, edges: list[frozenset], delta: int) -> None:
         now = self.kernel.now / SECOND_TICKS
+        self.network.drop_reason = self._drop_reason
         for e in edges:
             self._down_edges[e] = self._down_edges.get(e, 0) + delta
             u, v = sorted(e)
