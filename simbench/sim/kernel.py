@@ -25,6 +25,7 @@ The design follows SimPy's ``core.py``: one heap, ``step()``, ``run(until=)``.
 from __future__ import annotations
 
 import heapq
+import math
 from typing import Any, Callable, Coroutine, Iterable
 
 
@@ -241,31 +242,20 @@ class Kernel:
         """Run events until none is left, or up to tick ``until`` (inclusive)."""
         heap = self._heap
         pop = heapq.heappop
-        if until is None:
-            while heap:
-                tick, _, entry = pop(heap)
-                callback = entry[0]
-                if callback is None:
-                    continue
-                self.now = tick
-                self.events_processed += 1
-                callback(*entry[1])
-                if self._failure is not None:
-                    self._raise_failure()
-        else:
-            while heap:
-                if heap[0][0] > until:
-                    self.now = until
-                    return
-                tick, _, entry = pop(heap)
-                callback = entry[0]
-                if callback is None:
-                    continue
-                self.now = tick
-                self.events_processed += 1
-                callback(*entry[1])
-                if self._failure is not None:
-                    self._raise_failure()
+        limit = math.inf if until is None else until
+        while heap:
+            if heap[0][0] > limit:
+                self.now = until
+                return
+            tick, _, entry = pop(heap)
+            callback = entry[0]
+            if callback is None:
+                continue
+            self.now = tick
+            self.events_processed += 1
+            callback(*entry[1])
+            if self._failure is not None:
+                self._raise_failure()
         if until is not None:
             self.now = max(self.now, until)
             return
