@@ -100,6 +100,7 @@ class GANLearner:
         self._perm = torch.empty(0, dtype=torch.long)
         self._pos = 0
         self.steps_done = 0
+        self._flops: dict[tuple, float] = {}  # (part, input shape, batch) -> FLOPs of one step
         self.last_losses = (math.nan, math.nan)
         self.arch: dict | None = None
         """How to rebuild G (model, options, input_shape, latent_dim); set by the experiment layer."""
@@ -305,11 +306,10 @@ class GANLearner:
         """FLOPs of one step at batch B: ``both`` (G step + D step), ``g`` (G forward+backward
         through D), ``d`` (D step on given fakes) or ``gen`` (a G forward alone)."""
         key = (part, tuple(self.x.shape[1:]), self.batch_size)  # what can change over a learner's life
-        memo = self.__dict__.setdefault("_flops", {})
-        if key not in memo:
-            memo[key] = step_flops([self.G, self.D], ("gan_step", *key, self.latent_dim, self.loss_name),
-                                   lambda: self._count(part))
-        return memo[key]
+        if key not in self._flops:
+            self._flops[key] = step_flops([self.G, self.D], ("gan_step", *key, self.latent_dim, self.loss_name),
+                                          lambda: self._count(part))
+        return self._flops[key]
 
     def _count(self, part: str) -> float:
         G, D = copy.deepcopy(self.G), copy.deepcopy(self.D)

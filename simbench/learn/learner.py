@@ -115,6 +115,7 @@ class Learner:
         self._perm = torch.empty(0, dtype=torch.long, device=self.device)
         self._pos = 0
         self.steps_done = 0
+        self._flops: dict[tuple, float] = {}  # (input shape, batch) -> FLOPs of one step
         self._slice_optims: dict[tuple[int, int], tuple] = {}
 
     def _flatten_params(self):
@@ -301,10 +302,10 @@ class Learner:
         size, and cached on disk (``flops.py``).
         """
         key = (tuple(self.x.shape[1:]), self.batch_size)  # what can change over a learner's life
-        if getattr(self, "_flops", (None,))[0] != key:
+        if key not in self._flops:
             what = ("classifier_step", *key, self.x.dtype, type(self.loss_fn).__name__)
-            self._flops = (key, step_flops([self.model], what, self._count_flops))
-        return self._flops[1]
+            self._flops[key] = step_flops([self.model], what, self._count_flops)
+        return self._flops[key]
 
     def _count_flops(self) -> float:
         model = copy.deepcopy(self.model).train()
