@@ -65,15 +65,20 @@ CASES: dict[str, tuple[dict, dict]] = {
                     "algorithm": {"name": "lipizzaner", **GAN, "batches": 2, "fitness_samples": 32,
                                   "es_generations": 2}}, GAN_BASE),
 }
-missing = set(ALGORITHMS) - {changes.get("algorithm", {}).get("name", name) if isinstance(changes.get("algorithm"), dict)
-                             else changes.get("algorithm", name) for name, (changes, _) in CASES.items()}
-assert not missing, f"device_check has no case for {sorted(missing)}"
 
 
 def config(name: str, device: str) -> dict:
     changes, base = CASES[name]
-    cfg = {**base, "name": f"device_{name}", "algorithm": name, **changes, "device": device}
-    return cfg
+    return {**base, "name": f"device_{name}", "algorithm": name, **changes, "device": device}
+
+
+def algorithm_of(name: str) -> str:
+    algo = config(name, "cpu")["algorithm"]
+    return algo["name"] if isinstance(algo, dict) else algo
+
+
+missing = set(ALGORITHMS) - {algorithm_of(name) for name in CASES}
+assert not missing, f"device_check has no case for {sorted(missing)}"
 
 
 def check(name: str, device: str, out: str) -> dict:

@@ -139,10 +139,6 @@ class Learner:
         for p, g in zip(self.params, self._grad_views):
             p.grad = g
 
-    def _grads(self) -> list[torch.Tensor]:
-        """Every parameter's gradient (zeros where backward left none)."""
-        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-
     # -- data ----------------------------------------------------------------------------
     @property
     def num_samples(self) -> int:
@@ -189,9 +185,9 @@ class Learner:
         loss.backward()
         loss = loss.detach()
         lam = self.optim_cfg.l2_lambda
-        if any(p.grad is None for p in self.params):  # a parameter the loss does not reach
-            for p, g in zip(self.params, self._grads()):
-                p.grad = g
+        for p in self.params:
+            if p.grad is None:  # a parameter the loss does not reach
+                p.grad = torch.zeros_like(p)
         if lam:
             # d/dw (lam/2 ||w||^2) = lam * w: one fused op instead of a graph over every parameter.
             torch._foreach_add_([p.grad for p in self.params], self.params, alpha=lam)
@@ -262,9 +258,7 @@ class Learner:
 
     def get_grad_flat(self) -> torch.Tensor:
         """All gradients in one fresh 1-D tensor (a copy)."""
-        if all(p.grad is g for p, g in zip(self.params, self._grad_views)):
-            return self._grad_buffer.clone()
-        return torch.cat([g.reshape(-1) for g in self._grads()])
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
 
     def set_grad_flat(self, flat: torch.Tensor) -> None:
         """Copy ``flat`` into the gradients, e.g. before :meth:`apply_update`."""

@@ -81,8 +81,8 @@ class Network:
         Called at arrival time for each delivered message.
     drop_reason : callable(src, dst) -> str | None, or None
         Asked at arrival; a non-empty reason drops the message (crash, partition). None
-        while nothing can drop a message but losses (the world sets it once it schedules a
-        crash or partition: one call less per message).
+        while nothing can drop a message but losses (the world sets it at the first crash or
+        partition: one call less per message until then).
     on_drop : callable(src, dst, payload, reason)
         Told about every dropped message (for the event log).
     """

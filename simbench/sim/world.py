@@ -179,10 +179,7 @@ class SimWorld:
     # -- faults -------------------------------------------------------------------------
     def _schedule_faults(self, rng: np.random.Generator, horizon: float) -> None:
         n = len(self.runtimes)
-        crashes = crash_schedule(self.scenario, n, horizon, rng)
-        if crashes or self.scenario.partitions:
-            self.network.drop_reason = self._drop_reason
-        for crash in crashes:
+        for crash in crash_schedule(self.scenario, n, horizon, rng):
             self.kernel.schedule(to_ticks(crash.at), self.crash, crash.node)
             if crash.recover_at is not None:
                 self.kernel.schedule(to_ticks(crash.recover_at), self.recover, crash.node)
@@ -201,7 +198,7 @@ class SimWorld:
         if rt.crashed:
             return
         rt.crash()
-        self.network.drop_reason = self._drop_reason  # (already set when the crash was scheduled)
+        self.network.drop_reason = self._drop_reason  # from now on arrivals can be dropped
         self.network.abort_from(node)
         self.recorder.event(rt.now(), node, "crash", 1.0)
 
@@ -218,7 +215,7 @@ class SimWorld:
 
     def _partition(self, edges: list[frozenset], delta: int) -> None:
         now = self.kernel.now / SECOND_TICKS
-        self.network.drop_reason = self._drop_reason
+        self.network.drop_reason = self._drop_reason  # from now on arrivals can be dropped
         for e in edges:
             self._down_edges[e] = self._down_edges.get(e, 0) + delta
             u, v = sorted(e)
