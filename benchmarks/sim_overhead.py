@@ -15,7 +15,7 @@ Two references, each in one process with no simulator:
   (flatten, average with both ring neighbours, write back). The ratio to it is what the
   simulator itself costs.
 
-    python benchmarks/sim_overhead.py --rounds 100 [--threads 1] [--data-root ../shared/data]
+    python benchmarks/sim_overhead.py --rounds 100 [--threads 1] [--data-root ../shared/data] [--repeats 3]
 Target (issue 2): ratio to ``steps`` <= 1.10.
 
 A third figure needs no reference run: the simulated run's own training steps are timed as
@@ -25,7 +25,9 @@ divided by their total. Steps and run share the same minutes, so the machine's d
 Each reference runs before and after the simulated run and their mean is used, because a
 shared machine's speed drifts over minutes (on the 2-core development box one plain loop
 took 74 s and 99 s ten minutes apart). Wall and CPU time of this process are both printed;
-CPU time is the steadier measure there.
+CPU time is the steadier measure there. ``--repeats N`` measures N times in a row (each
+run bracketed by its own references) and prints the median of each ratio, and the pooled
+ratio of all the run time to all the reference time.
 
 The script re-executes itself once with the allocator settings the ``simbench`` CLI uses
 (``simbench/_malloc.py``), so both sides run as a user's ``simbench run`` would.
@@ -35,8 +37,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -113,10 +115,8 @@ def timed_steps():
         Learner.train_step = original
 
 
-def measure(rounds: int, root: str, dataset: str, out: Path) -> dict:
+def measure(rounds: int, root: str, dataset: str, out: Path, data) -> dict:
     cfg = parse_config(sim_config(rounds, root, dataset))
-    data = load_dataset(dataset, root, max_train=rounds * BATCH * NODES)
-    plain_loop(2, data.x_train, data.y_train)  # warm-up (allocator, kernels)
     # the references bracket the simulated run (before and after it): on a shared machine
     # whose speed drifts over minutes, their mean is what the run is compared with; CPU
     # time (this process, all threads) is reported too, as it is less sensitive to other tenants
@@ -147,11 +147,33 @@ def main() -> None:
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--out", default="/tmp/simbench-overhead")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="measure this many times in a row and print the median ratios (a drifting machine)")
     args = ap.parse_args()
     reexec_with_malloc_env()
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = measure(args.rounds, args.data_root, args.dataset, Path(args.out))
+    data = load_dataset(args.dataset, args.data_root, max_train=args.rounds * BATCH * NODES)
+    plain_loop(2, data.x_train, data.y_train)  # warm-up (allocator, kernels)
+    runs = []
+    for k in range(args.repeats):
+        r = measure(args.rounds, args.data_root, args.dataset, Path(args.out), data)
+        runs.append(r)
+        if args.repeats > 1:
+            print(f"repeat {k + 1} of {args.repeats}:", end=" ")
+        report(r)
+    if args.repeats > 1:
+        print(f"over {args.repeats} repeats: median (pooled: total run wall / total reference wall) [min-max]")
+        for name, key in (("its own steps", "inside_s"), ("plain loop, steps", "steps_wall_s"),
+                          ("plain loop, DSGD", "dsgd_wall_s")):
+            ratios = sorted(r["sim_wall_s"] / r[key] for r in runs)
+            pooled = sum(r["sim_wall_s"] for r in runs) / sum(r[key] for r in runs)
+            print(f"  {name:18s} {statistics.median(ratios):.3f} ({pooled:.3f}) [{ratios[0]:.3f}-{ratios[-1]:.3f}]"
+                  + ("  (target <= 1.10)" if key == "steps_wall_s" else ""))
+
+
+def report(r: dict) -> None:
+    """One measurement's lines: the run, and its three ratios."""
     print(f"DSGD ring-{NODES}, CNN, batch {BATCH}, {r['steps']} training steps ({r['threads']} torch threads):")
     print(f"  simulator run        {r['sim_wall_s']:7.2f} s wall {r['sim_cpu_s']:7.2f} s CPU  (simulated {r['sim_time_s']:.2f} s)")
     print(f"  its own {r['inside_steps']} training steps {r['inside_s']:7.2f} s wall"

@@ -10,7 +10,7 @@ from simbench.core.runtime import Work
 from simbench.core.scenario import Dist, Scenario, Stragglers
 from simbench.sim.kernel import Deadlock, Kernel, Killed, gather
 
-from simhelpers import Idle, events, make_world
+from simhelpers import Idle, make_world
 
 MS = 1_000_000  # ticks
 

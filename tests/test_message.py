@@ -111,6 +111,33 @@ def test_decoded_tensors_own_their_memory():
     assert torch.equal(sent, torch.ones(3))
 
 
+def test_decoding_from_the_encoders_buffer_shares_it_copy_on_write():
+    """With ``owner`` the tensors are views of the wire buffer until written: the
+    simulator's receivers pay no copy, and a write stays private to the one who made it."""
+    x = torch.arange(1000, dtype=torch.float32)
+    odd = torch.arange(3, dtype=torch.int8)  # pushes the next tensor off its alignment
+    m = Message("k", {}, {"x": x, "odd": odd, "y": torch.ones(2, 2)})
+    wire = m.encode(0)
+    assert isinstance(m.buffer, torch.Tensor) and m.buffer.numel() == len(wire)
+    a, b = decode(wire, owner=m.buffer), decode(wire, owner=m.buffer)
+    is_cow = torch._C._is_cow_tensor
+    assert is_cow(a.tensors["x"]) and is_cow(b.tensors["x"])  # shared: no bytes moved yet
+    assert not is_cow(a.tensors["y"])  # misaligned after the 3-byte tensor: copied out instead
+    assert a.tensors["x"].sum().item() == x.sum().item() and is_cow(a.tensors["x"])  # reading keeps sharing
+    a.tensors["x"].mul_(2)
+    a.tensors["y"].zero_()
+    assert not is_cow(a.tensors["x"]) and torch.equal(a.tensors["x"], 2 * x)
+    assert torch.equal(b.tensors["x"], x) and torch.equal(b.tensors["y"], torch.ones(2, 2))
+    header = json.dumps({"k": "k", "s": 0, "m": {}, "t": [["x", "float32", [1000]], ["odd", "int8", [3]],
+                                                          ["y", "float32", [2, 2]]]}, separators=(",", ":")).encode()
+    assert bytes(wire) == b"".join([MAGIC, struct.pack("<I", len(header)), header, x.numpy().tobytes(),
+                                    odd.numpy().tobytes(), torch.ones(4).numpy().tobytes()])  # the layout, unpadded
+    assert torch.equal(decode(bytes(wire)).tensors["x"], x)  # the wire bytes themselves are untouched
+    assert b.buffer is m.buffer  # a forwarded decoding can be sent on without re-encoding
+    with pytest.raises(ValueError, match="owner"):
+        decode(wire, owner=m.buffer[1:])
+
+
 def test_decode_with_a_pre_parsed_header_gives_the_same_message():
     buf = encode("k", 2, META, {"x": torch.arange(5)})
     a, b = decode(buf), decode(buf, parse_header(buf))

@@ -38,7 +38,7 @@ from typing import Callable
 import zmq
 import zmq.asyncio
 
-from ..core.message import Message, WireError, decode
+from ..core.message import Message, Wire, WireError, decode
 
 TAG_SIZE = 32
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
@@ -114,7 +114,7 @@ def run_key(cluster_key: bytes, run_id: str) -> bytes:
     return hmac.new(cluster_key, b"simbench-run/" + run_id.encode(), hashlib.sha256).digest()
 
 
-def tag(key: bytes, dst: int, payload: bytes | bytearray | memoryview) -> bytes:
+def tag(key: bytes, dst: int, payload: Wire) -> bytes:
     """HMAC-SHA256 over the destination id and the encoded message."""
     mac = hmac.new(key, _DST.pack(dst), hashlib.sha256)
     mac.update(payload)
@@ -185,7 +185,7 @@ class Transport:
         self._reader = asyncio.get_running_loop().create_task(self._read(on_message), name=f"node{self.node_id}.reader")
 
     # -- sending -------------------------------------------------------------------
-    def send(self, dst: int, payload: bytes | bytearray) -> bool:
+    def send(self, dst: int, payload: Wire) -> bool:
         """Hand one encoded message to ``dst``'s socket; False if ``dst`` is unreachable."""
         if self.closed:
             return False
@@ -199,7 +199,7 @@ class Transport:
             return False
         return True
 
-    def check_size(self, dst: int, payload: bytes | bytearray) -> None:
+    def check_size(self, dst: int, payload: Wire) -> None:
         """Raise WireError for a message over the size limit (a sender's bug: fail loudly)."""
         if len(payload) > self.max_size:
             raise WireError(f"message of {len(payload)} bytes to node {dst} exceeds the size limit of "

@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.message import Wire
 from ..core.units import SECOND_TICKS
 from .kernel import Kernel
 
@@ -54,7 +55,7 @@ class LinkSpec:
 class _Transfer:
     __slots__ = ("src", "dst", "payload", "size", "remaining", "rate", "resources", "lost", "meta")
 
-    def __init__(self, src: int, dst: int, payload: bytes, lost: bool) -> None:
+    def __init__(self, src: int, dst: int, payload: Wire, lost: bool) -> None:
         self.src, self.dst, self.payload = src, dst, payload
         self.size = len(payload)
         self.remaining = float(self.size)
@@ -114,7 +115,7 @@ class Network:
         self.msgs_dropped = 0
 
     # -- sending ------------------------------------------------------------------
-    def send(self, src: int, dst: int, payload: bytes) -> None:
+    def send(self, src: int, dst: int, payload: Wire) -> None:
         """Queue ``payload`` on the link ``src -> dst``."""
         key = (src, dst)
         resources = self._resources.get(key)
@@ -233,7 +234,7 @@ class Network:
         self._reallocate()
 
     # -- after the last byte ------------------------------------------------------
-    def _propagate(self, src: int, dst: int, payload: bytes, lost: bool) -> None:
+    def _propagate(self, src: int, dst: int, payload: Wire, lost: bool) -> None:
         """The last byte has left: schedule arrival one latency later (FIFO per link)."""
         key = (src, dst)
         kernel = self.kernel
@@ -253,7 +254,7 @@ class Network:
         if queue:
             self._start(queue[0])
 
-    def _arrive(self, src: int, dst: int, payload: bytes, lost: bool) -> None:
+    def _arrive(self, src: int, dst: int, payload: Wire, lost: bool) -> None:
         reason = "lost" if lost else (self.drop_reason(src, dst) if self.drop_reason is not None else None)
         if reason:
             self.msgs_dropped += 1

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import numpy as np
 
-from ..core.message import Message, decode
+from ..core.message import Message, Wire
 from ..core.runtime import Cost, Match, Work, matcher, take_first
 from ..core.scenario import NodeProfile
 from ..core.units import SECOND_TICKS, to_ticks
@@ -83,7 +83,7 @@ class SimRuntime:
             return
         wire = msg.encode(self.node_id)
         self.world.network.send(self.node_id, dst, wire)  # arrival is always a later event
-        self.world.sent(wire)
+        self.world.sent(wire, msg.buffer)
 
     async def recv(self, timeout: float | None = None, match: Match = None) -> Message | None:
         pred = None if match is None else matcher(match)
@@ -115,7 +115,7 @@ class SimRuntime:
             self._waiters.remove(waiter)
             waiter[0].set_result(None)
 
-    def deliver(self, payload: bytes) -> None:
+    def deliver(self, payload: Wire) -> None:
         """Called by the network at arrival time."""
         msg = self.world.decode(payload)
         if self.device is not None:

@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from ..core.message import Message, decode
+from ..core.message import Message, Wire, cow_clone, decode
 from ..core.runtime import node_device
 from ..core.scenario import ComputeSpec, Dist, NetworkSpec, NodeProfile, Scenario, crash_schedule
 from ..core.units import SECOND_TICKS, to_ticks
@@ -30,20 +30,22 @@ from .runtime import SimRuntime
 RECENT_BYTES = 32 * 2**20
 """Bytes of delivered payloads (and their decodings) kept for a resend of the same message."""
 
-_share = getattr(torch, "_lazy_clone", None) or torch.Tensor.clone
-"""A copy-on-write clone (no bytes move until one side writes), or a plain clone where
-this torch lacks it: receivers of one encoding share its decoded tensors safely."""
-
 
 class _Wire:
     """One encoding on the network: deliveries pending and its decoding (once decoded)."""
 
-    __slots__ = ("payload", "pending", "msg", "nested")
+    __slots__ = ("payload", "owner", "pending", "msg", "nested")
 
-    def __init__(self, payload: bytes) -> None:
-        self.payload, self.pending = payload, 0
+    def __init__(self, payload: Wire, owner: torch.Tensor | None) -> None:
+        self.payload, self.owner, self.pending = payload, owner, 0
         self.msg: Message | None = None
         self.nested = False  # meta holds lists or dicts: every receiver gets a deep copy
+
+    @property
+    def held(self) -> int:
+        """Bytes kept alive while it is among the recent: the wire bytes, and a decoded
+        copy of the tensors unless the decoding views the wire buffer."""
+        return len(self.payload) * (1 if self.owner is not None else 2)
 
 
 class NodeLike(Protocol):
@@ -108,42 +110,44 @@ class SimWorld:
     # ``_in_flight`` while copies travel, then in ``_recent`` (bounded by bytes) so that an
     # algorithm that sends the same message object again (a gossip, a cached broadcast) does
     # not have it parsed and copied again.
-    def sent(self, payload: bytes) -> None:
-        """A runtime put ``payload`` on the network once more (one more delivery pending)."""
+    def sent(self, payload: Wire, owner: torch.Tensor | None = None) -> None:
+        """A runtime put ``payload`` on the network once more (one more delivery pending);
+        ``owner`` is the torch buffer holding its bytes (:attr:`Message.buffer`), if any."""
         key = id(payload)
         wire = self._in_flight.get(key)
         if wire is None or wire.payload is not payload:
             wire = self._recent.pop(key, None)
             if wire is not None:
-                self._recent_bytes -= 2 * len(wire.payload)
+                self._recent_bytes -= wire.held
             if wire is None or wire.payload is not payload:
-                wire = _Wire(payload)
+                wire = _Wire(payload, owner)
             self._in_flight[key] = wire
         wire.pending += 1
 
-    def decode(self, payload: bytes) -> Message:
+    def decode(self, payload: Wire) -> Message:
         """Decode an arriving payload: once per encoding, however many receive it.
 
-        The first arrival parses the header and copies the tensors out of the wire bytes;
-        every receiver gets copy-on-write clones of them (a receiver that writes in place
-        gets its own copy then, and the others never see it) and its own meta.
+        The first arrival parses the header and views the tensors in the wire buffer
+        (copies them out of foreign bytes); every receiver gets copy-on-write clones of
+        them (a receiver that writes in place gets its own copy then, and the others never
+        see it) and its own meta.
         """
         wire = self._in_flight.get(id(payload))
         if wire is None or wire.payload is not payload:  # not sent through a runtime (tests)
             return decode(payload)
         if wire.msg is None:
-            wire.msg = decode(payload)
+            wire.msg = decode(payload, owner=wire.owner)
             wire.nested = any(isinstance(v, (list, dict)) for v in wire.msg.meta.values())
         first = wire.msg
         meta = copy.deepcopy(first.meta) if wire.nested else dict(first.meta)
-        msg = Message(first.kind, meta, {k: _share(t) for k, t in first.tensors.items()} if first.tensors else {},
-                      first.src, payload)
+        msg = Message(first.kind, meta, {k: cow_clone(t) for k, t in first.tensors.items()} if first.tensors else {},
+                      first.src, payload, wire.owner)
         wire.pending -= 1  # _settle, inlined: once per delivered message
         if wire.pending <= 0:
             self._retire(id(payload), wire)
         return msg
 
-    def _settle(self, payload: bytes) -> None:
+    def _settle(self, payload: Wire) -> None:
         """One delivery of ``payload`` ended (arrived or dropped)."""
         key = id(payload)
         wire = self._in_flight.get(key)
@@ -158,11 +162,11 @@ class SimWorld:
         del self._in_flight[key]
         if wire.msg is not None:
             self._recent[key] = wire
-            self._recent_bytes += 2 * len(wire.payload)  # the wire bytes and the decoded tensors
+            self._recent_bytes += wire.held
             while self._recent_bytes > RECENT_BYTES and self._recent:
-                self._recent_bytes -= 2 * len(self._recent.popitem(last=False)[1].payload)
+                self._recent_bytes -= self._recent.popitem(last=False)[1].held
 
-    def _deliver(self, src: int, dst: int, payload: bytes) -> None:
+    def _deliver(self, src: int, dst: int, payload: Wire) -> None:
         self.runtimes[dst].deliver(payload)
 
     def _drop_reason(self, src: int, dst: int) -> str | None:
@@ -172,7 +176,7 @@ class SimWorld:
             return "partition"
         return None
 
-    def _on_drop(self, src: int, dst: int, payload: bytes, reason: str) -> None:
+    def _on_drop(self, src: int, dst: int, payload: Wire, reason: str) -> None:
         self._settle(payload)
         self.recorder.event(self.kernel.now / SECOND_TICKS, dst, f"drop_{reason}", src)
 
