@@ -1,5 +1,7 @@
 """pytest-benchmark suite: kernel throughput, one simulated DSGD run, a 64-node all-to-all exchange,
-a sharded parameter server's traffic (64 workers, 8 shards).
+a sharded parameter server's traffic (64 workers, 8 shards), and the wire encoding of a 4.8 MB
+model (encode; decode copying out of bytes as the socket transport does; decode viewing the
+encoder's buffer copy-on-write as the simulator does).
 
 Run by hand: ``pytest benchmarks/ --benchmark-only`` (not part of the default test run).
 """
@@ -7,10 +9,14 @@ Run by hand: ``pytest benchmarks/ --benchmark-only`` (not part of the default te
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kernel_throughput import build  # noqa: E402
 
+from simbench.core.message import Message, decode  # noqa: E402
 from simbench.experiment.config import parse_config  # noqa: E402
 from simbench.experiment.run import run_experiment  # noqa: E402
 
@@ -51,3 +57,22 @@ def test_network_ps_64_workers_8_shards(benchmark):
         return sum(world.network.msgs_sent)
     msgs = benchmark.pedantic(go, rounds=2, iterations=1)
     benchmark.extra_info["messages"] = msgs
+
+
+MODEL = torch.randn(1_200_000)  # seed 002's CNN: 1.2 M float32 parameters
+
+
+def test_message_encode_5mb(benchmark):
+    benchmark(lambda: Message("params", {"round": 1}, {"x": MODEL}).encode(0))
+
+
+@pytest.mark.parametrize("how", ["bytes", "owner"])
+def test_message_decode_5mb(benchmark, how):
+    msg = Message("params", {"round": 1}, {"x": MODEL})
+    wire = msg.encode(0)
+    if how == "bytes":
+        wire = bytes(wire)
+        got = benchmark(lambda: decode(wire))
+    else:
+        got = benchmark(lambda: decode(wire, owner=msg.buffer))
+    assert torch.equal(got.tensors["x"], MODEL)
