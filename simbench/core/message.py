@@ -37,8 +37,8 @@ import torch
 MAGIC = b"SBM1"
 _PREFIX = struct.Struct("<4sI")
 _ALIGN = 8
-"""Tensor bytes the encoder writes start at a memory address that is a multiple of this
-(the largest item size), so that they can be viewed as their dtype without a copy."""
+"""The encoder puts the first tensor's bytes at a memory address that is a multiple of
+this (the largest item size), so that they can be viewed as their dtype without a copy."""
 cow_clone = getattr(torch, "_lazy_clone", None) or torch.Tensor.clone
 """A copy-on-write clone (no bytes move until one side writes), or a plain clone where
 this torch lacks it: receivers of one encoding share its decoded tensors safely."""
@@ -144,11 +144,11 @@ def encode_buffer(kind: str, src: int, meta: Mapping[str, Any], tensors: Mapping
     ).encode()
     start = _PREFIX.size + len(header)
     skew = -start % _ALIGN  # allocations are 64-byte aligned: skip `skew` so the first tensor is 8-byte aligned
-    buf = torch.empty(skew + start + sum(t.numel() * _ITEMSIZE[t.dtype] for t in parts), dtype=torch.uint8)[skew:]
+    sizes = [t.numel() * _ITEMSIZE[t.dtype] for t in parts]
+    buf = torch.empty(skew + start + sum(sizes), dtype=torch.uint8)[skew:]
     buf[:start].copy_(torch.frombuffer(bytearray(_PREFIX.pack(MAGIC, len(header)) + header), dtype=torch.uint8))
     pos = start
-    for t in parts:
-        nbytes = t.numel() * _ITEMSIZE[t.dtype]
+    for t, nbytes in zip(parts, sizes):
         if nbytes:
             dst = buf[pos:pos + nbytes]
             if (skew + pos) % _ITEMSIZE[t.dtype] == 0:
