@@ -65,12 +65,11 @@ def step_time(config: dict, steps: int = 200) -> tuple[float, float]:
     import torch
 
     from simbench.experiment.config import parse_config
-    from simbench.experiment.run import build_nodes
-    from simbench.metrics.recorder import Recorder
+    from simbench.experiment.build import build_nodes
 
     torch.set_num_threads(1)
     cfg = parse_config(config)
-    learner = build_nodes(cfg, Recorder("cal"), None, only=1)[4][1].learner
+    learner = build_nodes(cfg, only=1).contexts[1].learner
     for _ in range(10):
         learner.train_step()
     t0 = time.perf_counter()
@@ -128,9 +127,9 @@ def simulate(config: dict, out: Path, target: float) -> tuple[float, float, list
 
 def real(config: dict, out: Path, delay: float, rate: float, target: float) -> tuple[float, float, list[int]]:
     from simbench.experiment.config import parse_config
-    from simbench.real import netns
-    from simbench.real.launch import node_command, supervise
-    from simbench.real.merge import merge
+    from simbench.experiment.distributed import netns
+    from simbench.experiment.distributed.launch import node_command, supervise
+    from simbench.experiment.distributed.merge import merge
 
     n = config["nodes"]
     cfg = parse_config(config)
@@ -163,7 +162,7 @@ def real(config: dict, out: Path, delay: float, rate: float, target: float) -> t
 
 def main() -> None:
     from simbench.core.units import parse_bandwidth, parse_duration
-    from simbench.real import netns
+    from simbench.experiment.distributed import netns
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--delay", default="20ms")

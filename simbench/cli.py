@@ -10,22 +10,33 @@ from pathlib import Path
 EXIT_USAGE = 2
 
 
+def _names(kind: str) -> tuple[str, str]:
+    """Built-in names of a registry, and the installed ones with their distributions."""
+    from . import registry
+    entries = registry.catalogue(kind)
+    builtin = ", ".join(e.name for e in entries if e.source == "simbench")
+    other = "".join(f"\n             {e.name} ({e.source})" for e in entries if e.source != "simbench")
+    return builtin, other
+
+
 def _catalogue() -> str:
-    from .algorithms import ALGORITHMS
+    from . import registry
     from .core.scenario import DEVICE_PROFILES
-    from .data.datasets import DATASETS
-    from .models import MODELS
     from .topology import BUILDERS
     from .topology.builders import allowed_params
 
-    algos = "\n".join(f"  {name:<10} {cls.summary}" for name, cls in ALGORITHMS.items())
+    algos = "\n".join(f"  {e.name:<10} {e.summary}" + ("" if e.source == "simbench" else f"  [{e.source}]")
+                      for e in registry.catalogue("algorithms"))
     kinds = ", ".join(f"{kind} ({', '.join(params)})" if (params := allowed_params(b)) else kind
                       for kind, b in BUILDERS.items())
+    datasets, more_data = _names("datasets")
+    models, more_models = _names("models")
     return (
         "algorithms:\n" + algos + "\n"
+        "             (or an import path: algorithm: {name: mypkg.module:MyAlgorithm})\n"
         f"topologies:  {kinds} (or topology: {{file: topologies/NAME.yaml}})\n"
-        f"datasets:    {', '.join(DATASETS)} (digits is embedded; others via torchvision, root from dataset.root or $SIMBENCH_DATA)\n"
-        f"models:      {', '.join(MODELS)}; GANs: lsgan, dcgan\n"
+        f"datasets:    {datasets} (digits is embedded; others via torchvision, root from dataset.root or $SIMBENCH_DATA){more_data}\n"
+        f"models:      {models} (lsgan, dcgan: GAN algorithms){more_models}\n"
         f"devices:     {', '.join(DEVICE_PROFILES)} (compute.device; or compute.step_time / compute.flops_per_s)\n"
         "scenario:    stragglers {fraction, nodes, slowdown}, weak_workers {fraction, nodes, speed, batch_scale},\n"
         "             crashes [{node, at, recover_at}], crash_rate, recover_after, partitions [{edges, start, end}],\n"
@@ -55,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("-o", "--output", default=None, help="PNG path (default: SOURCE.png)")
     show.add_argument("--seed", type=int, default=0)
     sub.add_parser("list", help="list algorithms, topologies, datasets and scenario knobs")
-    from .real.cli import add_parsers as add_real_parsers  # launch, node, merge (real processes)
+    from .experiment.distributed.cli import add_parsers as add_real_parsers  # launch, node, merge (real processes)
     add_real_parsers(sub)
     mat = sub.add_parser("matrix", help="run a benchmark matrix (base config x axes) in parallel, resumably")
     mat.add_argument("matrix", help="matrix YAML file (see benchmarks/matrices/)")
@@ -102,9 +113,7 @@ def _cmd_run(args) -> int:
             print("simbench: device: cuda was asked for but no CUDA GPU is available; use --device cpu", file=sys.stderr)
             return EXIT_USAGE
     result = run_experiment(cfg, args.out, progress=not args.quiet and cfg.output.progress)
-    fid = result.final("fid", "avg")
-    quality = (f"generator FID {fid:.1f}" if fid == fid  # a GAN run reports FID, a classifier accuracy
-               else f"average-model test accuracy {result.final('test_acc', 'avg'):.3f}")
+    quality = cfg.workload_class().headline(result.final)
     print(f"{result.status}: {result.run_id}  simulated {result.sim_time:.2f}s in {result.wall_time:.1f}s wall; {quality}")
     print(f"results: {result.run_dir}")
     return 0 if result.status == "finished" else 1
@@ -147,7 +156,7 @@ def _cmd_train_fid_net(args) -> int:
     import torch
 
     from .data.datasets import load_dataset
-    from .experiment.gan import gan_range
+    from .workloads.gan import gan_range
     from .gan.fidnet import save_fid_net, train_fid_net, weights_path
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -206,7 +215,7 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "run":
             return _cmd_run(args)
         if args.command in ("launch", "node", "merge"):
-            from .real.cli import run as run_real
+            from .experiment.distributed.cli import run as run_real
             return run_real(args)
         if args.command == "topology" and args.topology_command == "show":
             return _cmd_topology(args)

@@ -72,14 +72,14 @@ def one_torch_thread():
 
 def run_config_world(cfg) -> tuple[dict, Recorder]:
     """Build a parsed config's nodes and run them in a SimWorld; ``(nodes, recorder)``."""
-    from simbench.experiment.run import _streams, build_nodes
+    from simbench.experiment.build import build_nodes
 
     recorder = Recorder(cfg.name)
-    graph, roles, profiles, nodes, _contexts, _ = build_nodes(cfg, recorder)
-    world = SimWorld(graph, nodes, roles=roles, network=cfg.network, compute=cfg.compute, scenario=cfg.scenario,
-                     profiles=profiles, recorder=recorder, seed=_streams(cfg.seed)["world"])
+    built = build_nodes(cfg)
+    world = SimWorld(built.graph, built.nodes, roles=built.roles, network=cfg.network, compute=cfg.compute,
+                     scenario=cfg.scenario, profiles=built.profiles, recorder=recorder, seed=built.streams.world)
     world.run()
-    return nodes, recorder
+    return built.nodes, recorder
 
 
 def lockstep_average(learners: list, steps: int):

@@ -62,10 +62,9 @@ def test_ps_sync_learns(tmp_path):
 
 def test_fedavg_on_ring_is_rejected_with_one_line():
     from simbench.core.schema import ConfigError
-    from simbench.experiment.run import build_nodes
-    from simbench.metrics.recorder import Recorder
+    from simbench.experiment.build import build_nodes
     with pytest.raises(ConfigError, match="topology: fedavg needs a server linked to every other node"):
-        build_nodes(parse_config({**BASE, "algorithm": "fedavg"}), Recorder("x"))
+        build_nodes(parse_config({**BASE, "algorithm": "fedavg"}))
 
 
 def test_two_runs_give_byte_identical_events(tmp_path):

@@ -13,8 +13,8 @@ from simbench.algorithms.lipizzaner import (grid_side, mixture_counts, mutate_lr
                                             tournament)
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import parse_config
-from simbench.experiment.run import build_nodes, run_experiment
-from simbench.metrics.recorder import Recorder
+from simbench.experiment.build import build_nodes
+from simbench.experiment.run import run_experiment
 from simhelpers import lockstep_average, run_config_world
 
 torch.set_num_threads(1)
@@ -137,7 +137,7 @@ DEGAN = {**LIPI, "nodes": 2, "algorithm": {"name": "degan", **GAN, "P": 1, "ssp_
 def test_degan_p1_ssp0_two_workers_is_synchronous_averaging_of_g_and_d_gradients():
     cfg = parse_config(DEGAN)
     nodes, _ = run_config_world(cfg)
-    _, _, _, ref, _, _ = build_nodes(cfg, Recorder("ref"))
+    ref = build_nodes(cfg).nodes
     learners = [ref[i].learner for i in range(2)]
     x = lockstep_average(learners, cfg.train.epochs * 3)
     n_g = learners[0].num_g

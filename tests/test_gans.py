@@ -9,7 +9,7 @@ from simbench.algorithms.fegan import BalancedSampler, kl_scores, kl_weights
 from simbench.core.schema import ConfigError
 from simbench.data.datasets import load_dataset
 from simbench.experiment.config import parse_config
-from simbench.experiment.gan import gan_range
+from simbench.workloads.gan import gan_range
 from simbench.experiment.run import run_experiment
 from simbench.gan.fidnet import load_fid_net
 from simbench.gan.metrics import GanEvaluator, class_coverage, classifier_score, frechet_distance

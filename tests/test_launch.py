@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from simbench.real.launch import free_port, last_line, supervise
-from simbench.real.node_main import EXIT_CRASHED, NodeOptions, run_node
+from simbench.experiment.distributed.launch import free_port, last_line, supervise
+from simbench.experiment.distributed.node_main import EXIT_CRASHED, NodeOptions, run_node
 from simbench.real.rendezvous import RendezvousError, from_env, load_hosts
 from simhelpers import one_torch_thread
 

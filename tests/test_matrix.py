@@ -190,7 +190,7 @@ def test_gan_summary_carries_the_global_generators_fid():
     epochs = pd.DataFrame({"node": ["avg", "3", "avg", "avg"], "epoch": [0, 1, 1, 2], "time_s": [0.0, 1.0, 1.0, 2.0],
                            "test_acc": [math.nan] * 4, "fid": [1839.0, 90.0, 480.0, 530.0]})
     events = pd.DataFrame([(2.0, 0, "0", "bytes_sent_total", 900.0)], columns=["time_s", "wall_s", "node", "metric", "value"])
-    s = summarize(events, epochs, target=0.8)
+    s = summarize(events, epochs, target=0.8, quality="fid")
     assert s["metrics"]["final_fid"] == 530.0 and s["metrics"]["best_fid"] == 480.0  # node 3's 90 is not the global model
     assert math.isnan(s["metrics"]["final_acc"]) and math.isnan(s["metrics"]["best_acc"])
     assert s["curve"]["epoch"] == [0, 1, 2] and s["curve"]["fid"] == [1839.0, 480.0, 530.0]

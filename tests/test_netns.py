@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from simbench.real import netns
+from simbench.experiment.distributed import netns
 from simhelpers import one_torch_thread
 
 pytestmark = pytest.mark.netns
@@ -47,8 +47,8 @@ def hosts():
 def test_dsgd_ring_across_four_namespaces_with_20ms_links(hosts, tmp_path):
     from simbench.experiment.config import load_config
     from simbench.experiment.run import run_experiment
-    from simbench.real.launch import node_command, overall_status, supervise
-    from simbench.real.merge import merge
+    from simbench.experiment.distributed.launch import node_command, overall_status, supervise
+    from simbench.experiment.distributed.merge import merge
 
     cfg_path = tmp_path / "netns.yaml"
     cfg_path.write_text(yaml.safe_dump(CONFIG))

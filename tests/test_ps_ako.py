@@ -14,8 +14,8 @@ from simbench.algorithms.compression import (CompressionParams, Layer, adacomp_m
 from simbench.core.message import Message
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import parse_config
-from simbench.experiment.run import build_nodes, run_experiment
-from simbench.metrics.recorder import Recorder
+from simbench.experiment.build import build_nodes
+from simbench.experiment.run import run_experiment
 from simhelpers import lockstep_average, run_config_world
 
 BASE = {
@@ -144,7 +144,7 @@ def test_bad_values_are_rejected_with_one_line(algo, field, allowed):
 
 def test_ako_needs_a_complete_topology():
     with pytest.raises(ConfigError, match="topology: ako .* complete"):
-        build_nodes(parse_config({**BASE, "algorithm": "ako", "topology": {"kind": "ring"}}), Recorder("x"))
+        build_nodes(parse_config({**BASE, "algorithm": "ako", "topology": {"kind": "ring"}}))
 
 
 # -- asynchronous SGD with a parameter server ------------------------------------------------------
@@ -198,7 +198,7 @@ def test_ako_p1_ssp0_is_synchronous_all_to_all_averaging():
     cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 1, "ssp_bound": 0}})
     nodes, _ = run_config_world(cfg)
     # the reference: the same learners (same shards, batch order, init) averaging gradients in lockstep
-    _, _, _, ref, _, _ = build_nodes(cfg, Recorder("ref"))
+    ref = build_nodes(cfg).nodes
     learners = [ref[i].learner for i in range(4)]
     steps = cfg.train.epochs * learners[0].steps_per_epoch
     assert all(lr.steps_per_epoch * cfg.train.epochs == steps for lr in learners)
@@ -281,7 +281,7 @@ def test_sharded_ps_sync_takes_exactly_the_single_server_step():
     sizes = [nodes[j].shard.numel for j in range(3)]
     assert sum(sizes) == nodes[0].learner.num_params and max(sizes) - min(sizes) <= 1
 
-    _, _, _, ref, _, _ = build_nodes(cfg, Recorder("ref"))  # same init, shards and batch order
+    ref = build_nodes(cfg).nodes  # same init, shards and batch order
     server, workers = ref[0].learner, [ref[i].learner for i in range(3, 7)]
     rounds = cfg.train.epochs * ref[0].ctx.steps_per_epoch
     for _ in range(rounds):
@@ -319,7 +319,7 @@ def test_shards_split_the_server_load_and_the_supervisor_sees_the_whole_model(tm
 
 def test_shards_need_as_many_servers_in_the_topology():
     with pytest.raises(ConfigError) as err:
-        build_nodes(parse_config({**BASE, "algorithm": {"name": "ps_sync", "shards": 2}}), Recorder("x"))
+        build_nodes(parse_config({**BASE, "algorithm": {"name": "ps_sync", "shards": 2}}))
     assert str(err.value) == ("algorithm.shards: 2 shards need 2 server nodes (topology: {kind: star, hubs: 2}); "
                               "the topology has 1")
 

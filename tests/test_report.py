@@ -119,7 +119,7 @@ def gan_runner(cfg, out_root, progress=False):
 def test_gan_matrix_is_reported_by_fid(tmp_path):
     """A GAN matrix logs FID and no accuracy: the report tabulates and plots FID, has no
     accuracy target, and leaves benchmarks/gan_summary.py's fid_vs_*.png alone."""
-    spec = {"name": "g", "base": {**BASE, "nodes": 5, "topology": {"kind": "star"}},
+    spec = {"name": "g", "base": {**BASE, "nodes": 5, "topology": {"kind": "star"}, "model": {"name": "lsgan"}},
             "axes": {"algorithm": [{"name": "flgan"}, {"name": "mdgan"}], "seed": [0, 1]}}
     res = run_matrix(parse_matrix(spec), tmp_path, executor=SerialExecutor(), runner=gan_runner, progress=False)
     (res.root / "fid_vs_time.png").write_bytes(b"gan_summary's figure")

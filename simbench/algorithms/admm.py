@@ -53,7 +53,7 @@ from ..core.message import Message
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
-from .dsgd import collect_round
+from .kit import StepClock, collect_round, drain_latest
 
 
 @dataclass(frozen=True)
@@ -120,43 +120,6 @@ def dual_in(z: torch.Tensor, y: torch.Tensor, theta: float) -> torch.Tensor:
     if theta == 1.0:
         return z.copy_(y)
     return z.mul_(1.0 - theta).add_(y, alpha=theta)
-
-
-async def drain_latest(rt: Runtime, kind: str) -> dict[int, Message]:
-    """Every ``kind`` message already queued, the latest per sender; never waits."""
-    got: dict[int, Message] = {}
-    while True:
-        msg = await rt.recv(timeout=0, match=kind)
-        if msg is None:
-            return got
-        got[msg.src] = msg
-
-
-class StepClock:
-    """Counts local steps and calls ``end_epoch`` at each epoch boundary."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.steps = 0
-
-    @property
-    def total(self) -> int:
-        return self.node.ctx.epochs * self.node.learner.steps_per_epoch
-
-    @property
-    def left(self) -> int:
-        return self.total - self.steps
-
-    def start(self, rt: Runtime) -> None:
-        if self.steps == 0:
-            self.node.end_epoch(rt, 0)
-
-    def advance(self, rt: Runtime, steps: int) -> None:
-        spe = self.node.learner.steps_per_epoch
-        before = self.steps // spe
-        self.steps += steps
-        for epoch in range(before + 1, self.steps // spe + 1):
-            self.node.end_epoch(rt, epoch)
 
 
 class EdgeConsensusNode(Node):

@@ -51,6 +51,7 @@ from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.schema import ConfigError
 from ..core.units import parse_duration
+from .kit import drain
 
 
 def parse_p(value) -> Union[int, str]:
@@ -127,7 +128,7 @@ class AkoWorker(Node):
     async def wait_bound(self, rt: Runtime, need: int) -> None:
         """Receive until every live peer is known to have completed ``need`` iterations."""
         while True:
-            while (msg := await rt.recv(timeout=0, match="ako")) is not None:
+            for msg in await drain(rt, "ako"):
                 self._keep(msg)
             behind = [j for j in rt.neighbors if j not in self.silent and self.heard.get(j, -1) + 1 < need]
             if not behind:

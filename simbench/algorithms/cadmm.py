@@ -31,8 +31,7 @@ from ..core.message import Message
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
-from .admm import StepClock
-from .dsgd import collect_round
+from .kit import StepClock, collect_round
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ from ..core.message import Message
 from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from .ako import Ako, AkoParams, AkoWorker
-from .gan_common import GanNode, GanParams
+from .gan_common import GanParams
+from .kit import drain
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class DeganParams(AkoParams, GanParams):
     """Stop once worker 0's generator scores this FID or lower at an epoch end (from epoch 1); null: never."""
 
 
-class DeganWorker(GanNode, AkoWorker):
+class DeganWorker(AkoWorker):
     """An Ako worker whose learner is a GAN: gradients and steps cover G and D."""
 
     def __init__(self, ctx: NodeContext) -> None:
@@ -74,13 +75,13 @@ class DeganWorker(GanNode, AkoWorker):
 
     def end_epoch(self, rt: Runtime, epoch: int) -> None:
         super().end_epoch(rt, epoch)
-        target, evaluator = self.params.target_fid, self.ctx.gan_evaluator
+        target, evaluator = self.params.target_fid, self.ctx.workload
         if target is None or evaluator is None or epoch == 0 or self.node_id != min((self.node_id, *rt.neighbors)):
             return  # epoch 0 is the untrained start
         if self._z is None:  # the judge's fixed noise
             gen = torch.Generator().manual_seed(int(self.node_id))
             self._z = torch.randn(self.params.fid_batch, self.params.latent_dim, generator=gen)
-        fid = float(evaluator.fid(self.learner.sample(z=self._z).cpu()))
+        fid = evaluator.fid(self.learner.sample(z=self._z))
         rt.log("judge_fid", fid, epoch=epoch)
         if fid <= target and self.stop_at is None:
             self.stop_at = self.t + self.params.ssp_bound + 1
@@ -92,7 +93,7 @@ class DeganWorker(GanNode, AkoWorker):
             msg, self._stop_msg = self._stop_msg, None
             for j in rt.neighbors:
                 await rt.send(j, msg)
-        while (msg := await rt.recv(timeout=0, match="degan_stop")) is not None:
+        for msg in await drain(rt, "degan_stop"):
             at = int(msg["at"])
             self.stop_at = at if self.stop_at is None else min(self.stop_at, at)
         return total if self.stop_at is None else min(total, max(self.stop_at, self.t))
@@ -113,7 +114,7 @@ class Degan(Ako):
     name = "degan"
     Params = DeganParams
     summary = "DEGAN: every worker trains G and D, Ako partial gradient exchange, no server (seed 000)"
-    gan = True
+    workload = "gan"
 
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:

@@ -33,6 +33,7 @@ from ..core.message import Message
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
+from .kit import collect_round, drain
 
 MIXINGS = ("seed", "metropolis")
 
@@ -67,43 +68,6 @@ def mix_metropolis(x: torch.Tensor, neighbours: dict[int, torch.Tensor], w_row: 
     return x
 
 
-async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], timeout: float | None,
-                        stale: bool = False) -> dict[int, Message]:
-    """Gather ``kind`` messages of round ``rnd`` from ``expected`` peers, waiting at most
-    ``timeout`` seconds in all; older rounds' stragglers are discarded on the way.
-
-    ``stale=True``: a peer whose round-``rnd`` message has not come by the deadline enters
-    with the newest older-round message that arrived from it since the last call (logged as
-    ``<kind>_stale``). Without it, a node that once timed out on a slower neighbour runs a
-    round ahead for good and never hears from it again: every later round-r message from
-    that neighbour arrives after the node has moved on.
-    """
-    got: dict[int, Message] = {}
-    older: dict[int, Message] = {}
-    pending = set(expected)
-    deadline = None if timeout is None else rt.now() + timeout
-    accept = lambda m: m.kind == kind and m.get("round", -1) <= rnd  # noqa: E731
-    while pending:
-        left = None if deadline is None else deadline - rt.now()
-        if left is not None and left <= 0:
-            break
-        msg = await rt.recv(timeout=left, match=accept)
-        if msg is None:
-            break
-        if msg["round"] == rnd and msg.src in pending:
-            got[msg.src] = msg
-            pending.discard(msg.src)
-        elif stale and msg.src in pending:
-            older[msg.src] = msg  # rounds arrive in order on a link: this is the newest so far
-    if pending:
-        rt.log(f"{kind}_timeouts", len(pending))
-        late = [j for j in pending if j in older]
-        if late:
-            got.update((j, older[j]) for j in late)
-            rt.log(f"{kind}_stale", len(late))
-    return got
-
-
 class DSGDNode(Node):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
@@ -117,10 +81,7 @@ class DSGDNode(Node):
     async def heard(self, rt: Runtime) -> dict[int, torch.Tensor]:
         """Async mode: fold every queued ``params`` message into ``latest`` (never waits); the
         latest parameters of the neighbours heard from within ``swap_timeout``."""
-        while True:
-            msg = await rt.recv(timeout=0, match="params")
-            if msg is None:
-                break
+        for msg in await drain(rt, "params"):
             self.latest[msg.src] = (rt.now(), msg.tensors["x"])
         limit, now = self.params.swap_timeout, rt.now()
         return {j: x for j, (t, x) in self.latest.items() if limit is None or now - t <= limit}

@@ -1,11 +1,14 @@
 """Federated averaging (McMahan et al., AISTATS 2017) over a server and its clients.
 
 Round t: the server samples ``m = max(1, round(C K))`` of its K clients (``frac_clients``
-= C), sends them the global model x_t; each runs ``local_steps`` minibatch steps (E; by
-default one local epoch) from x_t and returns x_t^k with its shard size n_k; the server
-sets ``x_{t+1} = sum_k n_k x_t^k / sum_k n_k`` over the updates that arrived within
-``timeout`` (all of them when null). The server evaluates the global model every round;
-its rows in epochs.csv are the global (average) model.
+= C) without replacement, sends them the global model x_t; each runs ``local_steps``
+minibatch steps (E; by default one local epoch) from x_t and returns x_t^k with its shard
+size n_k; the server sets ``x_{t+1} = sum_k n_k x_t^k / sum_k n_k`` over the updates that
+arrived within ``timeout`` (all of them when null). The server evaluates the global model
+every round; its rows in epochs.csv are the global (average) model.
+
+The round itself is :class:`~simbench.algorithms.kit.FederatedServer`'s; this module
+only sets its size and the number of rounds.
 """
 
 from __future__ import annotations
@@ -13,12 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..core.message import Message
 from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
-from .common import ServerAlgorithm, server_roles, weighted_average
-from .dsgd import collect_round
+from .kit import FederatedClient, FederatedServer, ServerAlgorithm, server_roles
 
 
 @dataclass(frozen=True)
@@ -33,51 +34,23 @@ class FedAvgParams:
     """Seconds the server waits for client updates each round; null waits for all."""
 
 
-class FedAvgServer(Node):
-    def __init__(self, ctx: NodeContext) -> None:
-        super().__init__(ctx)
-        self.round = 0
+class FedAvgServer(FederatedServer):
+    def group_size(self) -> int:
+        return max(1, round(self.params.frac_clients * len(self.clients)))
 
     async def run(self, rt: Runtime) -> None:
-        p = self.params
-        clients = [i for i in rt.nodes if i != rt.node_id]
-        rounds = p.rounds or self.ctx.epochs
-        m = max(1, round(p.frac_clients * len(clients)))
+        rounds = self.params.rounds or self.ctx.epochs
         if self.round == 0:
             self.end_epoch(rt, 0)
         while self.round < rounds:
-            r = self.round
-            chosen = sorted(int(c) for c in rt.rng.choice(clients, size=m, replace=False))
-            msg = Message("global", {"round": r}, {"x": self.learner.get_flat()})
-            for c in chosen:
-                await rt.send(c, msg)
-            got = await collect_round(rt, "update", r, set(chosen), p.timeout)
-            if got:
-                self.learner.set_flat(weighted_average(
-                    [u.tensors["x"] for u in got.values()], [u["n"] for u in got.values()]))
-            rt.log("clients_heard", len(got))
-            self.round += 1
+            await self.train_round(rt)
             self.end_epoch(rt, self.round)
-        for c in clients:
-            await rt.send(c, Message("stop"))
+        await self.stop(rt)
 
 
-class FedAvgClient(Node):
-    async def run(self, rt: Runtime) -> None:
-        learner = self.learner
-        steps = self.params.local_steps or learner.steps_per_epoch
-        while True:
-            msg = await rt.recv(match=("global", "stop"))
-            if msg.kind == "stop":
-                return
-            learner.set_flat(msg.tensors["x"])
-            await rt.compute(self._train, steps, cost=self.step_cost(steps))
-            update = Message("update", {"round": msg["round"], "n": learner.num_samples}, {"x": learner.get_flat()})
-            await rt.send(msg.src, update)
-
-    def _train(self, steps: int) -> None:
-        for _ in range(steps):
-            self.learner.train_step()
+class FedAvgClient(FederatedClient):
+    def local_steps(self) -> int:
+        return self.params.local_steps or self.learner.steps_per_epoch
 
 
 class FedAvg(ServerAlgorithm):

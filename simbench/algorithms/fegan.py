@@ -53,7 +53,8 @@ import numpy as np
 from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
-from .flgan import FedGanDevice, FedGanServer, FLGan, FLGanParams, fed_roles
+from .flgan import FedGanDevice, FedGanServer, FLGan, FLGanParams
+from .kit import fed_roles
 
 SCHEMES = ("exp", "linear", "dirac")
 
@@ -146,7 +147,7 @@ class BalancedSampler:
 
 class FeGanServer(FedGanServer):
     def _rows(self) -> np.ndarray:
-        return np.stack([self.counts.get(d, np.zeros_like(next(iter(self.counts.values())))) for d in self.devices])
+        return np.stack([self.counts.get(d, np.zeros_like(next(iter(self.counts.values())))) for d in self.clients])
 
     def choose(self, rt: Runtime, m: int) -> list[int]:
         if not self.params.sample or not self.counts:
@@ -154,14 +155,14 @@ class FeGanServer(FedGanServer):
         sampler = BalancedSampler(self._rows(), self.sampler_state)
         group = sampler.sample(m)
         self.sampler_state = sampler.state()
-        return sorted(self.devices[i] for i in group)
+        return sorted(self.clients[i] for i in group)
 
     def weights(self, senders: list[int]) -> list[float] | None:
         if not self.params.weight_avg or not self.counts:
             return None
         rows = self._rows()
         scores = kl_scores(rows)
-        idx = {d: i for i, d in enumerate(self.devices)}
+        idx = {d: i for i, d in enumerate(self.clients)}
         w = kl_weights([scores[idx[s]] for s in senders], self.params.weight_scheme)
         return [float(x) for x in w]
 

@@ -26,16 +26,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import torch
 
 from ..core.message import Message
 from ..core.node import Node, NodeContext
-from ..core.runtime import Runtime, Work
-from ..core.schema import ConfigError
+from ..core.runtime import Runtime
 from ..core.units import parse_duration
-from .common import ServerAlgorithm, require_hubs
-from .dsgd import collect_round
-from .gan_common import GanNode, GanParams
+from .gan_common import GanParams
+from .kit import FederatedClient, FederatedServer, ServerAlgorithm, average, collect_round, fed_roles, holders
 
 
 @dataclass(frozen=True)
@@ -50,46 +47,38 @@ class FLGanParams(GanParams):
     """Seconds a server waits for the sub-group's updates (seed ``--timeout``); null waits for all."""
 
 
-def plain_average(vectors: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:
-    """sum_k w_k v_k with weights summing to one (uniform when None)."""
-    w = [1.0 / len(vectors)] * len(vectors) if weights is None else weights
-    out = torch.zeros_like(vectors[0])
-    for v, a in zip(vectors, w):
-        if a:
-            out.add_(v, alpha=float(a))
-    return out
-
-
-class FedGanServer(GanNode):
-    """Server of FL-GAN / FeGAN; subclasses override :meth:`choose` and :meth:`weights`."""
+class FedGanServer(FederatedServer):
+    """Server of FL-GAN / FeGAN; FeGAN overrides :meth:`choose` and :meth:`weights`."""
 
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
-        self.round = 0
-        self.servers = sorted(i for i, r in ctx.roles.items() if r == "server")
-        self.devices = sorted(i for i, r in ctx.roles.items() if r == "worker")
+        self.servers = holders(ctx, "server")
         self.counts: dict[int, np.ndarray] = {}
         self.sampler_state: dict = {}
 
     # -- policy hooks ----------------------------------------------------------------------
-    def choose(self, rt: Runtime, m: int) -> list[int]:
-        return sorted(int(c) for c in rt.rng.choice(self.devices, size=m, replace=False))
-
     def weights(self, senders: list[int]) -> list[float] | None:
+        """Aggregation weights of the senders' updates; None: the plain average."""
         return None
+
+    def aggregate(self, updates: list[Message]):
+        return average([u.tensors["x"] for u in updates], self.weights([u.src for u in updates]))
+
+    def absorb(self, updates: list[Message]) -> None:
+        self.learner.last_losses = tuple(float(np.mean([u[k] for u in updates])) for k in ("d_loss", "g_loss"))
 
     # -- the protocol ----------------------------------------------------------------------
     def group_size(self) -> int:
-        return max(1, int(self.params.frac_workers * len(self.devices)))
+        return max(1, int(self.params.frac_workers * len(self.clients)))
 
     def rounds_per_epoch(self) -> int:
         p = self.params
         if p.rounds_per_epoch:
             return p.rounds_per_epoch
-        return max(1, math.ceil(len(self.devices) * self.ctx.steps_per_epoch / (self.group_size() * p.local_steps)))
+        return max(1, math.ceil(len(self.clients) * self.ctx.steps_per_epoch / (self.group_size() * p.local_steps)))
 
     async def gather_counts(self, rt: Runtime) -> None:
-        msgs = await collect_round(rt, "counts", 0, set(self.devices) - set(self.counts), self.params.timeout)
+        msgs = await collect_round(rt, "counts", 0, set(self.clients) - set(self.counts), self.params.timeout)
         for src, msg in msgs.items():
             self.counts[src] = msg.tensors["c"].double().cpu().numpy()
 
@@ -115,74 +104,42 @@ class FedGanServer(GanNode):
             self.learner.set_flat(msg.tensors["x"])
 
     async def lead(self, rt: Runtime) -> None:
-        p = self.params
         rpe = self.rounds_per_epoch()
         total = rpe * self.ctx.epochs
         others = [s for s in self.servers if s > rt.node_id]
-        m = self.group_size()
         if self.round == 0:
             self.end_epoch(rt, 0)
         while self.round < total:
-            r = self.round
-            chosen = self.choose(rt, m)
-            msg = Message("global", {"round": r}, {"x": self.learner.get_flat()})
-            for c in chosen:
-                await rt.send(c, msg)
-            got = await collect_round(rt, "update", r, set(chosen), p.timeout)
-            if got:
-                senders = sorted(got)
-                self.learner.set_flat(plain_average([got[s].tensors["x"] for s in senders], self.weights(senders)))
-                self.learner.last_losses = tuple(float(np.mean([got[s][k] for s in senders])) for k in ("d_loss", "g_loss"))
-            rt.log("devices_heard", len(got))
-            self.round += 1
+            await self.train_round(rt)
             if others:
                 state = Message("state", {"round": self.round, "sampler": self.sampler_state}, {"x": self.learner.get_flat()})
                 for s in others:
                     await rt.send(s, state)
             if self.round % rpe == 0:
                 self.end_epoch(rt, self.round // rpe)
-        for node in self.devices + others:
-            await rt.send(node, Message("stop"))
+        await self.stop(rt, others)
 
 
-class FedGanDevice(GanNode):
-    async def run(self, rt: Runtime) -> None:
-        learner = self.learner
-        steps = self.params.local_steps
-        cost = Work(flops=learner.flops_per_step() * steps, steps=steps)
-        counts = Message("counts", {"round": 0}, {"c": learner.class_counts().float()})
-        for s in sorted(i for i, r in self.ctx.roles.items() if r == "server"):
+class FedGanDevice(FederatedClient):
+    def local_steps(self) -> int:
+        return self.params.local_steps
+
+    def update_meta(self) -> dict:
+        d_loss, g_loss = self.learner.last_losses
+        return {"n": self.learner.num_samples, "d_loss": d_loss, "g_loss": g_loss}
+
+    async def start(self, rt: Runtime) -> None:
+        """Send the class counts to every server once (the seed's ``gather_lbl_count``)."""
+        counts = Message("counts", {"round": 0}, {"c": self.learner.class_counts().float()})
+        for s in holders(self.ctx, "server"):
             await rt.send(s, counts)
-        while True:
-            msg = await rt.recv(match=("global", "stop"))
-            if msg.kind == "stop":
-                return
-            learner.set_flat(msg.tensors["x"])
-            await rt.compute(self._train, steps, cost=cost)
-            d_loss, g_loss = learner.last_losses
-            await rt.send(msg.src, Message("update", {"round": msg["round"], "n": learner.num_samples,
-                                                      "d_loss": d_loss, "g_loss": g_loss}, {"x": learner.get_flat()}))
-
-    def _train(self, steps: int) -> None:
-        for _ in range(steps):
-            self.learner.train_step()
-
-
-def fed_roles(graph, algorithm: str, num_servers: int = 1) -> dict[int, str]:
-    """Nodes 0..num_servers-1 are servers, each linked to every other node; the rest are devices."""
-    n = graph.number_of_nodes()
-    if num_servers >= n:
-        raise ConfigError(f"algorithm.num_servers: {num_servers} servers leave no device among {n} nodes")
-    hint = "topology: {kind: star}" if num_servers == 1 else f"topology: {{kind: star, hubs: {num_servers}}}"
-    require_hubs(graph, algorithm, range(num_servers), hint)
-    return {i: ("server" if i < num_servers else "worker") for i in graph.nodes}
 
 
 class FLGan(ServerAlgorithm):
     name = "flgan"
     Params = FLGanParams
     summary = "FL-GAN: FedAvg over generator and discriminator, random device sampling"
-    gan = True
+    workload = "gan"
 
     @classmethod
     def roles(cls, graph, params):

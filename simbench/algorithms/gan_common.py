@@ -1,4 +1,4 @@
-"""What the GAN algorithms share: the seed's GAN flags and per-epoch reporting.
+"""What the GAN algorithms share: the seed's GAN flags.
 
 The GAN knobs are the flags of seed 001's scripts and live in each algorithm's parameters
 (``algorithm: {name: fegan, latent_dim: 100, lr: 0.0002, ...}``); ``train.lr`` and
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.node import Node
-from ..core.runtime import Runtime
 
 FID_KINDS = ("fidnet", "inception")
 
@@ -32,15 +30,3 @@ class GanParams:
     """Feature network of FID: the shipped classifier, or torchvision's Inception-v3 if cached."""
     grid: int = field(default=25, metadata={"check": (lambda x: x >= 0, "must be >= 0")})
     """Generated samples in the PNG grid saved at each evaluation (0: no grids)."""
-
-
-class GanNode(Node):
-    """Base of GAN nodes: an epoch report is G/D losses plus the observer's FID."""
-
-    def evaluate(self, rt: Runtime, epoch: int, learner=None) -> dict[str, float]:
-        learner = learner or self.learner
-        d_loss, g_loss = learner.last_losses
-        row = {"d_loss": d_loss, "g_loss": g_loss, "bytes_sent": float(getattr(rt, "bytes_sent", 0))}
-        for metric, value in row.items():
-            rt.log(metric, value, epoch=epoch)
-        return row

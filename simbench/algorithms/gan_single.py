@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime, Work
-from .gan_common import GanNode, GanParams
+from .gan_common import GanParams
+from .kit import train_steps
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class GanSingleParams(GanParams):
     pass
 
 
-class GanSingleNode(GanNode):
+class GanSingleNode(Node):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
         self.epoch = 0
@@ -36,13 +37,9 @@ class GanSingleNode(GanNode):
         if self.epoch == 0:
             self.end_epoch(rt, 0)
         while self.epoch < self.ctx.epochs:
-            await rt.compute(self._train, steps, cost=cost)
+            await rt.compute(train_steps, learner, steps, cost=cost)
             self.epoch += 1
             self.end_epoch(rt, self.epoch)
-
-    def _train(self, steps: int) -> None:
-        for _ in range(steps):
-            self.learner.train_step()
 
 
 class IdleNode(Node):
@@ -54,7 +51,7 @@ class GanSingle(Algorithm):
     name = "gan_single"
     Params = GanSingleParams
     summary = "centralized GAN (seed 001's lsgan.py/dcgan.py) on one node: the baseline"
-    gan = True
+    workload = "gan"
 
     @classmethod
     def roles(cls, graph, params):

@@ -30,6 +30,7 @@ from ..core.message import Message
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
+from .kit import drain
 
 PEER_SELECTIONS = ("random", "round_robin")
 
@@ -66,15 +67,12 @@ class GossipNode(Node):
         self.pending_since: float | None = None
         """Symmetric mode: when this node's outstanding push was sent (None: none in flight)."""
 
-    async def drain(self, rt: Runtime, x: torch.Tensor) -> int:
+    async def mix_arrived(self, rt: Runtime, x: torch.Tensor) -> int:
         """Average in every gossip message already queued (and apply replies); never waits.
         Returns how many peers' parameters were averaged in."""
         used = 0
         limit = self.params.max_staleness
-        while True:
-            msg = await rt.recv(timeout=0, match=("gossip", "gossip_reply"))
-            if msg is None:
-                return used
+        for msg in await drain(rt, ("gossip", "gossip_reply")):
             if msg.kind == "gossip_reply":
                 with torch.no_grad():
                     x.sub_(msg.tensors["d"])
@@ -91,6 +89,7 @@ class GossipNode(Node):
                 else:
                     gossip_average(x, msg.tensors["x"])
             used += 1
+        return used
 
     def may_push(self, rt: Runtime) -> bool:
         """One-way push always; symmetric mode: when no exchange is in flight (or it timed out)."""
@@ -118,7 +117,7 @@ class GossipNode(Node):
                     await rt.send(peer, Message("gossip", {"step": self.step}, {"x": x}))
                     if p.symmetric:
                         self.pending_since = rt.now()
-                await self.drain(rt, x)
+                await self.mix_arrived(rt, x)
             self.step += 1
             if self.step % spe == 0:
                 self.end_epoch(rt, self.step // spe)

@@ -69,7 +69,8 @@ from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime, Work
 from ..core.schema import ConfigError
 from ..core.units import parse_duration
-from .gan_common import GanNode, GanParams
+from .gan_common import GanParams
+from .kit import drain
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ class Individual:
         return Individual(self.params.clone(), self.lr, self.fitness)
 
 
-class LipizzanerCell(GanNode):
+class LipizzanerCell(Node):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
         side = grid_side(len(ctx.roles))
@@ -257,7 +258,7 @@ class LipizzanerCell(GanNode):
     async def gather(self, rt: Runtime) -> None:
         """The latest copy of every neighbour; wait only for neighbours never heard from
         (once each: one silent for ``peer_timeout`` is left out until it is heard)."""
-        while (msg := await rt.recv(timeout=0, match="cell")) is not None:
+        for msg in await drain(rt, "cell"):
             self._keep(msg)
 
         def missing() -> list[int]:
@@ -375,7 +376,7 @@ class LipizzanerCell(GanNode):
         return Mixture(self.learner, gens, self.weight_vector(cells) if weights is None else weights, cells)
 
     def _evolve_weights(self, cells: list[int], rng) -> None:
-        ev, p = self.ctx.gan_evaluator, self.params
+        ev, p = self.ctx.workload, self.params
         w = self.weight_vector(cells)
         if ev is not None:
             z = self.learner.noise(p.fid_batch)
@@ -428,15 +429,16 @@ class LipizzanerCell(GanNode):
             if (fid, msg.src) < best[:2]:
                 best = (fid, msg.src, Mixture(self.learner, gens, msg["weights"], list(msg["cells"])))
         rt.log("mixture_cell", float(best[1]))
-        if self.ctx.run_dir is not None:
-            save_mixture(Path(self.ctx.run_dir) / "mixture", best[2], self.learner.arch, best[0], best[1])
+        if self.ctx.workload is not None:
+            fid, cell, mixture = best
+            self.ctx.workload.save_artifact("mixture", lambda d: save_mixture(d, mixture, self.learner.arch, fid, cell))
 
 
 class Lipizzaner(Algorithm):
     name = "lipizzaner"
     Params = LipizzanerParams
     summary = "Lipizzaner: coevolutionary GANs on a toroidal grid, mixture weights by an ES on FID (seed 004)"
-    gan = True
+    workload = "gan"
 
     @classmethod
     def roles(cls, graph, params):

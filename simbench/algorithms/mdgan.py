@@ -38,10 +38,8 @@ from ..core.message import Message
 from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime, Work
 from ..core.units import parse_duration
-from .common import ServerAlgorithm
-from .dsgd import collect_round
-from .flgan import fed_roles
-from .gan_common import GanNode, GanParams
+from .kit import ServerAlgorithm, collect_round, fed_roles
+from .gan_common import GanParams
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ class MDGanParams(GanParams):
     """Seconds the server waits for feedback each round; null waits for all workers."""
 
 
-class MDGanServer(GanNode):
+class MDGanServer(Node):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
         self.round = 0
@@ -91,7 +89,7 @@ class MDGanServer(GanNode):
                 learner.last_losses = tuple(float(np.mean([got[s][k] for s in senders])) for k in ("d_loss", "g_loss"))
                 if swap:
                     self._plan_swap(rt, got, senders)
-            rt.log("workers_heard", len(got))
+            rt.log("clients_heard", len(got))
             self.round += 1
             if self.round % rpe == 0:
                 self.end_epoch(rt, self.round // rpe)
@@ -107,7 +105,7 @@ class MDGanServer(GanNode):
         rt.log("swaps", len(self.handoff))
 
 
-class MDGanWorker(GanNode):
+class MDGanWorker(Node):
     async def run(self, rt: Runtime) -> None:
         learner, p = self.learner, self.params
         d_cost = learner.flops_per_step("d")
@@ -135,7 +133,7 @@ class MDGan(ServerAlgorithm):
     name = "mdgan"
     Params = MDGanParams
     summary = "MD-GAN: one generator on the server, a discriminator per worker, error feedback, D swaps"
-    gan = True
+    workload = "gan"
 
     @classmethod
     def roles(cls, graph, params):

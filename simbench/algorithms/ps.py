@@ -37,9 +37,8 @@ from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.schema import ConfigError
 from ..core.units import parse_duration
-from .common import ServerAlgorithm, require_hubs, server_roles, weighted_average
 from .compression import CompressionParams, Compressor, Layer, decompress, split_payload
-from .dsgd import collect_round
+from .kit import ServerAlgorithm, average, collect_round, drain, require_hubs, server_roles
 
 
 @dataclass(frozen=True)
@@ -212,10 +211,7 @@ class ShardedModel:
 
 async def serve_pulls(rt: Runtime, shard: ServerShard, version: int) -> None:
     """Answer every queued supervisor pull with this server's slice (never waits)."""
-    while True:
-        msg = await rt.recv(timeout=0, match="pull_sup")
-        if msg is None:
-            return
+    for msg in await drain(rt, "pull_sup"):
         await rt.send(msg.src, shard.reply("model", {"version": version}))
 
 
@@ -268,7 +264,7 @@ class PSSyncServer(Node):
             got = await collect_round(rt, "grad", r, set(workers), self.params.timeout)
             if got:
                 grads = [decompress(m.tensors, shard.numel) for m in got.values()]
-                shard.apply(weighted_average(grads, [m["n"] for m in got.values()]))
+                shard.apply(average(grads, [m["n"] for m in got.values()]))
             self.round += 1
             await serve_pulls(rt, shard, self.round)
             if self.round % spe == 0:

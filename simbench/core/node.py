@@ -45,11 +45,11 @@ class NodeContext:
     algorithms that size their messages to the network (Ako's ``P: auto``); None if unknown."""
     compute: Any = None
     """The run's :class:`~simbench.core.scenario.ComputeSpec` (nominal step cost); None if unknown."""
-    gan_evaluator: Any = None
-    """The run's GAN evaluator (FID) for algorithms that score generators themselves
-    (Lipizzaner's mixture weights); None outside simulated GAN runs."""
-    run_dir: Any = None
-    """The run directory, for algorithms that save artefacts (Lipizzaner's mixture); None if none."""
+    workload: Any = None
+    """The run's :class:`~simbench.workloads.Workload`: it evaluates the node's learner at
+    epoch ends, scores samples for algorithms that judge generators themselves and keeps
+    the artefacts algorithms hand over. None (tests that build nodes by hand): the
+    classifier's per-epoch metrics."""
 
 
 class Node:
@@ -77,17 +77,12 @@ class Node:
         return await rt.compute(self.learner.compute_grad, cost=self.step_cost())
 
     def evaluate(self, rt: Runtime, epoch: int, learner: Any = None) -> dict[str, float]:
-        """Log seed 003's per-epoch metrics of ``learner`` (default: this node's)."""
+        """Log the workload's per-epoch metrics of ``learner`` (default: this node's)."""
         learner = learner or self.learner
-        row: dict[str, float] = {}
-        for split, data in (("train", self.ctx.eval_train), ("val", self.ctx.val), ("test", self.ctx.test)):
-            if data is not None and len(data[1]):
-                loss, acc = learner.evaluate(*data)
-                row[f"{split}_loss"], row[f"{split}_acc"] = loss, acc
-        row["bytes_sent"] = float(getattr(rt, "bytes_sent", 0))
-        for metric, value in row.items():
-            rt.log(metric, value, epoch=epoch)
-        return row
+        if self.ctx.workload is None:
+            from ..workloads.classifier import evaluate_splits
+            return evaluate_splits(rt, self.ctx, epoch, learner)
+        return self.ctx.workload.evaluate(rt, self.ctx, epoch, learner)
 
     def end_epoch(self, rt: Runtime, epoch: int) -> None:
         """Evaluate and tell the observer (which may build the average model)."""
@@ -97,11 +92,16 @@ class Node:
 
 
 class Algorithm:
-    """A registered algorithm: its parameters, the roles it gives nodes, and its nodes."""
+    """A registered algorithm: its parameters, the roles it gives nodes, and its nodes.
+
+    ``workload`` names what it trains (``"classifier"`` or ``"gan"``, or a
+    :class:`~simbench.workloads.Workload` subclass): see :mod:`simbench.workloads`.
+    """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type]
     summary: ClassVar[str] = ""
+    workload: ClassVar[Any] = "classifier"
 
     @classmethod
     def roles(cls, graph: nx.Graph, params: Any) -> dict[int, str]:

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,7 +31,6 @@ _TORCHVISION = {
     "fashion_mnist": ("FashionMNIST", "FashionMNIST", (0.2860,), (0.3530,)),
     "cifar10": ("CIFAR10", "cifar-10-batches-py", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
-_EMBEDDED = ("digits", "synthetic")
 
 
 class DatasetError(ValueError):
@@ -191,6 +191,27 @@ def _torchvision(name: str, root: Path, download: bool) -> Dataset:
                    num_classes)
 
 
+Loader = Callable[..., Dataset]
+"""``loader(root, *, download, seed) -> Dataset``: how a data set is loaded (see :mod:`simbench.registry`)."""
+
+
+def _torchvision_loader(name: str) -> Loader:
+    def load(root: Path, *, download: bool = True, seed: int = 0) -> Dataset:
+        return _torchvision(name, Path(root), download)
+    load.__doc__ = f"{name} through torchvision (downloaded when online)."
+    return load
+
+
+LOADERS: dict[str, Loader] = {
+    "digits": lambda root, *, download=True, seed=0: _digits(seed),
+    "mnist": _torchvision_loader("mnist"),
+    "fashion_mnist": _torchvision_loader("fashion_mnist"),
+    "cifar10": _torchvision_loader("cifar10"),
+    "synthetic": lambda root, *, download=True, seed=0: _synthetic(seed),
+}
+"""The built-in data sets: name -> loader."""
+
+
 # Converted data sets per (name, root, seed): many nodes and runs in one process share one
 # copy. ``download`` is not part of the key: it only decides how a miss may be filled.
 _CACHE: OrderedDict[tuple, Dataset] = OrderedDict()
@@ -198,18 +219,15 @@ _CACHE_SIZE = 8
 _CACHE_LOCK = threading.Lock()
 
 
-def _load_full(name: str, root: Path, download: bool, seed: int) -> Dataset:
+def _load_full(name: str, loader: Loader, root: Path, download: bool, seed: int) -> Dataset:
     key = (name, str(root), seed)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        if name == "digits":
-            data = _digits(seed)
-        elif name == "synthetic":
-            data = _synthetic(seed)
-        else:
-            data = _torchvision(name, root, download)
+        data = loader(root, download=download, seed=seed)
+        if not isinstance(data, Dataset):
+            raise DatasetError(f"dataset {name}: the loader returned {type(data).__name__}, not a simbench.data.Dataset")
         _CACHE[key] = data
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
@@ -239,7 +257,7 @@ def _stratified_subset(labels: torch.Tensor, k: int | None, seed: int, what: str
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = True, seed: int = 0,
-                 max_train: int | None = None, max_test: int | None = None) -> Dataset:
+                 max_train: int | None = None, max_test: int | None = None, loader: Loader | None = None) -> Dataset:
     """Load data set ``name`` as normalised float32 tensors.
 
     Parameters
@@ -254,6 +272,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
         Seed of the embedded sets (``digits`` split, ``synthetic`` draw) and of the subsets.
     max_train, max_test : int, optional
         Keep a seeded, class-stratified subset of this many samples.
+    loader : callable, optional
+        ``loader(root, *, download, seed) -> Dataset`` for a data set that is not built in
+        (see :mod:`simbench.registry`); ``name`` then only labels it.
 
     Returns
     -------
@@ -264,9 +285,11 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
     DatasetError
         Unknown name, or files missing where download is impossible.
     """
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    full = _load_full(name, resolve_root(root), download, seed if name in _EMBEDDED else 0)
+    if loader is None:
+        if name not in LOADERS:
+            raise DatasetError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+        loader = LOADERS[name]
+    full = _load_full(name, loader, resolve_root(root), download, seed if name not in _TORCHVISION else 0)
     tr = _stratified_subset(full.y_train, max_train, seed, "max_train")
     te = _stratified_subset(full.y_test, max_test, seed + 1, "max_test")
     if tr is None and te is None:

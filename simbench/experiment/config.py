@@ -29,21 +29,19 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from ..algorithms import ALGORITHMS
+from .. import registry
 from ..core.scenario import ComputeSpec, NetworkSpec, Scenario, check_nodes
-from ..core.schema import ConfigError, convert, from_dict, to_dict
+from ..core.schema import ConfigError, from_dict, to_dict
 from ..core.units import parse_duration
-from ..data.datasets import DATASETS
-from ..models import MODELS
-from ..gan.models import GAN_MODELS
 
 PARTITIONS = ("iid", "dirichlet", "k_classes", "shards")
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    name: str = field(default="digits", metadata={"choices": DATASETS})
-    """Dataset: ``digits`` is embedded (offline); the others load through torchvision."""
+    name: str = field(default="digits", metadata={"check": (lambda n: bool(registry.dataset(n)), "")})
+    """Dataset: ``digits`` is embedded (offline); mnist, fashion_mnist, cifar10 load through
+    torchvision; an installed entry point or an import path ``pkg.module:loader`` names your own."""
     root: Optional[str] = None
     """Data root; default: $SIMBENCH_DATA, else ~/.cache/simbench/data."""
     download: bool = True
@@ -68,8 +66,9 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str = field(default="mlp", metadata={"choices": tuple(MODELS) + tuple(GAN_MODELS)})
-    """Architecture: logistic, mlp, cnn (seed 002's Keras MNIST CNN), resnet_gn (seed 003); lsgan, dcgan for GAN algorithms."""
+    name: str = field(default="mlp", metadata={"check": (lambda n: bool(registry.model(n)), "")})
+    """Architecture: logistic, mlp, cnn (seed 002's Keras MNIST CNN), resnet_gn (seed 003); lsgan,
+    dcgan for GAN algorithms; an installed entry point or an import path ``pkg.module:factory``."""
     options: dict = field(default_factory=dict)
     """Keyword arguments of the architecture (e.g. hidden: [128], drop_rate: 0.1)."""
 
@@ -112,7 +111,8 @@ class ExperimentConfig:
     seed: int = 0
     nodes: int = field(default=8, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
     topology: dict = field(default_factory=lambda: {"kind": "ring"})
-    algorithm: str = field(default="dsgd", metadata={"choices": tuple(ALGORITHMS)})
+    algorithm: str = "dsgd"
+    """A built-in algorithm, an installed entry point, or an import path ``pkg.module:Class``."""
     algorithm_params: Any = field(default=None, metadata={"internal": True})
     """The algorithm's parameter dataclass, built from the ``algorithm`` mapping."""
     dataset: DatasetSpec = DatasetSpec()
@@ -126,6 +126,15 @@ class ExperimentConfig:
     """Stop the run at this simulated time (null: when the algorithm finishes)."""
     output: OutputSpec = OutputSpec()
 
+    def algorithm_class(self):
+        """The Algorithm class ``algorithm`` names (see :mod:`simbench.registry`)."""
+        return registry.algorithm(self.algorithm)
+
+    def workload_class(self):
+        """The :class:`~simbench.workloads.Workload` class of the algorithm."""
+        from ..workloads import workload_class
+        return workload_class(self.algorithm_class())
+
     def to_dict(self) -> dict:
         d = to_dict(self)
         d["algorithm"] = {"name": self.algorithm, **to_dict(self.algorithm_params)}
@@ -138,7 +147,7 @@ class ExperimentConfig:
         d.pop("output")
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
         kind = self.topology.get("kind") or Path(str(self.topology.get("file", "file"))).stem
-        return f"{self.algorithm}-{kind}{self.nodes}-s{self.seed}-{digest}"
+        return f"{registry.label(self.algorithm)}-{registry.label(str(kind))}{self.nodes}-s{self.seed}-{digest}"
 
 
 def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
@@ -151,11 +160,11 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
         algo = dict(algo)
         name = algo.pop("name", None)
         if name is None:
-            raise ConfigError("algorithm.name: required field is missing; allowed: " + ", ".join(ALGORITHMS))
+            raise ConfigError("algorithm.name: required field is missing; allowed: "
+                              + ", ".join(registry.builtin_names("algorithms")) + ", or an import path")
     else:
         name, algo = algo, {}
-    name = convert(name, str, "algorithm", dataclasses.fields(ExperimentConfig)[4])
-    params = from_dict(ALGORITHMS[name].Params, algo, "algorithm")
+    params = from_dict(registry.algorithm(name).Params, algo, "algorithm")
     if "algorithm_params" in data:
         raise ConfigError("algorithm_params: unknown field in config; put algorithm knobs under algorithm: {name: ..., ...}")
     topo = data.get("topology", {"kind": "ring"})

@@ -59,6 +59,7 @@ import pandas as pd
 import yaml
 
 from ..core.schema import ConfigError
+from .build import check_roles
 from .config import ExperimentConfig, parse_config, set_path
 
 TOP_KEYS = ("name", "base", "set", "axes", "exclude", "target_accuracy", "report")
@@ -111,7 +112,8 @@ class Matrix:
 
     def spec(self) -> dict:
         """What the report needs to know about the matrix (written as matrix.json)."""
-        return {"name": self.name, "source": self.source, "target_accuracy": self.target_accuracy,
+        return {"name": self.name, "source": self.source, "workload": self.cells[0].cfg.workload_class().name,
+                "target_accuracy": self.target_accuracy,
                 "axes": [{"path": a.path, "labels": list(a.labels)} for a in self.axes],
                 "report": self.report, "metrics": list(METRICS), "cells": len(self.cells)}
 
@@ -231,19 +233,6 @@ def _load_base(base: Any, base_dir: Path) -> dict:
     return data
 
 
-def _check_roles(cfg: ExperimentConfig) -> None:
-    """The checks build_nodes would make before any data loads: topology and roles."""
-    from ..algorithms import ALGORITHMS
-    from ..topology import TopologyError, from_spec
-    from .run import _streams
-
-    try:
-        graph = from_spec(cfg.topology, cfg.nodes, seed=_streams(cfg.seed)["topology"])
-    except TopologyError as exc:
-        raise ConfigError(f"topology: {exc}") from None
-    ALGORITHMS[cfg.algorithm].roles(graph, cfg.algorithm_params)
-
-
 def parse_matrix(data: Any, base_dir: str | Path = ".", *, source: str | None = None,
                  overrides: Mapping[str, Any] | None = None) -> Matrix:
     """Validate a matrix mapping and expand it into cells; raise one-line ConfigErrors."""
@@ -293,7 +282,7 @@ def parse_matrix(data: Any, base_dir: str | Path = ".", *, source: str | None = 
         where = "cell {" + ", ".join(f"{k}: {v}" for k, v in labels.items()) + "}"
         try:
             cfg = parse_config(cell_data)
-            _check_roles(cfg)
+            check_roles(cfg)
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"{where}: {exc}; fix the axis value or drop the cell with exclude") from None
         cell = Cell(cfg.run_id(), labels, cfg)
@@ -304,6 +293,11 @@ def parse_matrix(data: Any, base_dir: str | Path = ".", *, source: str | None = 
         cells.append(cell)
     if not cells:
         raise ConfigError("exclude: removes every cell of the matrix")
+    kinds = {c.cfg.workload_class().name: c for c in cells}
+    if len(kinds) > 1:
+        first, second = list(kinds.values())[:2]
+        raise ConfigError(f"axes: cell {first.describe()} trains a {first.cfg.workload_class().name} and cell "
+                          f"{second.describe()} a {second.cfg.workload_class().name}; put each workload in a matrix of its own")
     return Matrix(name, tuple(axes.values()), tuple(cells), float(target), dict(report), source)
 
 
@@ -354,12 +348,12 @@ def run_cell(task: CellTask) -> dict:
     t0 = time.perf_counter()
     try:
         result = (task.runner or run_experiment)(task.cfg, task.runs_root, progress=False)
-        summary = summarize(result.events, result.epochs, task.target)
+        summary = summarize(result.events, result.epochs, task.target, task.cfg.workload_class().quality)
         summary["metrics"].update(wall_time_s=round(result.wall_time, 3), sim_time_s=float(result.sim_time))
         summary.update(status=result.status, error=None if result.status == "finished" else _run_error(run_dir))
     except Exception as exc:  # noqa: BLE001 - a crashing cell is data, the matrix goes on
         summary = failed_summary(f"{type(exc).__name__}: {exc}", traceback.format_exc(), time.perf_counter() - t0)
-    summary.update(cell=task.cell, labels=dict(task.labels), run_dir=str(run_dir))
+    summary.update(cell=task.cell, labels=dict(task.labels), run_dir=str(run_dir), workload=task.cfg.workload_class().name)
     return summary
 
 
@@ -404,14 +398,13 @@ def _interp(t: float, ts: list[float], vs: list[float]) -> float:
     return vs[-1]
 
 
-def summarize(events: pd.DataFrame, epochs: pd.DataFrame, target: float) -> dict:
+def summarize(events: pd.DataFrame, epochs: pd.DataFrame, target: float, quality: str = "test_acc") -> dict:
     """A finished run's metrics, its average-model curve and its fault events.
 
-    The curve holds the ``avg`` rows of ``epochs.csv`` that have a quality figure: test
-    accuracy for classifiers, the global generator's FID for GANs."""
+    The curve holds the ``avg`` rows of ``epochs.csv`` that have the workload's ``quality``
+    column (test accuracy for classifiers, the global generator's FID for GANs)."""
     avg = epochs[epochs["node"] == "avg"].sort_values("epoch")
-    quality = [c for c in ("test_acc", "fid") if c in avg.columns]
-    avg = avg.dropna(subset=quality, how="all")
+    avg = avg.dropna(subset=[quality]) if quality in avg.columns else avg.iloc[:0]
 
     def column(name: str) -> list[float]:
         return avg[name].astype(float).tolist() if name in avg.columns else [math.nan] * len(avg)
@@ -503,9 +496,8 @@ def cell_line(summary: dict) -> str:
     m = summary["metrics"]
     if summary["status"] == FAILED:
         return f"failed: {summary['error']}"
-    ttt, fid = m["time_to_target_s"], m.get("final_fid", math.nan)
-    quality = (f"final FID {fid:.1f}" if fid == fid else
-               f"final acc {m['final_acc']:.3f}, to target {'never' if ttt != ttt else f'{ttt:.2f}s'}")
+    from ..workloads import WORKLOADS
+    quality = WORKLOADS.get(summary.get("workload"), WORKLOADS["classifier"]).cell_text(m)
     return (f"{summary['status']}: {quality}, {m['bytes_sent'] / 1e6:.1f} MB, "
             f"sim {m['sim_time_s']:.2f}s, wall {m['wall_time_s']:.1f}s")
 

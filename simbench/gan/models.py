@@ -20,7 +20,6 @@ Both use the seed's initialisation: conv weights ~ N(0, 0.02), BatchNorm weights
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import torch
@@ -132,8 +131,12 @@ def dcgan(shape, latent_dim: int = 100, width: int = 64):
 GAN_MODELS: dict[str, Callable] = {"lsgan": lsgan, "dcgan": dcgan}
 
 
-def build_gan(name: str, shape, *, latent_dim: int = 100, seed: int | None = None, **options):
+def build_gan(name: str, shape, *, latent_dim: int = 100, seed: int | None = None, factory: Callable | None = None,
+              **options):
     """Build GAN ``name`` for images of ``shape`` (C, H, W) with seeded initial weights.
+
+    ``factory(shape, latent_dim, **options) -> (generator, discriminator, loss)`` builds a pair
+    that is not built in (see :mod:`simbench.registry`); ``name`` then only labels it.
 
     Returns
     -------
@@ -144,16 +147,20 @@ def build_gan(name: str, shape, *, latent_dim: int = 100, seed: int | None = Non
     ValueError
         Unknown name or option, or an image shape the architecture cannot take (one line).
     """
-    if name not in GAN_MODELS:
-        raise ValueError(f"unknown GAN model {name!r}; allowed: {', '.join(GAN_MODELS)}")
-    allowed = [k for k in inspect.signature(GAN_MODELS[name]).parameters if k not in ("shape", "latent_dim")]
-    for key in options:
-        if key not in allowed:
-            raise ValueError(f"GAN model {name} has no option {key!r}; allowed: {', '.join(allowed)}")
+    if factory is None:
+        if name not in GAN_MODELS:
+            raise ValueError(f"unknown GAN model {name!r}; allowed: {', '.join(GAN_MODELS)}")
+        factory = GAN_MODELS[name]
+    from ..models import check_options
+    check_options(name, factory, options, skip=("shape", "latent_dim"), what="GAN model")
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(int(seed))
-        g, d, loss = GAN_MODELS[name](tuple(shape), int(latent_dim), **options)
+        pair = factory(tuple(shape), int(latent_dim), **options)
+        if not (isinstance(pair, tuple) and len(pair) == 3 and all(isinstance(m, nn.Module) for m in pair[:2])
+                and pair[2] in ("lsgan", "bce")):
+            raise ValueError(f"GAN model {name} must return (generator, discriminator, loss) with loss lsgan or bce")
+        g, d, loss = pair
         g.apply(weights_init_normal)
         d.apply(weights_init_normal)
     return g, d, loss

@@ -10,10 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..report.plots import _mark_faults  # noqa: E402
+from ..report.plots import mark_faults  # noqa: E402
 
 
-def plot_gan_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str = "") -> Path:
+def plot_gan_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str = "",
+                 time_label: str = "simulated time [s]") -> Path:
     fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for node in epochs["node"].unique():
         rows = epochs[epochs["node"] == node].dropna(subset=["fid"]) if "fid" in epochs else epochs.iloc[:0]
@@ -22,8 +23,8 @@ def plot_gan_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: 
         kw = {"color": "black", "lw": 2.2, "label": "global generator"} if node == "avg" else {"lw": 0.9, "alpha": 0.6, "label": f"node {node}"}
         ax_t.plot(rows["time_s"], rows["fid"], **kw)
         ax_e.plot(rows["epoch"], rows["fid"], **kw)
-    _mark_faults(ax_t, events)
-    ax_t.set_xlabel("simulated time [s]")
+    mark_faults(ax_t, events)
+    ax_t.set_xlabel(time_label)
     ax_e.set_xlabel("epoch")
     for ax in (ax_t, ax_e):
         ax.set_ylabel("FID (lower is better)")

@@ -16,8 +16,8 @@ import torch
 
 def mean_vector(vectors: list[torch.Tensor]) -> torch.Tensor:
     """The mean of flat parameter vectors, summed in place (no n-by-d stack)."""
-    from ..algorithms.common import weighted_average  # the algorithms' one averaging loop
-    return weighted_average(vectors, [1.0] * len(vectors))
+    from ..algorithms.kit import average  # the algorithms' one averaging loop
+    return average(vectors)
 
 
 def consensus_distance(vectors: list[torch.Tensor], mean: torch.Tensor | None = None) -> float:

@@ -1,6 +1,6 @@
 """Per-node set-up shared by real node processes, and RealWorld: all nodes in one process.
 
-:func:`node_streams` splits the run's world seed exactly as
+A node takes its streams from :class:`~simbench.core.seeding.WorldStreams`, as
 :class:`~simbench.sim.world.SimWorld` does, so a node's algorithm stream (``rt.rng``),
 straggler draws and the crash schedule are the same in both runtimes.
 :func:`schedule_faults` arms one node's crash timers and logs its scenario events.
@@ -16,38 +16,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import networkx as nx
-import numpy as np
 
 from ..core.runtime import node_device
 from ..core.scenario import ComputeSpec, Crash, NetworkSpec, NodeProfile, Scenario, crash_schedule
+from ..core.seeding import NodeStreams, WorldStreams
 from .faults import NO_FAULTS, link_faults
 from .runtime import Clock, RealRuntime
 from .transport import DEFAULT_MAX_SIZE, Address, Transport, run_key
-
-
-@dataclass
-class NodeStreams:
-    """One node's random streams, split from the world seed as the simulator splits them."""
-
-    rng: np.random.Generator
-    straggler: np.random.Generator
-    network: np.random.Generator
-    faults: np.random.Generator
-    """The world's fault stream (the same in every node: it draws the crash schedule)."""
-
-
-def node_streams(world_seed: int, n: int, node_id: int) -> NodeStreams:
-    net_seq, fault_seq, node_seq, strag_seq = np.random.SeedSequence(world_seed).spawn(4)
-    return NodeStreams(
-        rng=np.random.default_rng(node_seq.spawn(n)[node_id]),
-        straggler=np.random.default_rng(strag_seq.spawn(n)[node_id]),
-        network=np.random.default_rng(net_seq.spawn(n)[node_id]),
-        faults=np.random.default_rng(fault_seq),
-    )
 
 
 def node_crashes(scenario: Scenario, n: int, horizon: float, streams: NodeStreams, node_id: int) -> list[Crash]:
@@ -121,7 +99,7 @@ class RealWorld:
             t.connect({j: addrs[j] for j in self.graph.neighbors(i)})
         self.clock = Clock(time.time() + 0.05)  # a moment for the connections to come up
         for i in range(n):
-            s = node_streams(self.seed, n, i)
+            s = WorldStreams(self.seed, n).node_streams(i)
             faults = link_faults(self.graph, i, self.network, self.scenario) if self.emulate_network else NO_FAULTS
             self.runtimes.append(RealRuntime(
                 i, self.roles.get(i, "worker"), tuple(sorted(self.graph.neighbors(i))), tuple(range(n)),
@@ -131,7 +109,7 @@ class RealWorld:
             self.runtimes[i].device = node_device(node)
         await self.clock.wait_start()
         for i, rt in enumerate(self.runtimes):
-            crashes = node_crashes(self.scenario, n, self.horizon, node_streams(self.seed, n, i), i)
+            crashes = node_crashes(self.scenario, n, self.horizon, WorldStreams(self.seed, n).node_streams(i), i)
             schedule_faults(rt, self.scenario, crashes, rt.crash)
         mains = [rt.start(self.nodes[i].run(rt)) for i, rt in enumerate(self.runtimes) if i in self.nodes]
         try:

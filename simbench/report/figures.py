@@ -86,10 +86,11 @@ def series_styles(names: Sequence[str]) -> tuple[dict, dict]:
 
 def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: str, series: Sequence[str],
                   facet: str | None, order: dict[str, list[str]], target: float | None = None, title: str = "",
-                  y: str = "test_acc") -> Path:
-    """Accuracy of the average model (or, ``y="fid"``, the global generator's FID) against
-    ``x`` (``time_s`` or ``bytes_sent``), one line per series (mean over seeds, ±1 std band),
-    one panel per facet value."""
+                  y: str = "test_acc", ylabel: str = "test accuracy (average model)",
+                  ylim: tuple[float, float] | None = None) -> Path:
+    """The quality column ``y`` of the curves (the average model's accuracy, the global
+    generator's FID, ...) against ``x`` (``time_s`` or ``bytes_sent``), one line per series
+    (mean over seeds, ±1 std band), one panel per facet value; ``ylim`` from the data when None."""
     curves = curves.assign(_series=series_key(curves, series))
     names = _ordered(curves["_series"], order, series)
     colors, dashes = series_styles(names)
@@ -99,7 +100,7 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
     log_x = x == "bytes_sent" and _wide(curves[x])
     if log_x:  # the epoch-0 point (nothing sent yet) has no place on a log axis
         curves = curves[curves[x] > 0]
-    ylim = _acc_range(curves) if y == "test_acc" else _fid_range(curves)
+    ylim = ylim or data_range(curves.loc[curves["epoch"] >= 1, y])
     with style():
         fig, axs = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.0), sharey=True, squeeze=False)
         marked = set()
@@ -124,7 +125,7 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
             ax.set_xlabel("simulated time [s]" if x == "time_s" else "data sent, all nodes [MB]")
             ax.set_title(f"{facet} = {panel}" if panel is not None else title)
             ax.set_ylim(*ylim)
-        axs[0][0].set_ylabel("test accuracy (average model)" if y == "test_acc" else "FID, global generator (lower is better)")
+        axs[0][0].set_ylabel(ylabel)
         handles, labels = axs[0][0].get_legend_handles_labels()
         for ax in axs[0][1:]:
             for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -147,20 +148,15 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
     return Path(path)
 
 
-def _acc_range(curves: pd.DataFrame) -> tuple[float, float]:
-    """Accuracy limits in steps of 0.05, zoomed on where the curves spend their time after
-    the first epoch (the near-chance start may leave the frame below)."""
-    later = curves.loc[curves["epoch"] >= 1, "test_acc"].dropna()
-    if later.empty:
+def data_range(values: pd.Series) -> tuple[float, float]:
+    """Limits around where ``values`` lie: from a little below their 2nd percentile to a little
+    above their maximum."""
+    v = values.dropna()
+    if v.empty:
         return 0.0, 1.0
-    low = max(0.0, np.floor((later.quantile(0.02) - 0.03) / 0.05) * 0.05)
-    return low, min(1.0, np.ceil((later.max() + 0.01) / 0.05) * 0.05)
-
-
-def _fid_range(curves: pd.DataFrame) -> tuple[float, float]:
-    """FID limits from 0 to a little above the largest mean value."""
-    top = curves["fid"].max()
-    return 0.0, float(top) * 1.05 if top == top and top > 0 else 1.0
+    lo, hi = float(v.quantile(0.02)), float(v.max())
+    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.05
+    return lo - pad, hi + pad
 
 
 def _wide(values: pd.Series) -> bool:

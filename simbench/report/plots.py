@@ -14,7 +14,8 @@ FAULT_METRICS = {"crash": ("tab:red", "crash"), "recover": ("tab:green", "recove
                  "partition_start": ("tab:purple", "partition")}
 
 
-def _mark_faults(ax, events: pd.DataFrame) -> None:
+def mark_faults(ax, events: pd.DataFrame) -> None:
+    """A dashed vertical line at every crash, recovery and partition of ``events``."""
     seen = set()
     for metric, (color, label) in FAULT_METRICS.items():
         for _, row in events[events["metric"] == metric].iterrows():
@@ -23,9 +24,10 @@ def _mark_faults(ax, events: pd.DataFrame) -> None:
             seen.add(label)
 
 
-def plot_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str = "") -> Path:
+def plot_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str = "",
+             time_label: str = "simulated time [s]") -> Path:
     """Two panels: every node's (thin) and the average model's (thick) test accuracy
-    against simulated time, with faults marked, and against epochs."""
+    against time (simulated, or wall time in a real run), with faults marked, and against epochs."""
     fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     nodes = [n for n in epochs["node"].unique() if n != "avg"]
     for n in nodes:
@@ -37,8 +39,8 @@ def plot_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str 
     if len(avg):
         ax_t.plot(avg["time_s"], avg["test_acc"], color="black", lw=2.2, label="average model")
         ax_e.plot(avg["epoch"], avg["test_acc"], color="black", lw=2.2, label="average model")
-    _mark_faults(ax_t, events)
-    ax_t.set_xlabel("simulated time [s]")
+    mark_faults(ax_t, events)
+    ax_t.set_xlabel(time_label)
     ax_e.set_xlabel("epoch")
     for ax in (ax_t, ax_e):
         ax.set_ylabel("test accuracy")

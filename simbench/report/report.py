@@ -8,10 +8,11 @@ the target accuracy, and a heat map over two axes. Which axis becomes the panels
 and which two make the heat map come from the matrix's ``report:`` hints, else are chosen
 from the axes (``scenario`` is the preferred facet; seeds are always averaged).
 
-A GAN matrix (its curves carry the global generator's FID and no accuracy) is reported by
-FID instead: final and best FID in the tables, FID against time and bytes in
-``report_fid_vs_*.png`` (``fid_vs_*.png`` are ``benchmarks/gan_summary.py``'s), no accuracy
-target and no time-to-target figure.
+What the tables and curves show comes from the matrix's workload
+(:mod:`simbench.workloads`): a classifier matrix is reported by the average model's test
+accuracy and the time to the target accuracy, a GAN matrix by the global generator's FID
+(``report_fid_vs_*.png``; ``fid_vs_*.png`` are ``benchmarks/gan_summary.py``'s), with no
+target.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import pandas as pd
 from . import figures
 from .figures import METRIC_LABELS, SCALE
 
-TABLE_METRICS = ("final_acc", "best_acc", "time_to_target_s", "bytes_sent", "messages", "wall_time_s", "failures")
-GAN_METRICS = ("final_fid", "best_fid", "bytes_sent", "messages", "wall_time_s", "failures")
-"""A GAN matrix (its cells log FID and no accuracy) is reported by the global generator's FID."""
+from ..workloads import ClassifierWorkload, Workload, results_workload
+
+TABLE_METRICS = ClassifierWorkload.report_metrics
 REPORT_KEYS = ("facet", "heatmap")
 
 
@@ -49,13 +50,7 @@ def load_results(root: str | Path) -> dict[str, Any]:
     meta = cells.drop_duplicates("cell").set_index("cell")[[*axes, "status", "error"]]
     wide = meta.join(cells.pivot(index="cell", columns="metric", values="value")).reset_index()
     return {"spec": spec, "axes": axes, "cells": cells, "wide": wide, "curves": curves, "faults": faults,
-            "order": {a["path"]: a["labels"] for a in spec["axes"]}}
-
-
-def is_gan(res: dict) -> bool:
-    """True when the matrix's curves carry FID and no accuracy (GAN algorithms)."""
-    curves = res["curves"]
-    return "fid" in curves and curves["fid"].notna().any() and curves["test_acc"].isna().all()
+            "order": {a["path"]: a["labels"] for a in spec["axes"]}, "workload": results_workload(spec, curves)}
 
 
 def _choose(res: dict) -> dict:
@@ -74,7 +69,7 @@ def _choose(res: dict) -> dict:
         if len(pick) >= 2:
             heat = {"rows": pick[0], "cols": pick[1]}
     if heat:
-        heat.setdefault("metric", "final_fid" if is_gan(res) else "final_acc")
+        heat.setdefault("metric", res["workload"].heat_metric)
         heat.setdefault("where", {})
     return {"facet": facet, "series": series, "heat": heat, "varying": varying}
 
@@ -179,15 +174,14 @@ def write_report(root: str | Path, fmt: str = "md") -> Path:
     res = load_results(root)
     spec, wide, order = res["spec"], res["wide"], res["order"]
     pick = _choose(res)
-    gan = is_gan(res)
-    metrics = GAN_METRICS if gan else TABLE_METRICS
-    target = None if gan else float(spec.get("target_accuracy", 0.8))
+    workload: type[Workload] = res["workload"]
+    metrics = workload.report_metrics
+    target = float(spec.get("target_accuracy", 0.8)) if workload.has_target else None
     name = spec["name"]
     status = ", ".join(f"{n} {s}" for s, n in wide["status"].value_counts().items())
     blocks: list[tuple] = [("h", 1, f"Benchmark matrix `{name}`")]
     axes_text = "; ".join(f"{a}: {', '.join(order[a])}" for a in res["axes"])
-    quality = ("Quality is the global generator's FID (lower is better; `benchmarks/gan_summary.py` adds "
-               "time and bytes to a FID level)." if gan else f"Target accuracy {target:.0%} (average model, test set).")
+    quality = workload.report_text(spec)
     blocks.append(("p", f"{len(wide)} of {spec.get('cells', len(wide))} cells recorded ({status}). "
                         f"Axes — {axes_text}. {quality} "
                         f"Times are simulated seconds; data sent counts the serialized bytes of every message."))
@@ -203,18 +197,18 @@ def write_report(root: str | Path, fmt: str = "md") -> Path:
     curves, faults = res["curves"], res["faults"]
     if len(curves):
         seeds = len(order.get("seed", [0]))
-        # a GAN matrix's fid_vs_*.png are benchmarks/gan_summary.py's: the report's get their own names
-        y, short, long, stem = ("fid", "FID", "The global generator's FID", "report_fid") if gan else \
-            ("test_acc", "Accuracy", "Test accuracy of the average model", "acc")
+        y, (short, long, stem) = workload.quality, workload.report_curve
+        ylim = workload.axis_range(curves.loc[curves["epoch"] >= 1, y]) if y in curves else None
         for x, fname, what in (("time_s", f"{stem}_vs_time.png", "simulated time"),
                                ("bytes_sent", f"{stem}_vs_bytes.png", "data sent by all nodes")):
             figures.curves_figure(curves, faults, root / fname, x=x, series=pick["series"], facet=pick["facet"],
-                                  order=order, target=target, title=name, y=y)
+                                  order=order, target=target, title=name, y=y, ylabel=workload.quality_label,
+                                  ylim=ylim)
             blocks += [("h", 2, f"{short} vs {what}"), ("img", fname, f"{short} vs {what}"),
                        ("p", f"{long} after each epoch against {what}; line: mean over "
                              f"{seeds} seed(s), band: ±1 std. Markers: crash (X) or recovery (+) of a node, "
-                             "placed where it happened on the curve" + ("." if gan else "; dotted: target accuracy."))]
-    if not gan and "time_to_target_s" in wide:
+                             "placed where it happened on the curve" + ("; dotted: target accuracy." if target else "."))]
+    if target is not None and "time_to_target_s" in wide:
         figures.time_to_target_figure(wide, root / "time_to_target.png", series=pick["series"], facet=pick["facet"],
                                       order=order, target=target)
         blocks += [("h", 2, f"Time to {target:.0%} accuracy"), ("img", "time_to_target.png", "time to target"),

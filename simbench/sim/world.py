@@ -1,7 +1,7 @@
 """SimWorld: builds the kernel, network, fault schedule and one SimRuntime per node, then runs.
 
-Random streams: one root seed is split with ``numpy.random.SeedSequence`` into streams
-per purpose (network, faults) and per node (algorithm decisions, straggler draws), so
+Random streams: the world seed is split per purpose (network, faults) and per node
+(algorithm decisions, straggler draws) by :class:`~simbench.core.seeding.WorldStreams`, so
 adding a fault or a node never shifts another stream.
 """
 
@@ -20,6 +20,7 @@ import torch
 from ..core.message import Message, Wire, cow_clone, decode
 from ..core.runtime import node_device
 from ..core.scenario import ComputeSpec, Dist, NetworkSpec, NodeProfile, Scenario, crash_schedule
+from ..core.seeding import WorldStreams
 from ..core.units import SECOND_TICKS, to_ticks
 from ..metrics.recorder import Recorder
 from .kernel import Kernel
@@ -73,10 +74,7 @@ class SimWorld:
         self.scenario = scenario
         self.recorder = recorder
         n = graph.number_of_nodes()
-        root = np.random.SeedSequence(seed)
-        net_seq, fault_seq, node_seq, strag_seq = root.spawn(4)
-        node_rngs = [np.random.default_rng(s) for s in node_seq.spawn(n)]
-        strag_rngs = [np.random.default_rng(s) for s in strag_seq.spawn(n)]
+        streams = WorldStreams(seed, n)
 
         links = {}
         for u, v, attrs in graph.edges(data=True):
@@ -88,13 +86,13 @@ class SimWorld:
         down = network.downlink if network.downlink is not None else network.bandwidth
         self.network = Network(
             self.kernel, links, [up] * n, [down] * n, loss=network.loss,
-            rng=np.random.default_rng(net_seq), deliver=self._deliver,
+            rng=streams.network, deliver=self._deliver,
             drop_reason=None, on_drop=self._on_drop,
         )
         all_nodes = tuple(range(n))
         self.runtimes = [
             SimRuntime(self, i, roles.get(i, "worker"), tuple(sorted(graph.neighbors(i))), all_nodes,
-                       node_rngs[i], profiles[i], strag_rngs[i])
+                       streams.node(i), profiles[i], streams.straggler(i))
             for i in range(n)
         ]
         for i, node in self.nodes.items():
@@ -103,7 +101,7 @@ class SimWorld:
         self._in_flight: dict[int, _Wire] = {}
         self._recent: OrderedDict[int, _Wire] = OrderedDict()
         self._recent_bytes = 0
-        self._schedule_faults(np.random.default_rng(fault_seq), horizon)
+        self._schedule_faults(streams.faults, horizon)
 
     # -- network callbacks ---------------------------------------------------------
     # A payload's decoding is shared by every receiver of it. Its _Wire sits in

@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from ..metrics.recorder import EPOCH_COLUMNS, EVENT_COLUMNS, Recorder
+from ...metrics.recorder import EPOCH_COLUMNS, EVENT_COLUMNS
 
 
 @dataclass
@@ -42,7 +41,7 @@ def overall_status(outcomes: list[NodeOutcome]) -> str:
     return "time_limit" if "time_limit" in states else "finished"
 
 
-def _node_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+def node_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     root = run_dir / "nodes"
     if not root.is_dir():
         return []
@@ -59,7 +58,7 @@ def merge(run_dir: str | Path, cfg: Any, outcomes: list[NodeOutcome] | None = No
           status: str | None = None, wall_time: float | None = None, avg: bool = True) -> dict:
     """Write events.csv, epochs.csv and manifest.json of ``run_dir``; returns the manifest."""
     run_dir = Path(run_dir)
-    dirs = _node_dirs(run_dir)
+    dirs = node_dirs(run_dir)
     statuses = {}
     for k, d in dirs:
         try:
@@ -72,8 +71,16 @@ def merge(run_dir: str | Path, cfg: Any, outcomes: list[NodeOutcome] | None = No
     epochs = [df for _, d in dirs if (df := _read(d / "epochs.csv")) is not None]
     ev = pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=EVENT_COLUMNS)
     ep = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["run_id", "node", "time_s", *EPOCH_COLUMNS])
-    if avg and cfg is not None:
-        extra_ev, extra_ep = gan_rows(ep) if "fid" in ep.columns else average_rows(run_dir, cfg, ep)
+    workload = None
+    if cfg is not None:
+        from ...workloads import make_workload
+        from ..build import build_graph
+        workload = make_workload(cfg, None, run_dir)
+        algo = cfg.algorithm_class()
+        roles = algo.roles(build_graph(cfg, workload.streams), cfg.algorithm_params)
+        reporters = [i for i in sorted(roles) if roles[i] in algo.reporting_roles()]
+    if avg and workload is not None and len(ep):
+        extra_ev, extra_ep = workload.merge_rows(run_dir, ep, reporters)
         ev = pd.concat([ev, extra_ev], ignore_index=True) if len(extra_ev) else ev
         ep = pd.concat([ep, extra_ep], ignore_index=True) if len(extra_ep) else ep
     # rows from the nodes' files and from the avg recorder: one float type for numbers
@@ -90,10 +97,10 @@ def merge(run_dir: str | Path, cfg: Any, outcomes: list[NodeOutcome] | None = No
         tmp.replace(run_dir / name)
     manifest = _manifest(run_dir, cfg, outcomes, statuses, status or overall_status(outcomes), wall_time)
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    if cfg is not None and cfg.output.plot and len(ep):
+    if workload is not None and cfg.output.plot and len(ep):
         try:
-            from ..report.plots import plot_run
-            plot_run(ep, ev, run_dir / "test_acc.png", title=f"{cfg.name}: {cfg.algorithm} on {manifest['run_id']} (real)")
+            workload.plot(ep, ev, run_dir, title=f"{cfg.name}: {cfg.algorithm} on {manifest['run_id']} (real)",
+                          time_label="wall time [s]")
         except Exception:  # noqa: BLE001 - a plot is a convenience; the tables are the result
             pass
     return manifest
@@ -101,7 +108,7 @@ def merge(run_dir: str | Path, cfg: Any, outcomes: list[NodeOutcome] | None = No
 
 def _manifest(run_dir: Path, cfg: Any, outcomes: list[NodeOutcome], statuses: dict, status: str,
               wall_time: float | None) -> dict:
-    from ..experiment.run import _git_revision, _versions
+    from ..run import git_revision, versions
 
     failed = [o for o in outcomes if o.status in ("failed", "error", "killed", "timeout")]
     return {
@@ -114,57 +121,5 @@ def _manifest(run_dir: Path, cfg: Any, outcomes: list[NodeOutcome], statuses: di
                                    ("role", "bytes_sent", "msgs_sent", "compute_s", "wire_rejected", "address")}}
                   for o in outcomes],
         "config": cfg.to_dict() if cfg is not None else None,
-        "versions": _versions(), "git_revision": _git_revision(),
+        "versions": versions(), "git_revision": git_revision(),
     }
-
-
-def gan_rows(epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A GAN run's ``avg`` rows: per epoch, the scores of the first node to report them (as
-    the simulator's observer does)."""
-    scored = epochs[epochs["fid"].notna()]
-    if not len(scored):
-        return pd.DataFrame(), pd.DataFrame()
-    first = scored.sort_values("time_s", kind="stable").groupby("epoch", sort=True).head(1)
-    return pd.DataFrame(), first.assign(node="avg")[["run_id", "node", "time_s", "epoch", "fid", "class_score",
-                                                      "coverage"]].reset_index(drop=True)
-
-
-def average_rows(run_dir: Path, cfg: Any, epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``avg`` rows from the nodes' parameter snapshots (empty frames when there are none)."""
-    snaps: dict[int, dict[int, Path]] = {}
-    for k, d in _node_dirs(run_dir):
-        for f in (d / "params").glob("epoch*.npy"):
-            snaps.setdefault(int(f.stem[5:]), {})[k] = f
-    if not snaps or not len(epochs):
-        return pd.DataFrame(), pd.DataFrame()
-    import torch
-
-    from ..algorithms import ALGORITHMS
-    from ..experiment.run import build_nodes
-    from ..metrics.consensus import AverageModelObserver
-
-    rec = Recorder(run_dir.name, wall_clock=False)
-    graph, roles, _p, _n, _c, (make_model, test, _o, _d) = build_nodes(cfg, rec, None, only=min(snaps[min(snaps)]))
-    reporters = [i for i in roles if roles[i] in ALGORITHMS[cfg.algorithm].reporting_roles()]
-    obs = AverageModelObserver(rec)
-    obs.configure(make_model(0), test, expected=len(reporters), device=cfg.device)
-    times = {(str(r.node), int(r.epoch)): float(r.time_s) for r in epochs.itertuples()}
-
-    class Flat:  # the observer asks a learner for get_flat() only
-        def __init__(self, path: Path) -> None:
-            self.path = path
-
-        def get_flat(self) -> torch.Tensor:
-            return torch.from_numpy(np.load(self.path, allow_pickle=False))
-
-    for epoch in sorted(snaps):
-        order = sorted(snaps[epoch], key=lambda k: times.get((str(k), epoch), 0.0))
-        for k in order:
-            obs.clock = lambda t=times.get((str(k), epoch), 0.0): t
-            obs.on_epoch(k, epoch, Flat(snaps[epoch][k]))
-    obs.flush()
-    ev = rec.events_frame()
-    ev["run_id"] = epochs["run_id"].iloc[0]
-    ep = rec.epochs_frame()
-    ep["run_id"] = epochs["run_id"].iloc[0]
-    return ev, ep

@@ -71,8 +71,8 @@ def launch_local(config: str, n: int, *, overrides: list[str] = (), out: str | N
     """Run ``config`` as ``n`` local processes; returns once every child is reaped and merged."""
     from torch.distributed import TCPStore
 
-    from ..experiment.config import load_config
-    from .transport import load_cluster_key
+    from ..config import load_config
+    from ...real.transport import load_cluster_key
 
     overrides = list(overrides)
     cfg = load_config(config, [*overrides, f"nodes={n}"])

@@ -2,7 +2,7 @@
 
 Steps: find this node's place (hosts file or torchrun/SLURM environment), load the
 config with ``nodes`` set to the number of processes, build this node alone with
-:func:`simbench.experiment.run.build_nodes`, bind its socket, meet the others at the
+:func:`simbench.experiment.build.build_nodes`, bind its socket, meet the others at the
 rendezvous (addresses, ready barrier, common start instant), run the algorithm's
 ``run(rt)`` on a :class:`RealRuntime`, then write ``<run_dir>/nodes/<id>/`` (events.csv,
 epochs.csv, status.json and per-epoch parameter snapshots for the average-model rows).
@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
-from ..core.runtime import node_device
-from .transport import DEFAULT_MAX_SIZE, INSECURE_KEY, Address, ClusterKeyError, is_loopback, load_cluster_key, run_key
+from ...core.runtime import node_device
+from ...real.transport import DEFAULT_MAX_SIZE, INSECURE_KEY, Address, ClusterKeyError, is_loopback, load_cluster_key, run_key
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -71,8 +70,8 @@ def node_dir(run_dir: Path, node_id: int) -> Path:
 
 def run_node(opts: NodeOptions) -> int:
     """Run one node to the end; returns the process exit code."""
-    from ..core.schema import ConfigError
-    from .rendezvous import RendezvousError
+    from ...core.schema import ConfigError
+    from ...real.rendezvous import RendezvousError
 
     try:
         plan = _plan(opts)
@@ -100,7 +99,7 @@ class _Plan:
 
 def _plan(opts: NodeOptions) -> _Plan:
     """Resolve who this node is, the config, the key and the meeting point (no sockets yet)."""
-    from .rendezvous import Rendezvous, from_env, load_hosts, reachable_ip
+    from ...real.rendezvous import Rendezvous, from_env, load_hosts, reachable_ip
 
     if opts.hosts:
         hosts = load_hosts(opts.hosts)
@@ -126,7 +125,7 @@ def _plan(opts: NodeOptions) -> _Plan:
                              "(or --insecure, allowed only when every host is loopback)")
         _check_loopback(all_hosts)
         key = INSECURE_KEY
-    from ..experiment.config import load_config  # torch and the data sets: only once the flags are good
+    from ..config import load_config  # torch and the data sets: only once the flags are good
     cfg = load_config(opts.config, [*opts.overrides, f"nodes={n}"])
     bind = Address(opts.bind or me.host, me.port)
     rdv = Rendezvous(store, node_id, n, serve=serve, run_id=cfg.run_id(), attempt=attempt,
@@ -184,10 +183,7 @@ class NodeProcess:
     def __init__(self, opts: NodeOptions, plan: _Plan) -> None:
         import torch
 
-        from ..algorithms import ALGORITHMS
-        from ..experiment import gan as gan_glue
-        from ..experiment.run import build_nodes
-        from ..metrics.recorder import Recorder
+        from ..build import build_nodes
 
         self.opts, self.plan, self.cfg, self.i = opts, plan, plan.cfg, plan.node_id
         if opts.threads:
@@ -195,26 +191,19 @@ class NodeProcess:
         run_dir = Path(opts.out or self.cfg.output.dir) / self.cfg.name / self.cfg.run_id()
         self.out = node_dir(run_dir, self.i)
         self.out.mkdir(parents=True, exist_ok=True)
-        gan = gan_glue.is_gan(ALGORITHMS[self.cfg.algorithm])
-        self.scorer = None
-        # a classifier's epochs snapshot the parameters (merge builds the avg rows from them);
-        # a GAN node scores its own generator (or mixture) as the simulator's observer does
-        hook = self._score_gan if gan else _snapshot_hook(self.out / "params") if opts.snapshots else None
-        self.graph, self.roles, self.profiles, nodes, contexts, extras = build_nodes(
-            self.cfg, Recorder(self.cfg.run_id()), hook, only=self.i)
-        self.node = nodes[self.i]
-        if gan:  # FID inside the algorithm too (Lipizzaner's mixtures, DEGAN's judge)
-            evaluator = contexts[self.i].gan_evaluator = gan_glue.make_evaluator(self.cfg, extras[3])
-            contexts[self.i].run_dir = run_dir
-            p = self.cfg.algorithm_params  # the simulator's observer: same noise, same scores
-            self.scorer = gan_glue.GanObserver(None, evaluator, latent_dim=p.latent_dim, fid_batch=p.fid_batch,
-                                               grid=0, grid_dir=None, seed=self.cfg.seed)
+        # The workload's real-mode hook: a classifier node snapshots its parameters each epoch
+        # (merge builds the avg rows from them), a GAN node scores its own generator.
+        hook = _Hook()
+        built = build_nodes(self.cfg, hook, only=self.i, run_dir=run_dir)
+        hook.target = built.workload.real_hook(self.out, lambda *a, **kw: self.rt.log(*a, **kw), opts.snapshots)
+        self.graph, self.roles, self.profiles, self.streams = built.graph, built.roles, built.profiles, built.streams
+        self.node = built.nodes[self.i]
         self.neighbors = tuple(sorted(self.graph.neighbors(self.i)))
         self.state = {"status": "finished", "error": None, "exit": EXIT_OK}
 
     def connect(self) -> None:
         """Bind, publish, learn the neighbours' addresses, connect, wait for the common start."""
-        from .transport import Transport
+        from ...real.transport import Transport
 
         plan = self.plan
         self.transport = Transport(self.i, plan.key, max_size=self.opts.max_size, accept_from=set(self.neighbors))
@@ -229,14 +218,14 @@ class NodeProcess:
 
     def run(self) -> int:
         """Run the node's algorithm to its end; write its rows; the exit code."""
-        from ..experiment.run import _streams
-        from ..metrics.recorder import Recorder
-        from .faults import NO_FAULTS, link_faults
-        from .runtime import Clock, RealRuntime
-        from .world import node_crashes, node_streams
+        from ...core.seeding import WorldStreams
+        from ...metrics.recorder import Recorder
+        from ...real.faults import NO_FAULTS, link_faults
+        from ...real.runtime import Clock, RealRuntime
+        from ...real.world import node_crashes
 
         cfg, i, n = self.cfg, self.i, self.plan.n
-        streams = node_streams(_streams(cfg.seed)["world"], n, i)  # the seed SimWorld gets
+        streams = WorldStreams(self.streams.world, n).node_streams(i)  # the streams SimWorld gives node i
         self.crashes = node_crashes(cfg.scenario, n, cfg.time_limit or 24 * 3600.0, streams, i)
         faults = NO_FAULTS if self.opts.native_network else link_faults(self.graph, i, cfg.network, cfg.scenario)
         self.clock = Clock(self.start)
@@ -256,7 +245,7 @@ class NodeProcess:
         return self.state["exit"]
 
     async def _main(self) -> None:
-        from .world import schedule_faults
+        from ...real.world import schedule_faults
 
         rt, state = self.rt, self.state
         await self.clock.wait_start()
@@ -277,13 +266,6 @@ class NodeProcess:
             state.update(status="error", error=f"{type(exc).__name__}: {exc}", exit=EXIT_ERROR)
         await asyncio.gather(task, return_exceptions=True)
         await rt.finish()
-
-    def _score_gan(self, node: int, epoch: int, learner) -> None:
-        """This node's FID, class score and coverage at an epoch end (its epochs.csv columns)."""
-        if learner is None or self.scorer is None:
-            return
-        for metric, value in self.scorer.score(learner)[1]:
-            self.rt.log(metric, value, epoch=epoch)
 
     def crash(self) -> None:
         """The scheduled crash: stop, write this node's rows, leave at once."""
@@ -311,11 +293,11 @@ def _interrupt(task: asyncio.Task, state: dict, code: int) -> None:
     task.cancel()
 
 
-def _snapshot_hook(snap_dir: Path):
-    """Save each epoch's flat parameters (raw float arrays, no pickle) for the avg rows."""
-    def on_epoch(node: int, epoch: int, learner) -> None:
-        if learner is None:
-            return
-        snap_dir.mkdir(parents=True, exist_ok=True)
-        np.save(snap_dir / f"epoch{epoch}.npy", learner.get_flat().detach().cpu().numpy(), allow_pickle=False)
-    return on_epoch
+class _Hook:
+    """The nodes' epoch hook, pointed at the workload's real-mode hook once the run is built."""
+
+    target = None
+
+    def __call__(self, node: int, epoch: int, learner) -> None:
+        if self.target is not None:
+            self.target(node, epoch, learner)

@@ -14,7 +14,7 @@ COMMANDS = ("launch", "node", "merge")
 
 
 def _size(text: str) -> int:
-    from ..core.units import parse_size
+    from ...core.units import parse_size
     try:
         value = parse_size(text)
     except ValueError as exc:
@@ -61,10 +61,10 @@ def add_parsers(sub) -> None:
 
 def run(args) -> int:
     """Run one of :data:`COMMANDS`; returns the exit code."""
-    from ..core.schema import ConfigError
+    from ...core.schema import ConfigError
     from .node_main import EXIT_USAGE
-    from .rendezvous import RendezvousError
-    from .transport import ClusterKeyError
+    from ...real.rendezvous import RendezvousError
+    from ...real.transport import ClusterKeyError
 
     try:
         if args.command == "node":
@@ -79,7 +79,7 @@ def run(args) -> int:
 
 def _node_options(args, **extra):
     from .node_main import NodeOptions
-    from .transport import DEFAULT_MAX_SIZE
+    from ...real.transport import DEFAULT_MAX_SIZE
     return NodeOptions(config=args.config, overrides=list(args.overrides), out=args.out, key_file=args.key_file,
                        insecure=args.insecure, max_size=args.max_message_size or DEFAULT_MAX_SIZE,
                        native_network=args.native_network, threads=args.threads, snapshots=not args.no_snapshots,
@@ -122,10 +122,10 @@ def _launch(args) -> int:
 def _merge(args) -> int:
     from pathlib import Path
 
-    from ..experiment.config import load_config
-    from .merge import _node_dirs, merge
+    from ..config import load_config
+    from .merge import merge, node_dirs
 
-    n = len(_node_dirs(Path(args.run_dir)))
+    n = len(node_dirs(Path(args.run_dir)))
     if n == 0:
         print(f"simbench merge: {args.run_dir} has no nodes/<id>/ directories", file=sys.stderr)
         return 2

@@ -1,0 +1,270 @@
+"""The building blocks algorithms share: gathering a round, draining what has arrived, step
+clocks, averaging, training n steps, server roles, and one federated round with hooks.
+
+An algorithm module holds only its own rules and imports what it shares from here. All of
+it awaits only the :class:`~simbench.core.runtime.Runtime` interface, so it runs unchanged
+in the simulator and on real sockets. Log names are the same in every algorithm that uses
+a block: ``<kind>_timeouts`` and ``<kind>_stale`` from :func:`collect_round`,
+``clients_heard`` from :class:`FederatedServer`.
+
+The federated round follows the split of Flower's strategies (``configure_fit`` chooses the
+clients, ``aggregate_fit`` combines their results; ``flwr/server/strategy/fedavg.py``):
+:meth:`FederatedServer.choose` and :meth:`FederatedServer.aggregate` are the hooks, and a
+variant such as FedAvgM or FedProx is a short subclass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import networkx as nx
+import torch
+
+from ..core.message import Message
+from ..core.node import Algorithm, Node, NodeContext
+from ..core.runtime import Match, Runtime
+from ..core.schema import ConfigError
+
+
+# -- messages ---------------------------------------------------------------------------------
+async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], timeout: float | None,
+                        stale: bool = False) -> dict[int, Message]:
+    """Gather ``kind`` messages of round ``rnd`` from ``expected`` peers, waiting at most
+    ``timeout`` seconds in all; older rounds' stragglers are discarded on the way.
+
+    ``stale=True``: a peer whose round-``rnd`` message has not come by the deadline enters
+    with the newest older-round message that arrived from it since the last call (logged as
+    ``<kind>_stale``). Without it, a node that once timed out on a slower neighbour runs a
+    round ahead for good and never hears from it again: every later round-r message from
+    that neighbour arrives after the node has moved on.
+    """
+    got: dict[int, Message] = {}
+    older: dict[int, Message] = {}
+    pending = set(expected)
+    deadline = None if timeout is None else rt.now() + timeout
+    accept = lambda m: m.kind == kind and m.get("round", -1) <= rnd  # noqa: E731
+    while pending:
+        left = None if deadline is None else deadline - rt.now()
+        if left is not None and left <= 0:
+            break
+        msg = await rt.recv(timeout=left, match=accept)
+        if msg is None:
+            break
+        if msg["round"] == rnd and msg.src in pending:
+            got[msg.src] = msg
+            pending.discard(msg.src)
+        elif stale and msg.src in pending:
+            older[msg.src] = msg  # rounds arrive in order on a link: this is the newest so far
+    if pending:
+        rt.log(f"{kind}_timeouts", len(pending))
+        late = [j for j in pending if j in older]
+        if late:
+            got.update((j, older[j]) for j in late)
+            rt.log(f"{kind}_stale", len(late))
+    return got
+
+
+async def drain(rt: Runtime, match: Match) -> list[Message]:
+    """Every queued message ``match`` accepts, oldest first; never waits."""
+    out = []
+    while (msg := await rt.recv(timeout=0, match=match)) is not None:
+        out.append(msg)
+    return out
+
+
+async def drain_latest(rt: Runtime, match: Match) -> dict[int, Message]:
+    """Every queued message ``match`` accepts, the latest per sender; never waits."""
+    return {m.src: m for m in await drain(rt, match)}
+
+
+# -- local work --------------------------------------------------------------------------------
+def train_steps(learner: Any, steps: int) -> None:
+    """``steps`` training steps of ``learner`` (call it through ``rt.compute``)."""
+    for _ in range(steps):
+        learner.train_step()
+
+
+class StepClock:
+    """Counts a node's local steps and calls its ``end_epoch`` at each epoch boundary."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.steps = 0
+
+    @property
+    def total(self) -> int:
+        return self.node.ctx.epochs * self.node.learner.steps_per_epoch
+
+    @property
+    def left(self) -> int:
+        return self.total - self.steps
+
+    def start(self, rt: Runtime) -> None:
+        if self.steps == 0:
+            self.node.end_epoch(rt, 0)
+
+    def advance(self, rt: Runtime, steps: int) -> None:
+        spe = self.node.learner.steps_per_epoch
+        before = self.steps // spe
+        self.steps += steps
+        for epoch in range(before + 1, self.steps // spe + 1):
+            self.node.end_epoch(rt, epoch)
+
+
+# -- averaging ---------------------------------------------------------------------------------
+def average(vectors: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
+    """``sum_k w_k v_k / sum_k w_k`` of flat vectors (uniform when ``weights`` is None), a new
+    tensor; vectors of weight 0 are skipped."""
+    if not vectors:
+        raise ValueError("nothing to average")
+    weights = [1.0] * len(vectors) if weights is None else list(weights)
+    total = float(sum(weights))
+    if not total > 0:
+        raise ValueError(f"weights must have a positive sum, got {total}")
+    out = torch.zeros_like(vectors[0])
+    for v, w in zip(vectors, weights):
+        if w:
+            out.add_(v, alpha=float(w) / total)
+    return out
+
+
+# -- roles -------------------------------------------------------------------------------------
+def server_roles(graph: nx.Graph, algorithm: str) -> dict[int, str]:
+    """One server linked to every other node: the node with role ``server`` or the hub.
+
+    Raises ConfigError naming ``topology`` when no node is adjacent to all others.
+    """
+    declared = [i for i, r in graph.nodes(data="role") if r == "server"]
+    n = graph.number_of_nodes()
+    server = declared[0] if declared else max(graph.nodes, key=lambda i: (graph.degree(i), -i))
+    if graph.degree(server) != n - 1:
+        raise ConfigError(
+            f"topology: {algorithm} needs a server linked to every other node (e.g. topology: {{kind: star}}); "
+            f"node {server} reaches only {graph.degree(server)} of {n - 1}"
+        )
+    return {i: ("server" if i == server else "worker") for i in graph.nodes}
+
+
+def require_hubs(graph: nx.Graph, algorithm: str, servers, hint: str) -> None:
+    """ConfigError naming ``topology`` unless every node in ``servers`` is linked to all others."""
+    n = graph.number_of_nodes()
+    for s in servers:
+        if graph.degree(s) != n - 1:
+            raise ConfigError(f"topology: {algorithm} needs server node {s} linked to every other node ({hint}); "
+                              f"it reaches {graph.degree(s)} of {n - 1}")
+
+
+def fed_roles(graph: nx.Graph, algorithm: str, num_servers: int = 1) -> dict[int, str]:
+    """Nodes 0..num_servers-1 are servers, each linked to every other node; the rest are clients
+    (role ``worker``)."""
+    n = graph.number_of_nodes()
+    if num_servers >= n:
+        raise ConfigError(f"algorithm.num_servers: {num_servers} servers leave no device among {n} nodes")
+    hint = "topology: {kind: star}" if num_servers == 1 else f"topology: {{kind: star, hubs: {num_servers}}}"
+    require_hubs(graph, algorithm, range(num_servers), hint)
+    return {i: ("server" if i < num_servers else "worker") for i in graph.nodes}
+
+
+def holders(ctx: NodeContext, role: str = "worker") -> list[int]:
+    """Ids of the nodes with ``role``, sorted."""
+    return sorted(i for i, r in ctx.roles.items() if r == role)
+
+
+class ServerAlgorithm(Algorithm):
+    """An algorithm with a central server: it holds a model and its rows are the global model's."""
+
+    model_holders: tuple[str, ...] = ("worker", "server")
+
+    @classmethod
+    def model_roles(cls):
+        return cls.model_holders
+
+    @classmethod
+    def reporting_roles(cls):
+        return ("server",)
+
+
+# -- the federated round -----------------------------------------------------------------------
+class FederatedServer(Node):
+    """A server that trains in rounds: each round it :meth:`choose` s clients, sends them the
+    global model (``global``), gathers their ``update`` messages of that round (within the
+    parameters' ``timeout``; all of them when null) and sets the global model to
+    :meth:`aggregate` of the updates that came, sorted by sender (so the sum's order does not
+    depend on arrival order, which differs between runtimes). It logs ``clients_heard``.
+
+    Subclasses write ``run``: how many rounds, when to evaluate, what to do between rounds.
+    """
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
+        self.round = 0
+        self.clients = holders(ctx)
+
+    # -- hooks ----------------------------------------------------------------------------
+    def group_size(self) -> int:
+        """Clients per round (default: all)."""
+        return len(self.clients)
+
+    def choose(self, rt: Runtime, m: int) -> list[int]:
+        """``m`` distinct clients, uniformly at random with the node's stream, sorted."""
+        return sorted(int(c) for c in rt.rng.choice(self.clients, size=m, replace=False))
+
+    def aggregate(self, updates: list[Message]) -> torch.Tensor:
+        """The new global model from this round's updates (default: weighted by ``n``, the
+        clients' sample counts, as FedAvg)."""
+        return average([u.tensors["x"] for u in updates], [u["n"] for u in updates])
+
+    def absorb(self, updates: list[Message]) -> None:
+        """Called after aggregation with the same updates (e.g. to average reported losses)."""
+
+    # -- the round -------------------------------------------------------------------------
+    async def train_round(self, rt: Runtime) -> list[Message]:
+        """One round: choose, send, gather, aggregate. Returns the updates used."""
+        r = self.round
+        chosen = self.choose(rt, self.group_size())
+        msg = Message("global", {"round": r}, {"x": self.learner.get_flat()})
+        for c in chosen:
+            await rt.send(c, msg)
+        got = await collect_round(rt, "update", r, set(chosen), self.params.timeout)
+        updates = [got[s] for s in sorted(got)]
+        if updates:
+            self.learner.set_flat(self.aggregate(updates))
+            self.absorb(updates)
+        rt.log("clients_heard", len(updates))
+        self.round += 1
+        return updates
+
+    async def stop(self, rt: Runtime, others: Sequence[int] = ()) -> None:
+        """Tell every client (and ``others``) that training is over."""
+        for node in [*self.clients, *others]:
+            await rt.send(node, Message("stop"))
+
+
+class FederatedClient(Node):
+    """A client of :class:`FederatedServer`: on each ``global`` model it trains
+    :meth:`local_steps` steps from it and answers with its model and :meth:`update_meta`;
+    ``stop`` ends it."""
+
+    def local_steps(self) -> int:
+        """Training steps per round (default: one pass over the shard)."""
+        return self.learner.steps_per_epoch
+
+    def update_meta(self) -> dict:
+        """The header of the update: its round is added; by default the sample count ``n``."""
+        return {"n": self.learner.num_samples}
+
+    async def start(self, rt: Runtime) -> None:
+        """Before the first round (e.g. tell the servers something once)."""
+
+    async def run(self, rt: Runtime) -> None:
+        learner = self.learner
+        await self.start(rt)
+        steps = self.local_steps()
+        while True:
+            msg = await rt.recv(match=("global", "stop"))
+            if msg.kind == "stop":
+                return
+            learner.set_flat(msg.tensors["x"])
+            await rt.compute(train_steps, learner, steps, cost=self.step_cost(steps))
+            update = Message("update", {"round": msg["round"], **self.update_meta()}, {"x": learner.get_flat()})
+            await rt.send(msg.src, update)
