@@ -13,6 +13,8 @@ A config names each of the three by a string, resolved here in this order:
        fedprox = "mypkg.algos:FedProx"
 
 3. **Import path** ``package.module:object``, e.g. ``algorithm: {name: mypkg.algos:FedProx}``.
+   The module is looked up on ``sys.path`` and then in the current directory (as ``python -m``
+   does), so a ``fedprox.py`` next to where you run ``simbench`` is found as ``fedprox:FedProx``.
    Importing runs the module's code, so a config is as trusted as the code it names.
 
 What each object must be:
@@ -32,6 +34,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -100,6 +104,9 @@ def _import(kind: str, path: str) -> Any:
     field = FIELDS[kind]
     if not module or not attr:
         raise ConfigError(f"{field}: {path!r} is not an import path; write package.module:object")
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # after everything else: a local file never shadows an installed module
+        sys.path.append(cwd)
     try:
         mod = importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix, in one line

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -18,6 +20,12 @@ import numpy as np
 from simbench.core.scenario import ComputeSpec, Dist, NetworkSpec, Scenario, node_profiles
 from simbench.metrics.recorder import Recorder
 from simbench.sim.world import SimWorld
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository's root (examples/, topologies/, benchmarks/)."""
+MNIST_ROOT = Path(os.environ.get("SIMBENCH_DATA") or REPO.parent / "shared" / "data")
+"""Where tests that need the real MNIST archives look for them: ``$SIMBENCH_DATA``, else a
+``shared/data`` folder beside the checkout (the CI machine's layout); they skip when absent."""
 
 _NET_FIELDS = {f.name for f in dataclasses.fields(NetworkSpec)}
 _COMPUTE_FIELDS = {f.name for f in dataclasses.fields(ComputeSpec)}
@@ -99,3 +107,26 @@ def lockstep_average(learners: list, steps: int):
         learners[0].apply_update()
         x = learners[0].get_flat()
     return x
+
+
+# -- deliberately broken algorithms (the contract check must catch them) -----------------------
+def _global_random_dsgd():
+    from simbench.algorithms.dsgd import DSGD, DSGDNode
+
+    class Node(DSGDNode):
+        async def local_step(self, rt):
+            import random
+            loss = await super().local_step(rt)
+            self.learner.flat_params().mul_(1.0 + 1e-3 * random.random())  # not from rt.rng: irreproducible
+            return loss
+
+    class GlobalRandom(DSGD):
+        name = "global_random_dsgd"
+
+        @classmethod
+        def make_node(cls, ctx):
+            return Node(ctx)
+    return GlobalRandom
+
+
+GlobalRandomDSGD = _global_random_dsgd()

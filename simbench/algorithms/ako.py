@@ -201,6 +201,7 @@ class Ako(Algorithm):
     name = "ako"
     Params = AkoParams
     summary = "decentralised partial gradient exchange with a stale-synchronous bound (Ako, SoCC 2016)"
+    example = {"nodes": 4, "topology": {"kind": "complete"}, "algorithm": {"P": 2, "peer_timeout": "1s"}}
 
     @classmethod
     def roles(cls, graph, params):

@@ -114,6 +114,8 @@ class Degan(Ako):
     name = "degan"
     Params = DeganParams
     summary = "DEGAN: every worker trains G and D, Ako partial gradient exchange, no server (seed 000)"
+    example = {"nodes": 3, "topology": {"kind": "complete"},
+               "algorithm": {"P": 2, "ssp_bound": 1, "batches": 3, "peer_timeout": "1s"}}
     workload = "gan"
 
     @classmethod

@@ -57,6 +57,7 @@ class FedAvg(ServerAlgorithm):
     name = "fedavg"
     Params = FedAvgParams
     summary = "federated averaging: sampled clients train locally, the server averages by shard size"
+    example = {"topology": {"kind": "star"}, "algorithm": {"frac_clients": 0.5, "timeout": "1s"}}
 
     @classmethod
     def roles(cls, graph, params):

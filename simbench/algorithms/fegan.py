@@ -171,6 +171,7 @@ class FeGan(FLGan):
     name = "fegan"
     Params = FeGanParams
     summary = "FeGAN: FL-GAN with balanced device sampling and KL-weighted averaging; backup servers"
+    example = {"algorithm": {"frac_workers": 0.5, "local_steps": 3, "timeout": "1s"}}
 
     @classmethod
     def roles(cls, graph, params):

@@ -139,6 +139,7 @@ class FLGan(ServerAlgorithm):
     name = "flgan"
     Params = FLGanParams
     summary = "FL-GAN: FedAvg over generator and discriminator, random device sampling"
+    example = {"algorithm": {"frac_workers": 0.5, "local_steps": 3, "timeout": "1s"}}
     workload = "gan"
 
     @classmethod

@@ -51,6 +51,7 @@ class GanSingle(Algorithm):
     name = "gan_single"
     Params = GanSingleParams
     summary = "centralized GAN (seed 001's lsgan.py/dcgan.py) on one node: the baseline"
+    example = {"nodes": 2, "topology": {"kind": "complete"}}
     workload = "gan"
 
     @classmethod

@@ -249,6 +249,11 @@ class FederatedClient(Node):
         """Training steps per round (default: one pass over the shard)."""
         return self.learner.steps_per_epoch
 
+    def local_train(self, steps: int) -> None:
+        """The round's local work from the global model just loaded (default: ``steps`` plain
+        training steps). Runs inside ``rt.compute``: it is charged ``steps`` steps of compute."""
+        train_steps(self.learner, steps)
+
     def update_meta(self) -> dict:
         """The header of the update: its round is added; by default the sample count ``n``."""
         return {"n": self.learner.num_samples}
@@ -265,6 +270,6 @@ class FederatedClient(Node):
             if msg.kind == "stop":
                 return
             learner.set_flat(msg.tensors["x"])
-            await rt.compute(train_steps, learner, steps, cost=self.step_cost(steps))
+            await rt.compute(self.local_train, steps, cost=self.step_cost(steps))
             update = Message("update", {"round": msg["round"], **self.update_meta()}, {"x": learner.get_flat()})
             await rt.send(msg.src, update)

@@ -438,6 +438,8 @@ class Lipizzaner(Algorithm):
     name = "lipizzaner"
     Params = LipizzanerParams
     summary = "Lipizzaner: coevolutionary GANs on a toroidal grid, mixture weights by an ES on FID (seed 004)"
+    example = {"nodes": 4, "topology": {"kind": "complete"},
+               "algorithm": {"batches": 2, "fitness_samples": 32, "peer_timeout": "1s", "result_timeout": "1s"}}
     workload = "gan"
 
     @classmethod

@@ -133,6 +133,7 @@ class MDGan(ServerAlgorithm):
     name = "mdgan"
     Params = MDGanParams
     summary = "MD-GAN: one generator on the server, a discriminator per worker, error feedback, D swaps"
+    example = {"algorithm": {"timeout": "1s"}}
     workload = "gan"
 
     @classmethod

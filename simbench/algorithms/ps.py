@@ -331,4 +331,5 @@ class PSSync(PSAlgorithm):
     name = "ps_sync"
     Params = PSSyncParams
     summary = "parameter server, synchronous gradient averaging over all workers"
+    example = {"topology": {"kind": "star"}, "algorithm": {"timeout": "1s"}}
     server_node, worker_node = PSSyncServer, PSWorker

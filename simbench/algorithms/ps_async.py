@@ -182,4 +182,5 @@ class PSAsync(PSAlgorithm):
     name = "ps_async"
     Params = PSAsyncParams
     summary = "parameter server, asynchronous SGD (Downpour / seed 002), single or multi-handler server"
+    example = {"topology": {"kind": "star"}, "algorithm": {"worker_timeout": "1s"}}
     server_node, worker_node = PSAsyncServer, PSAsyncWorker

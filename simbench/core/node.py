@@ -28,7 +28,9 @@ class NodeContext:
     params: Any
     """The algorithm's own frozen parameter dataclass."""
     learner: Any = None
-    """A :class:`simbench.learn.Learner` with this node's shard (None for roles without a model)."""
+    """This node's learner (a :class:`simbench.learn.LearnerProtocol`: a classifier's
+    :class:`~simbench.learn.Learner`, a :class:`~simbench.gan.GANLearner`, ...) with its shard;
+    None for roles without a model."""
     epochs: int = 1
     """How many epochs of its local data a training node goes through."""
     eval_train: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -102,6 +104,10 @@ class Algorithm:
     Params: ClassVar[type]
     summary: ClassVar[str] = ""
     workload: ClassVar[Any] = "classifier"
+    example: ClassVar[dict] = {}
+    """Changes to the workload's tiny config that make a quick run of this algorithm (what
+    :func:`simbench.testing.check_algorithm` and the device check run): e.g. a star topology
+    and a timeout, so the run survives a crashed client."""
 
     @classmethod
     def roles(cls, graph: nx.Graph, params: Any) -> dict[int, str]:

@@ -48,6 +48,17 @@ class Built:
         return [i for i in sorted(self.roles) if self.roles[i] in algo.reporting_roles()]
 
 
+class EpochRelay:
+    """The nodes' epoch hook, forwarding to ``target(node, epoch, learner)`` once that exists
+    (the observer needs the built run; nothing is forwarded before it is set)."""
+
+    target: Callable | None = None
+
+    def __call__(self, node: int, epoch: int, learner: Any) -> None:
+        if self.target is not None:
+            self.target(node, epoch, learner)
+
+
 def build_graph(cfg: ExperimentConfig, streams: RunStreams | None = None) -> nx.Graph:
     """The run's topology (a TopologyError becomes a ConfigError naming ``topology``)."""
     streams = streams or RunStreams(cfg.seed)

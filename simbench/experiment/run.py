@@ -23,7 +23,7 @@ import torch
 from ..metrics.recorder import Recorder
 from ..sim.kernel import Deadlock
 from ..sim.world import SimWorld
-from .build import build_nodes
+from .build import EpochRelay, build_nodes
 from .config import ExperimentConfig
 
 
@@ -36,6 +36,7 @@ class RunResult:
     wall_time: float
     events: Any
     epochs: Any
+    error: str | None = None
 
     def final(self, metric: str = "test_acc", node: str = "avg") -> float:
         if metric not in self.epochs:
@@ -68,9 +69,10 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     run_dir = Path(out_root or cfg.output.dir) / cfg.name / run_id
     recorder = Recorder(run_id, wall_clock=cfg.output.wall_clock)
     show = cfg.output.progress if progress is None else progress
-    hook = _Relay()
-    built = build_nodes(cfg, hook, run_dir=run_dir)
-    observer = hook.target = built.workload.observer(recorder, built.reporters())
+    relay = EpochRelay()
+    built = build_nodes(cfg, relay, run_dir=run_dir)
+    observer = built.workload.observer(recorder, built.reporters())
+    relay.target = observer.on_epoch
     world = SimWorld(built.graph, built.nodes, roles=built.roles, network=cfg.network, compute=cfg.compute,
                      scenario=cfg.scenario, profiles=built.profiles, recorder=recorder, seed=built.streams.world,
                      horizon=cfg.time_limit or 24 * 3600.0)
@@ -104,15 +106,6 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     return result
 
 
-class _Relay:
-    """The nodes' epoch hook, pointed at the observer once it exists (it needs the built run)."""
-
-    target = None
-
-    def __call__(self, node: int, epoch: int, learner) -> None:
-        self.target.on_epoch(node, epoch, learner)
-
-
 def _write(cfg, run_dir: Path, recorder: Recorder, status: str, error, sim_time: float, wall: float,
            workload) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -128,4 +121,4 @@ def _write(cfg, run_dir: Path, recorder: Recorder, status: str, error, sim_time:
         topo = cfg.topology.get("kind") or cfg.topology.get("file")
         workload.plot(epochs, events, run_dir, title=f"{cfg.name}: {cfg.algorithm} on {topo} ({cfg.nodes} nodes), "
                       f"{cfg.dataset.name} / {cfg.model.name}  [{recorder.run_id}]")
-    return RunResult(recorder.run_id, run_dir, status, sim_time, wall, events, epochs)
+    return RunResult(recorder.run_id, run_dir, status, sim_time, wall, events, epochs, error)

@@ -22,6 +22,7 @@ run's config, its loaded data set, its run directory and its random streams.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
@@ -135,6 +136,11 @@ class Workload:
     def axis_range(cls, values: pd.Series) -> tuple[float, float] | None:
         """Limits of the quality axis for ``values`` (None: from the data)."""
         return None
+
+    @classmethod
+    def close(cls, a: float, b: float) -> bool:
+        """Whether two runs' final qualities agree (the simulator's and the real runtime's)."""
+        return math.isclose(a, b, rel_tol=0.05)
 
     @classmethod
     def report_text(cls, spec: dict) -> str:

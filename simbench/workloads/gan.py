@@ -205,6 +205,11 @@ class GanWorkload(Workload):
         return 0.0, float(top) * 1.05 if top == top and top > 0 else 1.0
 
     @classmethod
+    def close(cls, a: float, b: float) -> bool:
+        """Within half the FID (at least 50): tiny GANs' FIDs move a lot with small changes."""
+        return abs(a - b) <= max(0.5 * a, 50.0)
+
+    @classmethod
     def report_text(cls, spec: dict) -> str:
         return ("Quality is the global generator's FID (lower is better; `benchmarks/gan_summary.py` adds "
                 "time and bytes to a FID level).")

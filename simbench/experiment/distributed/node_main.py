@@ -183,7 +183,7 @@ class NodeProcess:
     def __init__(self, opts: NodeOptions, plan: _Plan) -> None:
         import torch
 
-        from ..build import build_nodes
+        from ..build import EpochRelay, build_nodes
 
         self.opts, self.plan, self.cfg, self.i = opts, plan, plan.cfg, plan.node_id
         if opts.threads:
@@ -193,7 +193,7 @@ class NodeProcess:
         self.out.mkdir(parents=True, exist_ok=True)
         # The workload's real-mode hook: a classifier node snapshots its parameters each epoch
         # (merge builds the avg rows from them), a GAN node scores its own generator.
-        hook = _Hook()
+        hook = EpochRelay()
         built = build_nodes(self.cfg, hook, only=self.i, run_dir=run_dir)
         hook.target = built.workload.real_hook(self.out, lambda *a, **kw: self.rt.log(*a, **kw), opts.snapshots)
         self.graph, self.roles, self.profiles, self.streams = built.graph, built.roles, built.profiles, built.streams
@@ -291,13 +291,3 @@ def _interrupt(task: asyncio.Task, state: dict, code: int) -> None:
     if state["status"] == "finished":
         state.update(status="interrupted", error="signal", exit=code)
     task.cancel()
-
-
-class _Hook:
-    """The nodes' epoch hook, pointed at the workload's real-mode hook once the run is built."""
-
-    target = None
-
-    def __call__(self, node: int, epoch: int, learner) -> None:
-        if self.target is not None:
-            self.target(node, epoch, learner)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -22,7 +21,9 @@ from simbench.topology import (
     save,
 )
 
-TOPOLOGIES = Path(__file__).resolve().parents[1] / "topologies"
+from simhelpers import REPO
+
+TOPOLOGIES = REPO / "topologies"
 
 # Sizes each builder accepts with its default parameters (small, edge-case heavy).
 VALID_SIZES = {

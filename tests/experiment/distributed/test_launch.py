@@ -23,7 +23,7 @@ from simbench.experiment.distributed.node_main import EXIT_CRASHED, NodeOptions,
 from simbench.real.rendezvous import RendezvousError, from_env, load_hosts
 from simhelpers import one_torch_thread
 
-ROOT = Path(__file__).resolve().parents[1]
+from simhelpers import REPO as ROOT
 QUICK = ["--set", "train.epochs=2", "--set", "algorithm.swap_timeout=null", "--set", "output.plot=false"]
 
 

@@ -19,7 +19,7 @@ from simbench.core.schema import ConfigError
 from simbench.experiment.executors import LocalExecutor, SerialExecutor
 from simbench.experiment.matrix import METRICS, bytes_at, load_matrix, parse_matrix, run_matrix, summarize
 
-REPO = Path(__file__).resolve().parent.parent
+from simhelpers import REPO
 BASE = {
     "seed": 0, "nodes": 4, "topology": {"kind": "ring"}, "algorithm": "dsgd",
     "dataset": {"name": "digits", "partition": "iid"},

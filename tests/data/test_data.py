@@ -21,9 +21,7 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
-# shared/ sits beside the checkout (CI clones next to it); /work/shared is the workplace copy.
-_CANDIDATES = [Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")]
-SHARED = next((p for p in _CANDIDATES if (p / "MNIST" / "raw").is_dir()), _CANDIDATES[0])
+from simhelpers import MNIST_ROOT as SHARED  # noqa: E402
 
 
 def test_digits_is_embedded_and_normalised():

@@ -3,14 +3,11 @@ with a known optimum: f_i(x) = 1/2 |x - c_i|^2 on a ring, optimum mean(c_i)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import networkx as nx
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 from simhelpers import make_world, net  # noqa: E402
 
 from simbench.algorithms import ALGORITHMS  # noqa: E402

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -11,7 +10,9 @@ from simbench.cli import main
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import load_config, parse_config
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
+from simhelpers import REPO
+
+QUICKSTART = REPO / "examples" / "quickstart.yaml"
 
 
 def write(tmp_path, text):
