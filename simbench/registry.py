@@ -41,7 +41,7 @@ from functools import lru_cache
 from importlib import metadata
 from typing import Any, Callable
 
-from .core.schema import ConfigError
+from .core.schema import ConfigError, suggest
 
 KINDS = ("algorithms", "models", "datasets")
 GROUPS = {kind: f"simbench.{kind}" for kind in KINDS}
@@ -141,10 +141,9 @@ def resolve(kind: str, name: str) -> Entry:
         return Entry(name, _check(kind, name, obj), f"entry point of {dist}")
     if ":" in name:
         return Entry(name, _check(kind, name, _import(kind, name)), "import path")
-    from .core.schema import _suggest
     allowed = [*builtins, *eps]
     raise ConfigError(f"{FIELDS[kind]}: {name!r} is not allowed; allowed: {', '.join(allowed)}, or an import path "
-                      f"like mypkg.module:object{_suggest(name, allowed)}")
+                      f"like mypkg.module:object{suggest(name, allowed)}")
 
 
 def algorithm(name: str):

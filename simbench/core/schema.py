@@ -21,7 +21,8 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message is one line naming the field."""
 
 
-def _suggest(key: str, allowed) -> str:
+def suggest(key: str, allowed) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``allowed`` to ``key``, or an empty string."""
     close = difflib.get_close_matches(key, list(allowed), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -43,7 +44,7 @@ def convert(value: Any, tp: Any, path: str, field: dataclasses.Field | None = No
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(
-            f"{path}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}{_suggest(str(value), map(str, choices))}"
+            f"{path}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}{suggest(str(value), map(str, choices))}"
         )
     check = meta.get("check")
     if check is not None and value is not None and not check[0](value):
@@ -134,7 +135,7 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
         if key not in fields:
             where = path or "config"
             raise ConfigError(
-                f"{prefix}{key}: unknown field in {where}{_suggest(str(key), fields)}; allowed: {', '.join(fields)}"
+                f"{prefix}{key}: unknown field in {where}{suggest(str(key), fields)}; allowed: {', '.join(fields)}"
             )
     kwargs = {}
     for name, f in fields.items():

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import itertools
 import json
 import math
@@ -58,7 +57,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pandas as pd
 import yaml
 
-from ..core.schema import ConfigError
+from ..core.schema import ConfigError, suggest
 from .build import check_roles
 from .config import ExperimentConfig, parse_config, set_path
 
@@ -129,11 +128,6 @@ def label(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _suggest(key: str, allowed: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _check_path(path: str, where: str) -> None:
     """Reject a dotted path whose dataclass levels name no config field (dict levels are free)."""
     cls: Any = ExperimentConfig
@@ -142,7 +136,7 @@ def _check_path(path: str, where: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
         if key not in fields:
             dotted = ".".join(keys[: i + 1])
-            raise ConfigError(f"{where}: {dotted!r} is not a config field{_suggest(key, fields)}; "
+            raise ConfigError(f"{where}: {dotted!r} is not a config field{suggest(key, fields)}; "
                               f"allowed: {', '.join(fields)}")
         if cls is ExperimentConfig and key == "algorithm":
             return  # its knobs depend on the algorithm; parse_config checks them per cell
@@ -204,13 +198,13 @@ def _parse_exclude(items: Any, axes: dict[str, Axis]) -> list[dict[str, set[str]
         rule = {}
         for path, wanted in item.items():
             if path not in axes:
-                raise ConfigError(f"exclude[{k}].{path}: not an axis{_suggest(str(path), axes)}; axes: {', '.join(axes)}")
+                raise ConfigError(f"exclude[{k}].{path}: not an axis{suggest(str(path), axes)}; axes: {', '.join(axes)}")
             labels = axes[path].labels
             options = wanted if isinstance(wanted, list) and label(wanted) not in labels else [wanted]
             for opt in options:
                 if label(opt) not in labels:
                     raise ConfigError(f"exclude[{k}].{path}: {label(opt)!r} is not a value of the axis"
-                                      f"{_suggest(label(opt), labels)}; values: {', '.join(labels)}")
+                                      f"{suggest(label(opt), labels)}; values: {', '.join(labels)}")
             rule[path] = {label(o) for o in options}
         out.append(rule)
     return out
@@ -240,7 +234,7 @@ def parse_matrix(data: Any, base_dir: str | Path = ".", *, source: str | None = 
         raise ConfigError(f"matrix: expected a mapping at the top level, got {type(data).__name__}")
     for key in data:
         if key not in TOP_KEYS:
-            raise ConfigError(f"{key}: unknown matrix field{_suggest(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
+            raise ConfigError(f"{key}: unknown matrix field{suggest(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
     name = data.get("name") or (Path(source).stem if source else None)
     if not isinstance(name, str) or not name or "/" in name:
         raise ConfigError(f"name: the matrix needs a name (used as a directory), got {name!r}")
