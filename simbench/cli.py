@@ -10,6 +10,16 @@ from pathlib import Path
 EXIT_USAGE = 2
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _names(kind: str) -> tuple[str, str]:
     """Built-in names of a registry, and the installed ones with their distributions."""
     from . import registry
@@ -57,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config field, e.g. --set train.epochs=3 --set topology.kind=star")
     run.add_argument("--out", help="results root (default: output.dir of the config, 'results')")
     run.add_argument("--device", choices=("cpu", "cuda"), help="torch device for training")
+    run.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                     help="torch threads of the run (default 1: a simulated run is many small steps; more threads "
+                          "rarely help and fight with other processes)")
+    run.add_argument("--force", action="store_true",
+                     help="reuse the config's run directory (its old results are removed) instead of a fresh one")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     topo = sub.add_parser("topology", help="inspect topologies")
     tsub = topo.add_subparsers(dest="topology_command", metavar="ACTION")
@@ -74,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     mat.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field of every cell, e.g. --set train.epochs=1")
     mat.add_argument("--workers", type=int, default=None, help="cells run at once (default: number of cores)")
+    mat.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                     help="torch threads per cell (default 1; a cell's numbers never depend on --workers)")
     mat.add_argument("--executor", default="local", choices=("local", "serial", "dask"),
                      help="local worker processes (default), this process, or a Dask cluster")
     mat.add_argument("--address", default=None, help="Dask scheduler, e.g. tcp://10.0.0.1:8786 (default: a LocalCluster)")
@@ -104,17 +121,24 @@ def _cmd_run(args) -> int:
     from .experiment.config import load_config
     from .experiment.run import run_experiment
 
+    import torch
+
     cfg = load_config(args.config, args.overrides)
     if args.device:
         cfg = dataclasses.replace(cfg, device=args.device)
-    if cfg.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            print("simbench: device: cuda was asked for but no CUDA GPU is available; use --device cpu", file=sys.stderr)
-            return EXIT_USAGE
-    result = run_experiment(cfg, args.out, progress=not args.quiet and cfg.output.progress)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        print("simbench: device: cuda was asked for but no CUDA GPU is available; use --device cpu", file=sys.stderr)
+        return EXIT_USAGE
+    torch.set_num_threads(args.threads)
+    result = run_experiment(cfg, args.out, progress=not args.quiet and cfg.output.progress, force=args.force)
+    if result.status == "failed":
+        print(f"failed: {result.run_id}: {result.error}", file=sys.stderr)
+        print(f"results so far and the traceback (error.txt): {result.run_dir}", file=sys.stderr)
+        return 1
     quality = cfg.workload_class().headline(result.final)
     print(f"{result.status}: {result.run_id}  simulated {result.sim_time:.2f}s in {result.wall_time:.1f}s wall; {quality}")
+    if result.status != "finished":
+        print(f"  {result.error}")
     print(f"results: {result.run_dir}")
     return 0 if result.status == "finished" else 1
 
@@ -132,7 +156,7 @@ def _cmd_matrix(args) -> int:
     executor = make_executor(args.executor, args.address, args.workers)
     try:
         result = run_matrix(matrix, args.out, executor=executor, retry_failed=not args.keep_failed,
-                            progress=not args.quiet, echo=print if args.quiet else None)
+                            progress=not args.quiet, echo=print if args.quiet else None, threads=args.threads)
     finally:
         getattr(executor, "close", lambda: None)()
     print(f"matrix {matrix.name}: {result.ran} cells run, {result.skipped} already done, {result.failed} failed; "

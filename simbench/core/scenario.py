@@ -59,7 +59,10 @@ def dist_parser(unit: Callable[[object], float] = float) -> Callable[[object], D
         if isinstance(spec, Dist):
             return spec
         if not isinstance(spec, Mapping):
-            return Dist("constant", value=unit(spec))
+            value = unit(spec)
+            if not 0 <= value < math.inf:
+                raise ValueError(f"{spec!r} is not allowed; expected a finite number >= 0 or a distribution mapping")
+            return Dist("constant", value=value)
         spec = dict(spec)
         kind = spec.pop("dist", spec.pop("kind", None))
         if kind not in DIST_KINDS:
@@ -73,6 +76,9 @@ def dist_parser(unit: Callable[[object], float] = float) -> Callable[[object], D
         if missing:
             raise ValueError(f"a {kind} distribution needs {', '.join(missing)}")
         values = {k: (float(v) if k == "sigma" else unit(v)) for k, v in spec.items()}
+        for k, v in values.items():
+            if not 0 <= v < math.inf:
+                raise ValueError(f"{k} of a {kind} distribution must be a finite number >= 0, got {v!r}")
         if kind == "uniform" and values["low"] > values["high"]:
             raise ValueError("uniform distribution has low > high")
         return Dist(kind, **values)
@@ -96,11 +102,14 @@ class NetworkSpec:
     """Per-message one-way latency: a duration (``5ms``) or a distribution mapping."""
     jitter: float = field(default=0.0, metadata={"parse": parse_duration})
     """Extra uniform [0, jitter] delay per message."""
-    bandwidth: float = field(default=1e9 / 8, metadata={"parse": parse_bandwidth, "check": (_positive, "must be > 0")})
+    bandwidth: float = field(default=1e9 / 8, metadata={"parse": parse_bandwidth, "check": (_positive, "must be > 0"),
+                                                         "inf": True})
     """Capacity of each link, per direction (``1Gbit/s``, ``10MB/s``, ``inf``)."""
-    uplink: Optional[float] = field(default=None, metadata={"parse": parse_bandwidth})
+    uplink: Optional[float] = field(default=None, metadata={"parse": parse_bandwidth, "check": (_positive, "must be > 0"),
+                                                            "inf": True})
     """Each node's total upload capacity; default: same as ``bandwidth``."""
-    downlink: Optional[float] = field(default=None, metadata={"parse": parse_bandwidth})
+    downlink: Optional[float] = field(default=None, metadata={"parse": parse_bandwidth,
+                                                              "check": (_positive, "must be > 0"), "inf": True})
     """Each node's total download capacity; default: same as ``bandwidth``."""
     loss: float = field(default=0.0, metadata={"check": (_prob, "must be a probability in [0, 1]")})
     """Probability that any message is lost."""
@@ -207,6 +216,8 @@ def check_nodes(scenario: Scenario, n: int) -> None:
     for where, node in named:
         if not 0 <= node < n:
             raise ConfigError(f"{where}: node {node} does not exist; nodes are 0..{n - 1}")
+    if scenario.recover_after is not None and scenario.crash_rate == 0:
+        raise ConfigError("scenario.recover_after: only used with crash_rate > 0 (explicit crashes take recover_at)")
     for k, c in enumerate(scenario.crashes):
         if c.recover_at is not None and c.recover_at <= c.at:
             raise ConfigError(f"scenario.crashes[{k}].recover_at: must be later than at={c.at}")

@@ -5,13 +5,16 @@ dataclass's fields, converts values by the field's annotation (int, float, bool,
 tuples, nested dataclasses, ``Optional``) and raises :class:`ConfigError` whose message
 names the dotted path of the field and what is allowed. Fields may declare
 ``metadata={"choices": (...)}`` or ``metadata={"parse": fn}`` (e.g. a unit parser),
-and ``metadata={"check": (fn, "must be > 0")}``.
+and ``metadata={"check": (fn, "must be > 0")}``. Every number must be finite (NaN and
+infinities ruin a run silently), except ``+inf`` in a field that declares
+``metadata={"inf": True}`` (an unlimited bandwidth); integers lie within +-2**63.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Mapping
@@ -41,6 +44,7 @@ def convert(value: Any, tp: Any, path: str, field: dataclasses.Field | None = No
             raise ConfigError(f"{path}: {exc}") from None
     else:
         value = _convert_type(value, tp, path)
+    _check_finite(value, path, meta)
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(
@@ -50,6 +54,43 @@ def convert(value: Any, tp: Any, path: str, field: dataclasses.Field | None = No
     if check is not None and value is not None and not check[0](value):
         raise ConfigError(f"{path}: {value!r} {check[1]}")
     return value
+
+
+# -- reusable field checks: metadata={"check": at_least(1)} ------------------------------------
+def at_least(lo: float) -> tuple:
+    """A ``check`` for values >= ``lo``."""
+    return (lambda x: x >= lo, f"must be >= {lo}")
+
+
+def above(lo: float) -> tuple:
+    """A ``check`` for values > ``lo``."""
+    return (lambda x: x > lo, f"must be > {lo}")
+
+
+def within(lo: float, hi: float, *, open_hi: bool = False) -> tuple:
+    """A ``check`` for values in [lo, hi] (or [lo, hi) with ``open_hi``)."""
+    if open_hi:
+        return (lambda x: lo <= x < hi, f"must be in [{lo}, {hi})")
+    return (lambda x: lo <= x <= hi, f"must be in [{lo}, {hi}]")
+
+
+def path_component(name: str) -> bool:
+    """Whether ``name`` can be one directory name: no separators, not '.' or '..', no control characters."""
+    return (bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+            and all(c.isprintable() for c in name) and len(name) <= 200)
+
+
+def _check_finite(value: Any, path: str, meta: Mapping) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value) and not (value == math.inf and meta.get("inf")):
+        allowed = "a finite number or inf" if meta.get("inf") else "a finite number"
+        raise ConfigError(f"{path}: {value!r} is not allowed; expected {allowed}")
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        raise ConfigError(f"{path}: {value} is out of range")
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{path}[{i}]", {})
 
 
 def _convert_type(value: Any, tp: Any, path: str) -> Any:

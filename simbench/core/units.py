@@ -52,8 +52,11 @@ def _parse(value, units: dict[str, float], what: str, case_sensitive_bytes: bool
 
 
 def parse_duration(value) -> float:
-    """Seconds from ``0.005``, ``"5ms"``, ``"2 s"``, ``"1min"``."""
-    return _parse(value, _DURATION_UNITS, "duration")
+    """Seconds from ``0.005``, ``"5ms"``, ``"2 s"``, ``"1min"``: finite and not negative."""
+    seconds = _parse(value, _DURATION_UNITS, "duration")
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"{value!r} is not allowed; a duration is a finite number of seconds >= 0")
+    return seconds
 
 
 def parse_bandwidth(value) -> float:

@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import yaml
-
 from .. import registry
 from ..core.scenario import ComputeSpec, NetworkSpec, Scenario, check_nodes
-from ..core.schema import ConfigError, from_dict, to_dict
+from ..core.schema import ConfigError, above, at_least, from_dict, path_component, to_dict, within
 from ..core.units import parse_duration
+from ..core.yamlio import load_yaml_file, parse_override
 
 PARTITIONS = ("iid", "dirichlet", "k_classes", "shards")
 
@@ -48,19 +47,19 @@ class DatasetSpec:
     """Let torchvision download when the files are missing (needs network)."""
     partition: str = field(default="iid", metadata={"choices": PARTITIONS})
     """How training data is split over the nodes that hold data."""
-    alpha: float = 0.5
+    alpha: float = field(default=0.5, metadata={"check": above(0)})
     """Dirichlet concentration (partition: dirichlet); small = more skewed."""
-    classes_per_node: int = 2
+    classes_per_node: int = field(default=2, metadata={"check": at_least(1)})
     """Classes on each node (partition: k_classes)."""
-    shard_size: int = 50
+    shard_size: int = field(default=50, metadata={"check": at_least(1)})
     """Samples per file (partition: shards, seed 002's layout)."""
-    max_per_class: Optional[int] = None
+    max_per_class: Optional[int] = field(default=None, metadata={"check": at_least(1)})
     """Cap of samples per class on each node (FeGAN's magic_num)."""
     val_fraction: float = field(default=0.1, metadata={"check": (lambda x: 0 <= x < 1, "must be in [0, 1)")})
     """Validation split carved from each node's shard."""
-    max_train: Optional[int] = None
+    max_train: Optional[int] = field(default=None, metadata={"check": at_least(1)})
     """Use a subset of the training set (fast runs)."""
-    max_test: Optional[int] = None
+    max_test: Optional[int] = field(default=None, metadata={"check": at_least(1)})
     """Use a subset of the test set."""
 
 
@@ -75,24 +74,33 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    epochs: int = field(default=5, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    epochs: int = field(default=5, metadata={"check": within(1, 10**6)})
     """Epochs of local data per training node."""
-    batch_size: int = field(default=32, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    batch_size: int = field(default=32, metadata={"check": within(1, 2**20)})
+    """Samples per minibatch (a batch larger than a node's shard takes the whole shard)."""
     optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam")})
-    lr: float = field(default=0.05, metadata={"check": (lambda x: x > 0, "must be > 0")})
-    momentum: float = 0.0
-    dampening: float = 0.0
+    lr: float = field(default=0.05, metadata={"check": above(0)})
+    momentum: float = field(default=0.0, metadata={"check": within(0, 1, open_hi=True)})
+    dampening: float = field(default=0.0, metadata={"check": within(0, 1)})
     nesterov: bool = False
-    weight_decay: float = 0.0
-    l2_lambda: float = 0.0
+    """Nesterov momentum (needs momentum > 0 and dampening 0)."""
+    weight_decay: float = field(default=0.0, metadata={"check": at_least(0)})
+    l2_lambda: float = field(default=0.0, metadata={"check": at_least(0)})
     """Seed 003's L2 term added to the loss."""
     scheduler: str = field(default="none", metadata={"choices": ("none", "StepLR")})
-    step_size: int = 5
-    gamma: float = 0.9
+    step_size: int = field(default=5, metadata={"check": at_least(1)})
+    """StepLR: optimizer steps between two decays."""
+    gamma: float = field(default=0.9, metadata={"check": above(0)})
+    """StepLR: the factor of each decay."""
     same_init: bool = True
     """All nodes start from the same initial model (seed 003's model_init_seed)."""
-    eval_samples: int = 2000
+    eval_samples: int = field(default=2000, metadata={"check": at_least(1)})
     """Samples of the train shard and the test set used for each evaluation."""
+
+    def __post_init__(self) -> None:
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ConfigError(f"train.nesterov: needs momentum > 0 and dampening 0, got momentum {self.momentum} "
+                              f"and dampening {self.dampening}")
 
 
 @dataclass(frozen=True)
@@ -107,9 +115,13 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = "run"
-    seed: int = 0
-    nodes: int = field(default=8, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    name: str = field(default="run", metadata={"check": (path_component, "must be one directory name: no '/', "
+                                                                          "'\\', '.' or '..'")})
+    """The run's name: its results go to <output.dir>/<name>/."""
+    seed: int = field(default=0, metadata={"check": within(0, 2**32, open_hi=True)})
+    """The root seed every random stream is drawn from."""
+    nodes: int = field(default=8, metadata={"check": within(1, 10**6)})
+    """Number of nodes (a topology file sets its own)."""
     topology: dict = field(default_factory=lambda: {"kind": "ring"})
     algorithm: str = "dsgd"
     """A built-in algorithm, an installed entry point, or an import path ``pkg.module:Class``."""
@@ -122,7 +134,7 @@ class ExperimentConfig:
     compute: ComputeSpec = ComputeSpec()
     scenario: Scenario = Scenario()
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
-    time_limit: Optional[float] = field(default=None, metadata={"parse": parse_duration})
+    time_limit: Optional[float] = field(default=None, metadata={"parse": parse_duration, "check": above(0)})
     """Stop the run at this simulated time (null: when the algorithm finishes)."""
     output: OutputSpec = OutputSpec()
 
@@ -195,19 +207,9 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read a YAML config, apply ``key.path=value`` overrides (YAML values), validate."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config: file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config: {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = load_yaml_file(path, "config")
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path} must hold a mapping at the top level")
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
-        key, raw = item.split("=", 1)
-        set_path(data, key.strip(), yaml.safe_load(raw))
+        set_path(data, *parse_override(item))
     return parse_config(data)

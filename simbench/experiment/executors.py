@@ -42,8 +42,6 @@ def _init_worker() -> None:
 class SerialExecutor:
     """Runs cells one after another in this process (debugging, tiny matrices)."""
 
-    threads_per_task = None
-
     def describe(self) -> str:
         return "this process"
 
@@ -59,9 +57,7 @@ class LocalExecutor:
     """Workers share this machine's disk: fetch data sets once before they start."""
 
     def __init__(self, workers: int | None = None) -> None:
-        cores = os.cpu_count() or 1
-        self.workers = max(1, workers or cores)
-        self.threads_per_task = max(1, cores // self.workers)
+        self.workers = max(1, workers or os.cpu_count() or 1)
 
     def describe(self) -> str:
         return f"{self.workers} local worker process{'es' if self.workers > 1 else ''}"
@@ -120,8 +116,6 @@ class DaskExecutor:
     ``workers`` processes when no address is given. Workers need simbench installed and,
     for the run directories to land next to the table, a filesystem shared with this
     machine; the summaries (and so cells.csv) come back to this process either way."""
-
-    threads_per_task = None
 
     def __init__(self, address: str | None = None, workers: int | None = None, *, timeout: float = 10.0) -> None:
         try:

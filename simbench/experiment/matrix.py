@@ -55,9 +55,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
-import yaml
 
-from ..core.schema import ConfigError, suggest
+from ..core.files import write_atomic
+from ..core.schema import ConfigError, path_component, suggest
+from ..core.yamlio import load_yaml_file, parse_override
 from .build import check_roles
 from .config import ExperimentConfig, parse_config, set_path
 
@@ -216,12 +217,9 @@ def _load_base(base: Any, base_dir: Path) -> dict:
     if not isinstance(base, str):
         raise ConfigError(f"base: expected a config file path or a mapping, got {base!r}")
     path = (base_dir / base) if not Path(base).is_absolute() else Path(base)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"base: file {path} does not exist (paths are relative to the matrix file)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"base: {path} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not path.exists():
+        raise ConfigError(f"base: file {path} does not exist (paths are relative to the matrix file)")
+    data = load_yaml_file(path, "base")
     if not isinstance(data, dict):
         raise ConfigError(f"base: {path} must hold a mapping at the top level")
     return data
@@ -236,8 +234,9 @@ def parse_matrix(data: Any, base_dir: str | Path = ".", *, source: str | None = 
         if key not in TOP_KEYS:
             raise ConfigError(f"{key}: unknown matrix field{suggest(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
     name = data.get("name") or (Path(source).stem if source else None)
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ConfigError(f"name: the matrix needs a name (used as a directory), got {name!r}")
+    if not isinstance(name, str) or not path_component(name):
+        raise ConfigError(f"name: the matrix needs a name that is one directory name (no '/', '\\', '.' or '..'), "
+                          f"got {name!r}")
     if "base" not in data:
         raise ConfigError("base: required field is missing; give a config file or an inline mapping")
     base = _load_base(data["base"], Path(base_dir))
@@ -298,18 +297,8 @@ def parse_matrix(data: Any, base_dir: str | Path = ".", *, source: str | None = 
 def load_matrix(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Matrix:
     """Read a matrix YAML file; ``overrides`` are ``key.path=value`` strings added to ``set``."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"matrix: file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"matrix: {path} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    extra = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
-        key, raw = item.split("=", 1)
-        extra[key.strip()] = yaml.safe_load(raw)
+    data = load_yaml_file(path, "matrix")
+    extra = dict(parse_override(item) for item in overrides)
     return parse_matrix(data, path.parent, source=str(path), overrides=extra)
 
 
@@ -323,25 +312,28 @@ class CellTask:
     cfg: ExperimentConfig
     runs_root: str
     target: float
-    threads: int | None = None
-    """torch threads in the worker (cores / workers), so parallel cells do not oversubscribe."""
+    threads: int = 1
+    """torch threads of the cell (the same whatever the number of workers, so a cell's numbers
+    do not depend on how the matrix was run)."""
     runner: Callable | None = None
-    """Replaces run_experiment (tests)."""
+    """Replaces run_experiment (tests): ``runner(cfg, run_dir, progress=False)``."""
 
 
 def run_cell(task: CellTask) -> dict:
     """Run one cell and return its summary; exceptions become a ``failed`` summary."""
     from .run import run_experiment
 
-    if task.threads:
-        import torch
-        torch.set_num_threads(task.threads)
+    import torch
+    torch.set_num_threads(task.threads)
     run_dir = Path(task.runs_root) / task.cfg.name / task.cell
     if run_dir.exists():  # an attempt that never got its cell.json: start clean
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     try:
-        result = (task.runner or run_experiment)(task.cfg, task.runs_root, progress=False)
+        if task.runner is not None:
+            result = task.runner(task.cfg, run_dir, progress=False)
+        else:
+            result = run_experiment(task.cfg, run_dir=run_dir, progress=False)
         summary = summarize(result.events, result.epochs, task.target, task.cfg.workload_class().quality)
         summary["metrics"].update(wall_time_s=round(result.wall_time, 3), sim_time_s=float(result.sim_time))
         summary.update(status=result.status, error=None if result.status == "finished" else _run_error(run_dir))
@@ -431,14 +423,6 @@ def _best(values: list[float], pick: Callable) -> float:
 
 
 # -- bookkeeping -----------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def cell_dir(matrix: Matrix, cell: Cell, out_root: str | Path) -> Path:
     return Path(out_root) / matrix.name / "runs" / cell.cfg.name / cell.id
 
@@ -480,9 +464,7 @@ def write_tables(root: Path, matrix: Matrix, summaries: Mapping[str, dict]) -> p
     frames = tables(matrix, summaries)
     for name, frame in frames.items():
         write_atomic(root / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
-    tmp = root / ".cells.parquet.tmp"
-    frames["cells"].to_parquet(tmp, index=False)
-    tmp.replace(root / "cells.parquet")
+    write_atomic(root / "cells.parquet", lambda tmp: frames["cells"].to_parquet(tmp, index=False))
     return frames["cells"]
 
 
@@ -521,13 +503,60 @@ class MatrixResult:
 
 
 def run_matrix(matrix: Matrix, out_root: str | Path = "results", *, executor=None, retry_failed: bool = True,
-               progress: bool = True, runner: Callable | None = None, echo: Callable[[str], None] | None = None) -> MatrixResult:
+               progress: bool = True, runner: Callable | None = None, echo: Callable[[str], None] | None = None,
+               threads: int = 1) -> MatrixResult:
     """Run the cells not done yet; return the rebuilt table. See the module docstring."""
     from .executors import LocalExecutor
 
     executor = executor or LocalExecutor()
     root = Path(out_root) / matrix.name
+    with MatrixLock(root):
+        return _run_matrix(matrix, out_root, root, executor, retry_failed, progress, runner, echo, threads)
+
+
+class MatrixLock:
+    """An exclusive lock on a matrix's output directory (``.lock``, held for the whole run):
+    a second simbench on the same directory stops at once instead of redoing every cell."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.fd: int | None = None
+
+    def __enter__(self) -> "MatrixLock":
+        import fcntl
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"--out: {self.root} cannot be written ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(self.fd, 64).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise ConfigError(f"matrix: another simbench (pid {holder}) is running the matrix in {self.root}; "
+                              "wait for it, or use another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def remove_temp_files(root: Path) -> int:
+    """Delete the temporary files (``.*.tmp``) an interrupted write left under a matrix's
+    directory; returns how many there were."""
+    stale = [p for pattern in (".*.tmp", "runs/*/*/.*.tmp", "runs/*/*/*.tmp") for p in root.glob(pattern)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def _run_matrix(matrix: Matrix, out_root, root: Path, executor, retry_failed: bool, progress: bool,
+                runner: Callable | None, echo: Callable[[str], None] | None, threads: int) -> MatrixResult:
     runs = root / "runs"
+    remove_temp_files(root)
     write_atomic(root / "matrix.json", json.dumps(matrix.spec(), indent=2) + "\n")
     summaries, todo = {}, []
     for cell in matrix.cells:
@@ -538,7 +567,6 @@ def run_matrix(matrix: Matrix, out_root: str | Path = "results", *, executor=Non
             todo.append(cell)
     write_tables(root, matrix, summaries)
     skipped = len(summaries)
-    threads = getattr(executor, "threads_per_task", None)
     if getattr(executor, "prefetch_data", False):
         prefetch_data(todo)
     tasks = [CellTask(c.id, c.labels, c.cfg, str(runs), matrix.target_accuracy, threads, runner) for c in todo]

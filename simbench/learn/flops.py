@@ -30,6 +30,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..core.files import write_atomic
+
 _MEMORY: dict[str, float] = {}
 
 
@@ -107,9 +109,6 @@ def _read(path: Path | None) -> dict:
 
 def _write(path: Path, data: dict) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data, indent=0, sort_keys=True))
     except OSError:  # a read-only home: counting again next time is the only cost
         pass

@@ -1,7 +1,10 @@
 """The recorder: every metric and fault of a run as long-format rows, and per-epoch rows.
 
 ``events`` rows are ``(time_s, wall_s, node, metric, value)``; the run id is added when
-the table is written. ``wall_s`` is the only wall-clock reading in a run (seconds since
+the table is written. With :meth:`Recorder.stream_to` the rows go to ``events.csv`` as
+they come, in batches of ``flush_rows`` (and ``epochs.csv`` is rewritten with each batch),
+so a run that fails or is killed keeps what it recorded up to its last batch, and a full or
+read-only disk stops a run early instead of losing it at the end. ``wall_s`` is the only wall-clock reading in a run (seconds since
 the recorder started) and is left at 0.0 with ``wall_clock=False`` so that two runs of
 one config give byte-identical files. Rows logged with an ``epoch`` also fill the
 per-epoch table (one row per node and epoch, one column per metric), whose columns start
@@ -10,11 +13,17 @@ with seed 003's ``epoch, train_loss, val_loss, test_loss, train_acc, val_acc, te
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from ..core.files import write_atomic
 
 EVENT_COLUMNS = ["run_id", "time_s", "wall_s", "node", "metric", "value"]
 EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc"]
@@ -23,12 +32,16 @@ EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "test_loss", "train_acc", "v
 class Recorder:
     """Collects events in memory; tables are built once at the end of a run."""
 
-    def __init__(self, run_id: str, *, wall_clock: bool = True) -> None:
+    def __init__(self, run_id: str, *, wall_clock: bool = True, flush_rows: int = 20_000) -> None:
         self.run_id = run_id
         self.wall_clock = wall_clock
         self._t0 = time.perf_counter()
         self.events: list[tuple[float, float, Any, str, float]] = []
         self.epochs: dict[tuple[Any, int], dict[str, float]] = {}
+        self.flush_rows = flush_rows
+        self._sink: Path | None = None
+        self._written = 0
+        self._next_flush = math.inf
 
     def wall(self) -> float:
         return round(time.perf_counter() - self._t0, 6) if self.wall_clock else 0.0
@@ -39,6 +52,33 @@ class Recorder:
             row = self.epochs.setdefault((node, int(epoch)), {"time_s": time_s})
             row[metric] = float(value)
             row["time_s"] = max(row["time_s"], time_s)
+        if len(self.events) >= self._next_flush:
+            self.flush()
+
+    # -- streaming ------------------------------------------------------------------
+    def stream_to(self, out_dir: Path) -> None:
+        """Write ``events.csv`` in ``out_dir`` from now on as rows come (see the module docstring)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._sink = out_dir
+        (out_dir / "events.csv").write_text(",".join(EVENT_COLUMNS) + "\n")
+        self._written = 0
+        self.flush()
+
+    def flush(self) -> None:
+        """Append the rows recorded since the last flush to ``events.csv``, rewrite ``epochs.csv``."""
+        if self._sink is None:
+            return
+        rows = self.events[self._written:]
+        if rows:
+            with open(self._sink / "events.csv", "a", newline="") as f:
+                f.write(_csv_rows(self.run_id, rows))
+                f.flush()
+                os.fsync(f.fileno())
+            self._written = len(self.events)
+            write_atomic(self._sink / "epochs.csv", lambda tmp: self.epochs_frame().to_csv(tmp, index=False,
+                                                                                             float_format="%.6g"))
+        self._next_flush = len(self.events) + self.flush_rows
 
     # -- tables ---------------------------------------------------------------------
     def events_frame(self) -> pd.DataFrame:
@@ -63,14 +103,30 @@ class Recorder:
         return df.assign(_k=key).sort_values(["_k", "epoch"], kind="stable").drop(columns="_k").reset_index(drop=True)
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
-        """Write ``events.csv`` and ``epochs.csv`` (atomically: temp file, then rename)."""
+        """Write ``events.csv`` and ``epochs.csv`` (atomically: temp file, then rename; when
+        streaming to ``out_dir``, the rows not yet written are appended)."""
         out_dir = Path(out_dir)
+        if self._sink is not None and self._sink.resolve() == out_dir.resolve():
+            self.flush()
+            write_atomic(out_dir / "epochs.csv", lambda tmp: self.epochs_frame().to_csv(tmp, index=False,
+                                                                                          float_format="%.6g"))
+            return out_dir / "events.csv", out_dir / "epochs.csv"
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
         for name, frame in (("events.csv", self.events_frame()), ("epochs.csv", self.epochs_frame())):
-            path = out_dir / name
-            tmp = path.with_suffix(".csv.tmp")
-            frame.to_csv(tmp, index=False, float_format="%.6g")
-            tmp.replace(path)
-            paths.append(path)
-        return paths[0], paths[1]
+            write_atomic(out_dir / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False, float_format="%.6g"))
+        return out_dir / "events.csv", out_dir / "epochs.csv"
+
+
+def _fmt(value: float) -> str:
+    """A float as pandas' ``to_csv(float_format="%.6g")`` writes it (NaN: empty)."""
+    return "" if value != value else "%.6g" % value
+
+
+def _csv_rows(run_id: str, rows: list) -> str:
+    """Event rows as the CSV text ``events_frame().to_csv`` would give them (no header)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for t, wall, node, metric, value in rows:
+        writer.writerow((run_id, _fmt(float(t)), _fmt(float(wall)), str(node), metric, _fmt(value)))
+    return buf.getvalue()
+

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-import yaml
 
 from .transport import Address
 
@@ -61,13 +60,14 @@ def load_hosts(path: str | Path) -> Hosts:
           0: 10.0.0.1:29500
           1: 10.0.0.2:29500
     """
+    from ..core.schema import ConfigError
+    from ..core.yamlio import load_yaml_file
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RendezvousError(f"--hosts: file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise RendezvousError(f"--hosts: {path} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = load_yaml_file(path, "--hosts")
+    except ConfigError as exc:
+        raise RendezvousError(str(exc)) from None
     if not isinstance(data, Mapping) or "nodes" not in data:
         raise RendezvousError(f"{path}: expected a mapping with 'nodes: {{0: HOST:PORT, ...}}' (and optional 'store')")
     unknown = set(data) - {"nodes", "store"}

@@ -16,6 +16,8 @@ Life-cycle rules
 * ``run(until=None)`` runs until no event is left. If processes that are not daemons are
   still waiting for futures nobody can resolve, that is a deadlock: :class:`Deadlock` is
   raised naming them. ``run(until=t)`` stops at tick ``t`` without the deadlock check.
+  ``run(stop_when_done=True)`` also stops as soon as no process is alive: events still
+  scheduled then (a fault planned for later) neither run nor move the clock.
 * ``Process.kill()`` closes the coroutine (``finally`` blocks run) and resolves its
   ``done`` future with :class:`Killed`; the crash fault injector uses it.
 
@@ -238,12 +240,14 @@ class Kernel:
             return True
         return False
 
-    def run(self, until: int | None = None) -> None:
-        """Run events until none is left, or up to tick ``until`` (inclusive)."""
+    def run(self, until: int | None = None, *, stop_when_done: bool = False) -> None:
+        """Run events until none is left, or up to tick ``until`` (inclusive), or (with
+        ``stop_when_done``) until every process has ended."""
         heap = self._heap
         pop = heapq.heappop
         limit = math.inf if until is None else until
-        while heap:
+        live = self._live
+        while heap and (live or not stop_when_done):
             if heap[0][0] > limit:
                 self.now = until
                 return

@@ -225,7 +225,9 @@ class SimWorld:
 
     # -- running ----------------------------------------------------------------------
     def run(self, until: float | None = None) -> None:
-        """Start every node's ``run`` and drive the kernel (to ``until`` seconds, if given)."""
+        """Start every node's ``run`` and drive the kernel until every node has returned or
+        crashed (or to ``until`` seconds, if given). Faults scheduled after that moment are
+        not run: they neither appear in the events nor move the clock."""
         for i, node in self.nodes.items():
             self.runtimes[i].start(node.run(self.runtimes[i]))
         # The kernel makes many short-lived objects (futures, heap entries, messages);
@@ -233,7 +235,7 @@ class SimWorld:
         thresholds = gc.get_threshold()
         gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
         try:
-            self.kernel.run(until=None if until is None else to_ticks(until))
+            self.kernel.run(until=None if until is None else to_ticks(until), stop_when_done=True)
         finally:
             gc.set_threshold(*thresholds)
         for i, rt in enumerate(self.runtimes):
@@ -244,6 +246,14 @@ class SimWorld:
     @property
     def now(self) -> float:
         return self.kernel.now / SECOND_TICKS
+
+    def unfinished(self) -> list[int]:
+        """Nodes whose code is still running (a run stopped by its time limit)."""
+        return sorted({int(p.name[4:].split(".")[0]) for p in self.kernel.live if p.name.startswith("node")})
+
+    def crashed(self) -> list[int]:
+        """Nodes that are crashed now."""
+        return [i for i, rt in enumerate(self.runtimes) if rt.crashed]
 
 
 def infinite_network() -> NetworkSpec:

@@ -97,6 +97,16 @@ def _exact_text(value: float, scales, factor: float, parser):
 # ------------------------------------------------------------------- validation
 
 
+def _text(path: Path) -> str:
+    """A topology file's UTF-8 text (a TopologyError line when it is not that)."""
+    from ..core.schema import ConfigError
+    from ..core.yamlio import read_text_file
+    try:
+        return read_text_file(path, "topology")
+    except ConfigError as exc:
+        raise TopologyError(str(exc)) from None
+
+
 def _fail(source, where: str, problem: str):
     raise TopologyError(f"{source}: {where}: {problem}")
 
@@ -247,10 +257,12 @@ def _yaml_edge(source, i: int, entry) -> tuple:
 
 
 def _load_yaml(path: Path) -> nx.Graph:
+    from ..core.schema import ConfigError
+    from ..core.yamlio import load_yaml_file
     try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        _fail(path, "YAML syntax", str(exc))
+        doc = load_yaml_file(path, "topology")
+    except ConfigError as exc:
+        raise TopologyError(str(exc)) from None
     if not isinstance(doc, dict):
         _fail(path, "top level", f"must be a mapping with keys {', '.join(TOP_KEYS)}")
     for key in doc:
@@ -360,7 +372,7 @@ def _float_token(source, where: str, token: str) -> float:
 
 def _load_edgelist(path: Path) -> nx.Graph:
     declared, node_attrs, edges = None, {}, []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(_text(path).splitlines(), start=1):
         where = f"line {lineno}"
         stripped = line.strip()
         if stripped.startswith("#:"):
@@ -407,6 +419,7 @@ def _save_edgelist(graph: nx.Graph, path: Path) -> None:
 
 
 def _load_graphml(path: Path) -> nx.Graph:
+    _text(path)  # a readable, not too large UTF-8 file before any XML parsing
     try:
         raw = nx.read_graphml(path)
     except Exception as exc:  # networkx raises assorted XML and key errors

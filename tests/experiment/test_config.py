@@ -81,7 +81,7 @@ def test_cli_subprocess_misspelt_field_no_traceback(tmp_path):
 
 
 def test_bad_yaml_names_the_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"c.yaml line 3 is not valid YAML"):
+    with pytest.raises(ConfigError, match=r"^config .*c.yaml is not valid YAML at line 3: "):
         load_config(write(tmp_path, "nodes: 4\ntrain: {epochs: [\n"))
 
 

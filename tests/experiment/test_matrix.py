@@ -33,9 +33,9 @@ TINY = {"name": "tiny", "base": BASE, "axes": {"algorithm": ["dsgd", "fedavg"], 
         "exclude": [{"algorithm": "fedavg", "topology.kind": "ring"}], "target_accuracy": 0.5}
 
 
-def fake_runner(cfg, out_root, progress=False):
+def fake_runner(cfg, run_dir, progress=False):
     """Stands in for run_experiment: a run directory and tables shaped like a real run's."""
-    run_dir = Path(out_root) / cfg.name / cfg.run_id()
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "manifest.json").write_text("{}")
     rate = 0.5 + 0.1 * cfg.seed
@@ -49,10 +49,10 @@ def fake_runner(cfg, out_root, progress=False):
 
 
 def failing_on(cell_filter, exc=RuntimeError("the cell broke\nsecond line")):
-    def runner(cfg, out_root, progress=False):
+    def runner(cfg, run_dir, progress=False):
         if cell_filter(cfg):
             raise exc
-        return fake_runner(cfg, out_root, progress)
+        return fake_runner(cfg, run_dir, progress)
     return runner
 
 
@@ -124,7 +124,7 @@ def test_base_file_is_relative_to_the_matrix_and_shipped_matrices_parse(tmp_path
     ({"axes": {"scenario": {"calm": {}, "quiet": {}}}}, "cell {scenario: quiet}: same config as {scenario: calm}"),
     ({"axes": {"algorithm": ["fedavg"], "topology.kind": ["ring", "star"]}},
      "cell {algorithm: fedavg, topology.kind: ring}: topology: fedavg needs a server"),
-    ({"base": {**BASE, "train": {"epochs": 0}}}, "base: train.epochs: 0 must be > 0"),
+    ({"base": {**BASE, "train": {"epochs": 0}}}, "base: train.epochs: 0 must be in [1, 1000000]"),
     ({"base": "missing.yaml"}, "base: file missing.yaml does not exist"),
     ({"exclude": [{"sead": 0}]}, "exclude[0].sead: not an axis (did you mean 'seed'?)"),
     ({"exclude": [{"seed": 7}]}, "exclude[0].seed: '7' is not a value of the axis"),

@@ -24,11 +24,11 @@ SPEC = {
 FIGURES = ("acc_vs_time.png", "acc_vs_bytes.png", "time_to_target.png", "heatmap.png")
 
 
-def runner(cfg, out_root, progress=False):
+def runner(cfg, run_dir, progress=False):
     """A run whose accuracy grows with the epoch, slower for fedavg; ring/seed-1 fedavg never exists."""
     if cfg.algorithm == "fedavg" and cfg.seed == 1 and cfg.scenario.crashes:
         raise RuntimeError("simulated bug")
-    run_dir = Path(out_root) / cfg.name / cfg.run_id()
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rate = (0.9 if cfg.algorithm == "dsgd" else 0.3) * (1 + 0.1 * cfg.seed)
     epochs = pd.DataFrame([{"node": "avg", "epoch": e, "time_s": 1.0 * e, "test_acc": 1 - math.exp(-rate * e)}
@@ -105,9 +105,9 @@ def test_many_series_get_one_colour_per_algorithm_and_one_line_style_per_topolog
     assert len(set(few_colors.values())) == 5 and set(few_dashes.values()) == {"-"}
 
 
-def gan_runner(cfg, out_root, progress=False):
+def gan_runner(cfg, run_dir, progress=False):
     """A GAN-shaped run: FID of the global generator falls per epoch, no accuracy at all."""
-    run_dir = Path(out_root) / cfg.name / cfg.run_id()
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = 1800.0 if cfg.algorithm == "flgan" else 1200.0
     epochs = pd.DataFrame([{"node": "avg", "epoch": e, "time_s": 2.0 * e, "test_acc": math.nan,

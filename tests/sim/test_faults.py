@@ -44,7 +44,9 @@ def test_crashed_node_sends_nothing_after_the_crash():
         world.kernel.schedule_at(to_ticks(t), lambda t=t: sent.__setitem__(t, world.network.bytes_sent[1]))
     world.run()
     assert lst.stamps == [k / 10 for k in range(20)]  # 0.0 .. 1.9: the one due at 2.0 is never sent
-    assert sent[1.95] == sent[2.0] == sent[2.05] == sent[3.0] == sent[5.0] == lst.bytes
+    assert sent[1.95] == sent[2.0] == sent[2.05] == sent[3.0] == lst.bytes
+    assert world.now == pytest.approx(1.901 + 1.5)  # the listener's last timeout ends the run
+    assert 5.0 not in sent  # nothing after the end runs
     assert world.network.bytes_sent[1] == lst.bytes
     assert events(world, "crash") == [(2.0, 1, 1.0)]
     assert tick.starts == [0.0]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from ...core.files import write_atomic
 from ...metrics.recorder import EPOCH_COLUMNS, EVENT_COLUMNS
 
 
@@ -92,11 +93,9 @@ def merge(run_dir: str | Path, cfg: Any, outcomes: list[NodeOutcome] | None = No
     ep = ep[[c for c in ["run_id", "node", "time_s", *EPOCH_COLUMNS] if c in ep.columns]
             + sorted(c for c in ep.columns if c not in ("run_id", "node", "time_s", *EPOCH_COLUMNS))]
     for name, frame in (("events.csv", ev), ("epochs.csv", ep)):
-        tmp = run_dir / (name + ".tmp")
-        frame.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.replace(run_dir / name)
+        write_atomic(run_dir / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False, float_format="%.6g"))
     manifest = _manifest(run_dir, cfg, outcomes, statuses, status or overall_status(outcomes), wall_time)
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    write_atomic(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
     if workload is not None and cfg.output.plot and len(ep):
         try:
             workload.plot(ep, ev, run_dir, title=f"{cfg.name}: {cfg.algorithm} on {manifest['run_id']} (real)",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+from ...core.files import write_atomic
 from ...core.runtime import node_device
 from ...real.transport import DEFAULT_MAX_SIZE, INSECURE_KEY, Address, ClusterKeyError, is_loopback, load_cluster_key, run_key
 
@@ -171,10 +172,7 @@ def _run(opts: NodeOptions, plan: _Plan) -> int:
 
 def _write_status(opts: NodeOptions, plan: _Plan, info: dict) -> None:
     out = node_dir(Path(opts.out or plan.cfg.output.dir) / plan.cfg.name / plan.cfg.run_id(), plan.node_id)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "status.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(out / "status.json")
+    write_atomic(out / "status.json", json.dumps(info, indent=2) + "\n")
 
 
 class NodeProcess:
@@ -282,9 +280,7 @@ class NodeProcess:
                 "pid": os.getpid(), "start": self.start, "end_time_s": round(self.clock(), 6),
                 "bytes_sent": rt.bytes_sent, "msgs_sent": rt.msgs_sent, "compute_s": round(rt.compute_s, 6),
                 "wire_rejected": dict(self.transport.rejected), "address": str(self.published)}
-        tmp = self.out / "status.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        tmp.replace(self.out / "status.json")
+        write_atomic(self.out / "status.json", json.dumps(info, indent=2) + "\n")
 
 
 def _interrupt(task: asyncio.Task, state: dict, code: int) -> None:
