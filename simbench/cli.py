@@ -55,8 +55,16 @@ def _catalogue() -> str:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a flag error as one line (and exit code 2) instead of the whole usage."""
+
+    def error(self, message: str):
+        from .core.schema import one_line
+        self.exit(EXIT_USAGE, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="simbench", description="Simulation-first benchmarks for distributed and decentralized training.",
         epilog=_catalogue(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -78,8 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     show = tsub.add_parser("show", help="draw a topology file or kind to PNG")
     show.add_argument("source", help="a topology file (topologies/*.yaml) or a kind (ring, torus, ...)")
     show.add_argument("-n", "--nodes", type=int, default=None, help="node count for a kind")
-    show.add_argument("-o", "--output", default=None, help="PNG path (default: SOURCE.png)")
-    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("-o", "--output", default=None,
+                      help="picture path, .png/.pdf/.svg (default: results/topologies/NAME.png)")
+    show.add_argument("--seed", type=int, default=0, help="seed of a random topology kind")
     sub.add_parser("list", help="list algorithms, topologies, datasets and scenario knobs")
     from .experiment.distributed.cli import add_parsers as add_real_parsers  # launch, node, merge (real processes)
     add_real_parsers(sub)
@@ -195,17 +204,23 @@ def _cmd_train_fid_net(args) -> int:
 
 
 def _cmd_topology(args) -> int:
+    from .core.schema import ConfigError
     from .topology import build, describe, draw, load
 
     src = args.source
     if Path(src).suffix in (".yaml", ".yml", ".edgelist", ".txt", ".graphml"):
         graph = load(src)
-        out = args.output or str(Path(src).with_suffix(".png"))
+        name = Path(src).stem
     else:
-        graph = build(src, args.nodes or 8, seed=args.seed)
-        out = args.output or f"{src}{graph.number_of_nodes()}.png"
-    draw(graph, out, title=f"{Path(src).stem}: {describe(graph)}")
-    print(f"{describe(graph)}\nwrote {out}")
+        graph = build(src, 8 if args.nodes is None else args.nodes, seed=args.seed)
+        name = f"{src}{graph.number_of_nodes()}"
+    out = Path(args.output or Path("results") / "topologies" / f"{name}.png")
+    print(describe(graph))
+    try:
+        draw(graph, out, title=name)
+    except ValueError as exc:
+        raise ConfigError(f"topology show: {exc}") from None
+    print(f"wrote {out}")
     return 0
 
 
@@ -231,7 +246,7 @@ def _terminate(signum, frame) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    from .core.schema import ConfigError
+    from .core.schema import ConfigError, one_line
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -262,7 +277,7 @@ def _main(argv: list[str] | None) -> int:
     except (ConfigError, ValueError) as exc:  # one line, no traceback: bad input is the user's to fix
         if not _is_user_error(exc):
             raise
-        print(f"simbench: {exc}", file=sys.stderr)
+        print(f"simbench: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 
 

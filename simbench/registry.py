@@ -119,13 +119,22 @@ def _import(kind: str, path: str) -> Any:
     return obj
 
 
-@lru_cache(maxsize=None)
 def resolve(kind: str, name: str) -> Entry:
     """The entry ``name`` stands for in ``kind`` (one of :data:`KINDS`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown registry {kind!r}; allowed: {', '.join(KINDS)}")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{FIELDS[kind]}: expected a name, got {name!r}")
+    return _resolve(kind, name)
+
+
+def clear_cache() -> None:
+    """Forget resolved names (after installing a package, or changing sys.path, in one process)."""
+    _resolve.cache_clear()
+
+
+@lru_cache(maxsize=None)
+def _resolve(kind: str, name: str) -> Entry:
     builtins = _builtins(kind)
     if name in builtins:
         return Entry(name, builtins[name], "simbench")

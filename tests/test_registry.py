@@ -83,10 +83,10 @@ def site(tmp_path_factory):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: extpkg\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(ENTRY_POINTS)
     sys.path.insert(0, str(root))
-    registry.resolve.cache_clear()
+    registry.clear_cache()
     yield root
     sys.path.remove(str(root))
-    registry.resolve.cache_clear()
+    registry.clear_cache()
 
 
 def cli(site, *args, cwd=None):

@@ -24,6 +24,12 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message is one line naming the field."""
 
 
+def one_line(text: object) -> str:
+    """``text`` on one printable line: control characters (a newline in a file name a user
+    wrote) are shown escaped, as Python writes them in a string."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def suggest(key: str, allowed) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``allowed`` to ``key``, or an empty string."""
     close = difflib.get_close_matches(key, list(allowed), n=1)

@@ -75,17 +75,28 @@ def _measure(node: Node) -> None:
         size(node, 0)
 
 
+class _Empty(Exception):
+    pass
+
+
+def _empty(what: str, required: bool) -> None:
+    if required:
+        raise _Empty(what)
+    return None
+
+
 def load_yaml_text(text: str, what: str, *, required: bool = True) -> Any:
     """The document in ``text``; ``what`` names it in errors (``config: FILE``, ``--set x``)."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
-            if required:
-                raise ConfigError(f"{what} is empty (or only comments); it needs a mapping of fields")
-            return None
+            return _empty(what, required)
         _measure(node)
         return loader.construct_document(node)
+    except _Empty:
+        raise ConfigError(f"{what} is empty (or only comments); it needs a mapping of fields") from None
     except ConfigError as exc:
         raise ConfigError(f"{what}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -96,7 +107,8 @@ def load_yaml_text(text: str, what: str, *, required: bool = True) -> Any:
     except RecursionError:
         raise ConfigError(f"{what}: nesting is deeper than {MAX_DEPTH} levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_text_file(path: str | Path, what: str, max_bytes: int = MAX_BYTES) -> str:

@@ -110,6 +110,20 @@ def _copy_to_cache(files: list[Path], root: Path) -> Path:
     return cache
 
 
+def _dirs_under(top: Path) -> list[Path]:
+    return [top, *[p for p in top.rglob("*") if p.is_dir()]] if top.is_dir() else []
+
+
+def _remove_new_empty_dirs(top: Path, before: set[Path]) -> None:
+    """Remove the empty folders under ``top`` (and ``top``) that were not there before."""
+    for d in sorted(_dirs_under(top), key=lambda p: len(p.parts), reverse=True):
+        if d not in before:
+            try:
+                d.rmdir()  # only when empty
+            except OSError:
+                pass
+
+
 # -- tensor conversion -------------------------------------------------------------------
 def _standardise_(x: torch.Tensor, mean, std) -> torch.Tensor:
     shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -176,9 +190,13 @@ def _torchvision(name: str, root: Path, download: bool) -> Dataset:
 
     cls_name, folder, mean, std = _TORCHVISION[name]
     cls = getattr(torchvision.datasets, cls_name)
+    bases = [root, _cache_dir()]
+    before = {d for base in bases for d in _dirs_under(base / folder)}
     try:
         train, test = _open_torchvision(cls, root, folder, download)
     except (RuntimeError, OSError) as exc:
+        for base in bases:  # a failed download leaves no empty folders behind
+            _remove_new_empty_dirs(base / folder, before)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         how = "download failed" if download else "download is off"
         raise DatasetError(

@@ -174,8 +174,10 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
         if name is None:
             raise ConfigError("algorithm.name: required field is missing; allowed: "
                               + ", ".join(registry.builtin_names("algorithms")) + ", or an import path")
-    else:
+    elif isinstance(algo, str):
         name, algo = algo, {}
+    else:
+        raise ConfigError(f"algorithm: expected a name or a mapping like {{name: dsgd, weight: 1.0}}, got {algo!r}")
     params = from_dict(registry.algorithm(name).Params, algo, "algorithm")
     if "algorithm_params" in data:
         raise ConfigError("algorithm_params: unknown field in config; put algorithm knobs under algorithm: {name: ..., ...}")

@@ -44,7 +44,9 @@ def mlp(input_shape, num_classes, hidden=(128,), drop_rate=0.0):
     drop_rate : float
         Dropout after each hidden layer (0 = none).
     """
-    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden) if isinstance(hidden, (list, tuple)) else None
+    if hidden is None or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 2**20 for h in hidden):
+        raise ValueError("hidden: expected a list of layer widths, whole numbers from 1 to 1048576")
     drop_rate = _rate("drop_rate", drop_rate)
     layers: list[nn.Module] = [nn.Flatten()]
     width = _flat_dim(input_shape)

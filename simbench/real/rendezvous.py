@@ -170,6 +170,17 @@ class Rendezvous:
     def port(self) -> int:
         return self.store.port
 
+    def nonce(self) -> str:
+        """This launch's random nonce (node 0 draws it; the others read it): it keys the
+        messages of this launch and names its run directory."""
+        key = self.prefix + "nonce"
+        self.store.add(self.prefix + "joined", 1)  # seen at the meeting point (a launcher or a test may watch)
+        if self.rank == 0:
+            import secrets
+            self.store.compare_set(key, "", secrets.token_hex(8))  # the first to set it wins
+        self._wait("nonce", "node 0 to draw the launch nonce")
+        return self.store.get(key).decode()
+
     def publish(self, addr: Address) -> None:
         self.store.set(self.prefix + f"addr/{self.rank}", str(addr))
 

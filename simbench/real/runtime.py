@@ -73,6 +73,9 @@ class RealRuntime:
         self.msgs_sent = 0
         self.compute_s = 0.0
         self.crashed = False
+        self.last_activity = time.monotonic()
+        """When this node last sent, received or finished a computation (the driver's
+        no-progress detector reads it)."""
         self.device = None
         """Received tensors are moved here on delivery (the node's accelerator; None: CPU)."""
         self.links = FaultLayer(node_id, faults, net_rng if net_rng is not None else np.random.default_rng(),
@@ -92,6 +95,7 @@ class RealRuntime:
             return
         if dst not in self.neighbors:
             raise ValueError(f"node {self.node_id} has no link to node {dst} in the topology")
+        self.last_activity = time.monotonic()
         payload = msg.encode(self.node_id)
         self.transport.check_size(dst, payload)  # loud, before it is counted or queued
         self.bytes_sent += len(payload)
@@ -120,6 +124,11 @@ class RealRuntime:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
+    @property
+    def waiting(self) -> bool:
+        """Whether the node's code is blocked in ``recv`` right now."""
+        return bool(self._waiters)
+
     def _expire(self, waiter: list) -> None:
         if waiter in self._waiters:
             self._waiters.remove(waiter)
@@ -128,6 +137,7 @@ class RealRuntime:
 
     def deliver(self, msg: Message) -> None:
         """Called by the transport's reader for every authenticated, well-formed message."""
+        self.last_activity = time.monotonic()
         if self.crashed:
             return
         msg = msg.to(self.device)
@@ -143,6 +153,7 @@ class RealRuntime:
         t0 = time.perf_counter()
         result = await asyncio.to_thread(fn, *args)
         elapsed = time.perf_counter() - t0
+        self.last_activity = time.monotonic()
         extra = self._slowdown(cost, elapsed)
         if extra > 0:
             await asyncio.sleep(extra)

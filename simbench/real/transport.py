@@ -1,18 +1,21 @@
 """ZeroMQ transport for real runs: one inbound socket per node, authenticated frames.
 
 Wire layout of one message on a link ``src -> dst`` (a two-part ZeroMQ message, so the
-encoded tensors are never copied to prepend the tag)::
+encoded tensors are never copied to prepend the header)::
 
-    [ tag: 32 bytes ][ encoded message: simbench.core.message.encode(...) ]
-    tag = HMAC-SHA256(run_key, dst as u32 little-endian || encoded message)
+    [ seq: u64 little-endian | tag: 32 bytes ][ encoded message: simbench.core.message.encode(...) ]
+    tag = HMAC-SHA256(run_key, dst as u32 LE || seq as u64 LE || encoded message)
 
-``run_key = HMAC-SHA256(cluster_key, "simbench-run/" + run_id)``: a message made for
-another run, or for another destination node, fails authentication. Nothing is pickled.
+``seq`` counts the messages of the link from 0. ``run_key = HMAC-SHA256(cluster_key,
+"simbench-run/" + run_id + "/" + nonce)`` with a random nonce per launch: a message made
+for another run, another launch of the same config, or another destination fails
+authentication, and a message of this run played again (its seq is not above the last one
+received from its sender) is rejected as a replay. Nothing is pickled.
 
-Receiving never raises: a message with the wrong number of frames, a tag of the wrong
-size, a body over ``max_size``, a bad tag, a malformed encoding or a sender that is not
-a neighbour is dropped and reported to ``on_reject(reason)`` (reasons in
-:data:`REJECT_REASONS`). Frames over twice ``max_size`` make ZeroMQ close that
+Receiving never raises: a message with the wrong number of frames, a header of the wrong
+size, a body over ``max_size``, a bad tag, a malformed encoding, a sender that is not a
+neighbour or a replayed sequence number is dropped and reported to ``on_reject(reason)``
+(reasons in :data:`REJECT_REASONS`). Frames over twice ``max_size`` make ZeroMQ close that
 connection before the frame is held in memory (the peer reconnects).
 
 Sockets: a PULL bound on this node's ``host:port`` reads everything sent to it; one PUSH
@@ -41,14 +44,16 @@ import zmq.asyncio
 from ..core.message import Message, Wire, WireError, decode
 
 TAG_SIZE = 32
+HEADER_SIZE = 8 + TAG_SIZE
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 SEND_HWM = 256
 """Messages a PUSH socket holds for a peer it cannot reach before sends count as dropped."""
 LINGER_MS = 5000
 """How long closing waits to hand queued messages to connected peers (dead ones: not at all)."""
-REJECT_REASONS = ("frames", "tag", "oversized", "auth", "malformed", "sender")
+REJECT_REASONS = ("frames", "tag", "oversized", "auth", "malformed", "sender", "replay")
 INSECURE_KEY = b"simbench-insecure-loopback-only"
 _DST = struct.Struct("<I")
+_SEQ = struct.Struct("<Q")
 
 
 class ClusterKeyError(ValueError):
@@ -109,16 +114,21 @@ def load_cluster_key(key_file: str | None, environ: dict | None = None) -> bytes
     return key
 
 
-def run_key(cluster_key: bytes, run_id: str) -> bytes:
-    """The key every message of run ``run_id`` is tagged with."""
-    return hmac.new(cluster_key, b"simbench-run/" + run_id.encode(), hashlib.sha256).digest()
+def run_key(cluster_key: bytes, run_id: str, nonce: str = "") -> bytes:
+    """The key every message of run ``run_id``, launch ``nonce``, is tagged with."""
+    return hmac.new(cluster_key, b"simbench-run/" + run_id.encode() + b"/" + nonce.encode(), hashlib.sha256).digest()
 
 
-def tag(key: bytes, dst: int, payload: Wire) -> bytes:
-    """HMAC-SHA256 over the destination id and the encoded message."""
-    mac = hmac.new(key, _DST.pack(dst), hashlib.sha256)
+def tag(key: bytes, dst: int, seq: int, payload: Wire) -> bytes:
+    """HMAC-SHA256 over the destination id, the link's sequence number and the encoded message."""
+    mac = hmac.new(key, _DST.pack(dst) + _SEQ.pack(seq), hashlib.sha256)
     mac.update(payload)
     return mac.digest()
+
+
+def header(key: bytes, dst: int, seq: int, payload: Wire) -> bytes:
+    """The first frame of a message: its sequence number and tag."""
+    return _SEQ.pack(seq) + tag(key, dst, seq, payload)
 
 
 class Transport:
@@ -144,6 +154,8 @@ class Transport:
         self._push: dict[int, zmq.Socket] = {}
         self._monitors: dict[int, zmq.Socket] = {}
         self._up: dict[int, bool] = {}
+        self._seq_out: dict[int, int] = {}
+        self._seq_in: dict[int, int] = {}
         self._reader: asyncio.Task | None = None
         self.rejected: dict[str, int] = {r: 0 for r in REJECT_REASONS}
         self.closed = False
@@ -193,10 +205,13 @@ class Transport:
         push = self._push.get(dst)
         if push is None:
             raise ValueError(f"node {self.node_id} has no link to node {dst} in the topology")
+        seq = self._seq_out.get(dst, 0)
         try:
-            push.send_multipart([tag(self.key, dst, payload), payload], flags=zmq.NOBLOCK, copy=len(payload) < 65536)
+            push.send_multipart([header(self.key, dst, seq, payload), payload], flags=zmq.NOBLOCK,
+                                copy=len(payload) < 65536)
         except zmq.Again:
             return False
+        self._seq_out[dst] = seq + 1
         return True
 
     def check_size(self, dst: int, payload: Wire) -> None:
@@ -225,12 +240,13 @@ class Transport:
         """Validate one received ZeroMQ message; the decoded Message, or None (rejected)."""
         if len(frames) != 2:
             return self._reject("frames")
-        mac, payload = frames
-        if len(mac) != TAG_SIZE:
+        head, payload = frames
+        if len(head) != HEADER_SIZE:
             return self._reject("tag")
         if len(payload) > self.max_size:
             return self._reject("oversized")
-        if not hmac.compare_digest(mac, tag(self.key, self.node_id, payload)):
+        seq = _SEQ.unpack_from(head)[0]
+        if not hmac.compare_digest(head[8:], tag(self.key, self.node_id, seq, payload)):
             return self._reject("auth")
         try:
             msg = decode(payload)
@@ -238,6 +254,9 @@ class Transport:
             return self._reject("malformed")
         if msg.src not in self.accept_from:
             return self._reject("sender")
+        if seq < self._seq_in.get(msg.src, 0):
+            return self._reject("replay")
+        self._seq_in[msg.src] = seq + 1
         return msg
 
     def _reject(self, reason: str) -> None:

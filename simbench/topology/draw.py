@@ -33,8 +33,30 @@ def _is_circular(graph: nx.Graph) -> bool:
     return n >= 3 and nx.is_connected(graph) and all(d == 2 for _, d in graph.degree)
 
 
+MAX_NODES, MAX_EDGES = 1000, 20_000
+"""The largest topology :func:`draw` draws (a bigger one would be an unreadable hairball that
+takes minutes)."""
+
+
+def _lattice_layout(graph: nx.Graph) -> dict | None:
+    """Row-major grid positions for grids and tori (their builders record rows and cols)."""
+    rows, cols = graph.graph.get("rows"), graph.graph.get("cols")
+    if graph.graph.get("kind") not in ("grid", "torus") or not rows or not cols or rows * cols != len(graph):
+        return None
+    return {v: np.array([v % cols, -(v // cols)], dtype=float) for v in graph.nodes}
+
+
+def _wraps(graph: nx.Graph, pos: dict) -> list[tuple[int, int]]:
+    """A torus's wrap-around links: those longer than one grid step."""
+    return [(u, v) for u, v in graph.edges if np.abs(pos[u] - pos[v]).sum() > 1.5]
+
+
 def _layout(graph: nx.Graph) -> dict:
-    """Circle for ring/complete-like graphs, hub-and-spokes for stars, seeded spring otherwise."""
+    """Grid for grids and tori, circle for ring/complete-like graphs, hub-and-spokes for
+    stars, seeded spring otherwise."""
+    lattice = _lattice_layout(graph)
+    if lattice is not None:
+        return lattice
     nodes = sorted(graph.nodes)
     if graph.graph.get("kind") == "star" or _is_star(graph):
         top = max(d for _, d in graph.degree)
@@ -106,6 +128,9 @@ def draw(graph: nx.Graph, path_png, title: str | None = None) -> None:
     None
     """
     n = graph.number_of_nodes()
+    if n > MAX_NODES or graph.number_of_edges() > MAX_EDGES:
+        raise ValueError(f"{n} nodes and {graph.number_of_edges()} edges are too many to draw; at most {MAX_NODES} "
+                         f"nodes and {MAX_EDGES} edges")
     side = 6.0 if n <= 20 else 8.0
     # Figure + Agg canvas instead of pyplot: no global state, no GUI, safe in threads.
     fig = Figure(figsize=(side + 2, side))
@@ -117,7 +142,12 @@ def draw(graph: nx.Graph, path_png, title: str | None = None) -> None:
     nodes = sorted(graph.nodes)
     speeds = [float(graph.nodes[v].get("speed", 1.0)) for v in nodes]
     base = float(np.clip(6000 / max(n, 1), 80, 500))
-    nx.draw_networkx_edges(graph, pos, ax=ax, edge_color="#999999", width=1.2)
+    wraps = _wraps(graph, pos) if graph.graph.get("kind") == "torus" else []
+    straight = [e for e in graph.edges if e not in set(wraps)]
+    nx.draw_networkx_edges(graph, pos, edgelist=straight, ax=ax, edge_color="#999999", width=1.2)
+    if wraps:  # a torus's wrap-around links as dashed arcs, not lines across the grid
+        nx.draw_networkx_edges(graph, pos, edgelist=wraps, ax=ax, edge_color="#bbbbbb", width=1.0, style="dashed",
+                               arrows=True, arrowstyle="-", connectionstyle="arc3,rad=0.25")
     nx.draw_networkx_nodes(graph, pos, nodelist=nodes, ax=ax, edgecolors="black", linewidths=0.8,
                            node_color=[colours[graph.nodes[v].get("role", NO_ROLE)] for v in nodes],
                            node_size=[base * float(np.clip(s, 0.25, 4.0)) for s in speeds])

@@ -232,6 +232,8 @@ def _yaml_nodes(source, spec) -> tuple[int, dict]:
         else:
             node = _node_id(source, where, entry)
         ids.append(node)
+    if not ids:
+        _fail(source, "nodes", "the list is empty; a topology needs at least one node")
     _check_ids(source, ids, len(ids))
     return len(ids), attrs
 

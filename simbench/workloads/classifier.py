@@ -63,8 +63,8 @@ class ClassifierWorkload(Workload):
         try:
             return build_model(cfg.model.name, data.input_shape, data.num_classes, seed=seed,
                                factory=registry.model(cfg.model.name), **cfg.model.options)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"model.options: {exc}") from None
+        except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch on a negative size
+            raise ConfigError(f"model.options: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
     def make_learner(self, node: int, part: NodeData, batch_size: int, seed: int, model_seed: int) -> Learner:
         data, device = self.data, self.cfg.device
@@ -175,7 +175,14 @@ class _Snapshot:
         self.path = path
 
     def get_flat(self) -> torch.Tensor:
-        return torch.from_numpy(np.load(self.path, allow_pickle=False))
+        try:
+            array = np.load(self.path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:  # a pickle, a truncated file, not an .npy at all
+            raise ConfigError(f"merge: {self.path} is not a parameter snapshot ({str(exc).splitlines()[0]})") from None
+        if array.dtype.kind != "f" or array.ndim != 1:
+            raise ConfigError(f"merge: {self.path} holds a {array.dtype} array of shape {array.shape}, "
+                              "not a flat float parameter vector")
+        return torch.from_numpy(array)
 
 
 def evaluate_splits(rt: Any, ctx: Any, epoch: int, learner: Any) -> dict[str, float]:

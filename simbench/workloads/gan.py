@@ -140,8 +140,8 @@ class GanWorkload(Workload):
         try:
             g, d, loss = build_gan(cfg.model.name, data.input_shape, latent_dim=p.latent_dim, seed=model_seed,
                                    factory=registry.model(cfg.model.name), **cfg.model.options)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"model.options: {exc}") from None
+        except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch on a negative size
+            raise ConfigError(f"model.options: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         learner = GANLearner(g, d, x, y, batch_size=batch_size, latent_dim=p.latent_dim, lr=p.lr, b1=p.b1, b2=p.b2,
                              loss=loss, seed=seed, num_classes=data.num_classes, device=cfg.device)
         learner.arch = {"model": cfg.model.name, "options": dict(cfg.model.options),

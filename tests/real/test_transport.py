@@ -19,15 +19,17 @@ from simbench.core.message import Message, WireError, encode
 from simbench.core.scenario import NodeProfile, Stragglers
 from simbench.metrics.recorder import Recorder
 from simbench.real.runtime import Clock, RealRuntime
-from simbench.real.transport import (Address, ClusterKeyError, Transport, is_loopback, load_cluster_key,
+from simbench.real.transport import (Address, ClusterKeyError, Transport, header, is_loopback, load_cluster_key,
                                      run_key, tag)
 
-KEY = run_key(b"k" * 32, "test-run")
+KEY = run_key(b"k" * 32, "test-run", "nonce-1")
+SEQ = iter(range(10**6))
 
 
-def good(src: int = 0, dst: int = 1, key: bytes = KEY, **meta) -> list[bytes]:
+def good(src: int = 0, dst: int = 1, key: bytes = KEY, seq: int | None = None, **meta) -> list[bytes]:
+    """A well-formed frame pair; each call takes the next sequence number of the link unless told."""
     payload = bytes(encode("m", src, meta, {"x": torch.ones(3)}))
-    return [tag(key, dst, payload), payload]
+    return [header(key, dst, next(SEQ) if seq is None else seq, payload), payload]
 
 
 def run_node(frames_list: list[list[bytes]], *, max_size: int = 1 << 20, accept_from=(0,)) -> tuple[list, dict, Recorder]:
@@ -44,7 +46,7 @@ def run_node(frames_list: list[list[bytes]], *, max_size: int = 1 << 20, accept_
         ctx = zmq.asyncio.Context()
         raw = ctx.socket(zmq.PUSH)
         raw.connect(addr.endpoint)
-        for frames in frames_list + [good(k="last")]:
+        for frames in frames_list + [good(k="last", seq=2 * 10**6 + next(SEQ))]:
             await raw.send_multipart(frames)
         got = []
         while True:
@@ -71,10 +73,13 @@ def test_a_good_message_arrives_decoded():
     ("frames", [b"only one frame"]),
     ("frames", good() + [b"extra"]),
     ("tag", [b"short", good()[1]]),
-    ("auth", [b"\0" * 32, good()[1]]),
-    ("auth", good(key=run_key(b"k" * 32, "another-run"))),
+    ("tag", [b"\0" * 32, good()[1]]),  # the header of the format without sequence numbers
+    ("auth", [b"\0" * 40, good()[1]]),
+    ("auth", good(key=run_key(b"k" * 32, "another-run", "nonce-1"))),
+    ("auth", good(key=run_key(b"k" * 32, "test-run", "nonce-2"))),  # the same config, another launch
     ("auth", good(dst=2)),  # made for another node: replaying it here fails
-    ("malformed", (lambda p: [tag(KEY, 1, p), p])(b"SBM1garbage")),
+    ("auth", (lambda f: [header(KEY, 1, 7, f[1])[:8] + f[0][8:], f[1]])(good(seq=3))),  # seq altered
+    ("malformed", (lambda p: [header(KEY, 1, 10**5, p), p])(b"SBM1garbage")),
     ("sender", good(src=5)),
 ])
 def test_bad_frames_are_dropped_counted_and_the_node_keeps_going(reason, frames):
@@ -87,7 +92,7 @@ def test_bad_frames_are_dropped_counted_and_the_node_keeps_going(reason, frames)
 
 def test_oversized_messages_are_dropped_and_counted():
     big = bytes(encode("m", 0, {}, {"x": torch.zeros(20_000)}))
-    got, rejected, rec = run_node([[tag(KEY, 1, big), big]], max_size=50_000)
+    got, rejected, rec = run_node([[header(KEY, 1, 0, big), big]], max_size=50_000)
     assert rejected["oversized"] == 1 and [m["k"] for m in got] == ["last"]
     assert (rec.events_frame()["metric"] == "wire_rejected_oversized").sum() == 1
 
@@ -136,10 +141,19 @@ def test_loopback_is_recognised():
     assert not is_loopback("10.0.0.1") and not is_loopback("192.168.1.2")
 
 
-def test_tags_bind_destination_and_payload():
+def test_tags_bind_destination_sequence_number_and_payload():
     p = b"payload"
-    assert tag(KEY, 1, p) == tag(KEY, 1, bytearray(p)) and tag(KEY, 1, p) != tag(KEY, 2, p)
-    assert len(tag(KEY, 1, p)) == 32 and tag(KEY, 1, p) != tag(KEY, 1, p + b"!")
+    assert tag(KEY, 1, 0, p) == tag(KEY, 1, 0, bytearray(p)) and tag(KEY, 1, 0, p) != tag(KEY, 2, 0, p)
+    assert len(tag(KEY, 1, 0, p)) == 32 and tag(KEY, 1, 0, p) != tag(KEY, 1, 0, p + b"!")
+    assert tag(KEY, 1, 0, p) != tag(KEY, 1, 1, p)
+
+
+def test_a_replayed_frame_is_rejected_and_counted():
+    """A frame captured on the wire and sent again (or an older one of the link) is a replay."""
+    first, second = good(k=1, seq=10**6), good(k=2, seq=10**6 + 1)
+    got, rejected, _ = run_node([first, second, first, second])
+    assert [m["k"] for m in got] == [1, 2, "last"]
+    assert rejected["replay"] == 2 and sum(rejected.values()) == 2
 
 
 def test_two_runtimes_exchange_messages_through_the_fault_layer_in_order():
@@ -188,8 +202,8 @@ def test_corrupted_but_authenticated_bodies_never_crash_the_reader():
         bodies.append(bytes(body))
     bodies.append(b"SBM1" + (2**31).to_bytes(4, "little") + b"{}")
     bodies.append(b"SBM1" + (20000).to_bytes(4, "little") + b"[" * 20000)  # deep JSON
-    for body in bodies:
-        out = t.check([tag(KEY, 1, body), body])
+    for seq, body in enumerate(bodies):
+        out = t.check([header(KEY, 1, seq, body), body])
         assert out is None or isinstance(out, Message)
     assert t.rejected["malformed"] > 0 and t.rejected["auth"] == 0
     t.abort()

@@ -24,6 +24,22 @@ def _size(text: str) -> int:
     return int(value)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config file (the same as for simbench run)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -36,32 +52,37 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--native-network", action="store_true",
                    help="do not inject the config's network latency/jitter/loss; the real network's own apply")
     p.add_argument("--no-snapshots", action="store_true", help="do not save per-epoch parameters (no avg rows)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per node process")
+    p.add_argument("--threads", type=_count, default=None, help="torch threads per node process")
+    p.add_argument("--no-progress-timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                   help="end a node as deadlock after this long without a message or a computation (default 300)")
 
 
 def add_parsers(sub) -> None:
     """Add ``launch``, ``node`` and ``merge`` to the main parser's subcommands."""
     la = sub.add_parser("launch", help="run a config as real processes on this machine (--local N)")
     _common(la)
-    la.add_argument("--local", type=int, required=True, metavar="N", help="number of local node processes (sets nodes)")
-    la.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    la.add_argument("--local", type=_count, required=True, metavar="N",
+                    help="number of local node processes (sets nodes)")
+    la.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
                     help="stop every node after this many wall seconds (default: none)")
-    la.add_argument("--quiet", action="store_true")
+    la.add_argument("--quiet", action="store_true", help="print only the result, no progress")
     nd = sub.add_parser("node", help="run one node of a real run (hosts file, or torchrun/SLURM environment)")
     _common(nd)
     nd.add_argument("--node-id", type=int, default=None, help="this node's id in the hosts file (default: $RANK)")
     nd.add_argument("--hosts", help="YAML hosts file mapping node ids to HOST:PORT (see examples/hosts.yaml)")
     nd.add_argument("--bind", help="host to bind instead of this node's address, e.g. 0.0.0.0")
-    nd.add_argument("--rendezvous-timeout", type=float, default=120.0, metavar="SECONDS")
+    nd.add_argument("--rendezvous-timeout", type=_seconds, default=120.0, metavar="SECONDS",
+                    help="how long to wait for the other nodes at the meeting point (default 120)")
     mg = sub.add_parser("merge", help="merge the nodes/<id>/ rows of a real run directory")
-    mg.add_argument("run_dir", help="results/<name>/<run_id> holding nodes/<id>/")
+    mg.add_argument("run_dir", help="results/<name>/<run_id>-real-<nonce> holding nodes/<id>/")
     mg.add_argument("config", help="the run's config file")
-    mg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    mg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="the --set options the nodes ran with")
 
 
 def run(args) -> int:
     """Run one of :data:`COMMANDS`; returns the exit code."""
-    from ...core.schema import ConfigError
+    from ...core.schema import ConfigError, one_line
     from .node_main import EXIT_USAGE
     from ...real.rendezvous import RendezvousError
     from ...real.transport import ClusterKeyError
@@ -73,7 +94,7 @@ def run(args) -> int:
             return _launch(args)
         return _merge(args)
     except (ConfigError, RendezvousError, ClusterKeyError) as exc:
-        print(f"simbench {args.command}: {exc}", file=sys.stderr)
+        print(f"simbench {args.command}: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -83,7 +104,7 @@ def _node_options(args, **extra):
     return NodeOptions(config=args.config, overrides=list(args.overrides), out=args.out, key_file=args.key_file,
                        insecure=args.insecure, max_size=args.max_message_size or DEFAULT_MAX_SIZE,
                        native_network=args.native_network, threads=args.threads, snapshots=not args.no_snapshots,
-                       **extra)
+                       no_progress_timeout=args.no_progress_timeout, **extra)
 
 
 def _node(args) -> int:
@@ -100,14 +121,12 @@ def _node_flags(args) -> list[str]:
         flags.append("--native-network")
     if args.no_snapshots:
         flags.append("--no-snapshots")
+    flags += ["--no-progress-timeout", str(args.no_progress_timeout)]
     return flags
 
 
 def _launch(args) -> int:
     from .launch import launch_local
-    if args.local < 1:
-        print(f"simbench launch: --local: must be >= 1, got {args.local}", file=sys.stderr)
-        return 2
     result = launch_local(args.config, args.local, overrides=args.overrides, out=args.out, key_file=args.key_file,
                           insecure=args.insecure, node_args=_node_flags(args), timeout=args.timeout,
                           threads=args.threads, quiet=args.quiet)
@@ -116,7 +135,7 @@ def _launch(args) -> int:
             print(f"  node {o.node}: {o.status} (exit code {o.exit_code}){': ' + o.reason if o.reason else ''}")
     print(f"{result.status}: {args.local} local processes in {result.wall_time:.1f}s wall")
     print(f"results: {result.run_dir}")
-    return 0 if result.status in ("finished", "time_limit") else 1
+    return 0 if result.status == "finished" else 1
 
 
 def _merge(args) -> int:
@@ -130,10 +149,11 @@ def _merge(args) -> int:
         print(f"simbench merge: {args.run_dir} has no nodes/<id>/ directories", file=sys.stderr)
         return 2
     cfg = load_config(args.config, [*args.overrides, f"nodes={n}"])
-    if cfg.run_id() != Path(args.run_dir).name:
-        print(f"simbench merge: the config with nodes={n} has run id {cfg.run_id()}, not {Path(args.run_dir).name}; "
-              "pass the --set options the nodes ran with", file=sys.stderr)
+    if not Path(args.run_dir).name.startswith(f"{cfg.run_id()}-real"):
+        print(f"simbench merge: the config with nodes={n} has run id {cfg.run_id()}, but {Path(args.run_dir).name} is "
+              f"not one of its real runs ({cfg.run_id()}-real-...); pass the --set options the nodes ran with",
+              file=sys.stderr)
         return 2
     manifest = merge(args.run_dir, cfg)
     print(f"{manifest['status']}: merged {n} nodes into {args.run_dir}")
-    return 0 if manifest["status"] in ("finished", "time_limit") else 1
+    return 0 if manifest["status"] == "finished" else 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,8 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .merge import NodeOutcome, merge, overall_status
-from .node_main import EXIT_CRASHED, EXIT_OK, node_dir
+from .merge import NodeOutcome, merge, overall_status, read_status
+from .node_main import EXIT_CRASHED, EXIT_DEADLOCK, EXIT_OK, node_dir
 
 GRACE_S = 10.0
 
@@ -71,15 +70,21 @@ def launch_local(config: str, n: int, *, overrides: list[str] = (), out: str | N
     """Run ``config`` as ``n`` local processes; returns once every child is reaped and merged."""
     from torch.distributed import TCPStore
 
+    from ..build import check_roles
     from ..config import load_config
+    from ..run import prepare_run_dir
     from ...real.transport import load_cluster_key
+    from .node_main import real_run_dir
 
     overrides = list(overrides)
     cfg = load_config(config, [*overrides, f"nodes={n}"])
+    check_roles(cfg)  # an impossible launch (a ring of 1, a star without workers) stops here, before any process
     out_root = Path(out or cfg.output.dir)
-    run_dir = out_root / cfg.name / cfg.run_id()
-    shutil.rmtree(run_dir / "nodes", ignore_errors=True)  # rows of an earlier launch must not be merged
+    nonce = secrets.token_hex(8)
+    run_dir = real_run_dir(out_root, cfg, nonce)
+    prepare_run_dir(run_dir)
     env = dict(os.environ)
+    env.update(SIMBENCH_RUN_NONCE=nonce, SIMBENCH_LAUNCHER_PID=str(os.getpid()))
     args = list(node_args)
     if insecure:
         args.append("--insecure")
@@ -185,16 +190,12 @@ def _reap(procs: dict, codes: dict) -> None:
 
 
 def _outcome(k: int, code: int, run_dir: Path, log: Path, why: str) -> NodeOutcome:
-    import json
-    status_file = node_dir(run_dir, k) / "status.json"
-    status = None
-    if status_file.exists():
-        try:
-            status = json.loads(status_file.read_text()).get("status")
-        except ValueError:
-            status = None
+    status = read_status(node_dir(run_dir, k) / "status.json", k)["status"]
+    status = None if status == "unknown" else status
     if code == EXIT_CRASHED:
         return NodeOutcome(k, code, "crashed", "scheduled crash")
+    if code == EXIT_DEADLOCK:
+        return NodeOutcome(k, code, "deadlock", last_line(log) or "no progress")
     if code == EXIT_OK:
         return NodeOutcome(k, code, status or "finished")
     if code == -signal.SIGTERM and why == "interrupted":  # our SIGTERM reached it before its handlers
@@ -207,5 +208,5 @@ def _outcome(k: int, code: int, run_dir: Path, log: Path, why: str) -> NodeOutco
         if why.startswith("node "):
             return NodeOutcome(k, code, "stopped", f"stopped because {why}")
         return NodeOutcome(k, code, "interrupted", "signal")
-    return NodeOutcome(k, code, status if status == "error" else "failed", last_line(log))
+    return NodeOutcome(k, code, "failed", last_line(log))
 

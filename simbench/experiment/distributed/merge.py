@@ -28,18 +28,46 @@ class NodeOutcome:
     node: int
     exit_code: int | None
     status: str
-    """finished, time_limit, crashed (scheduled), failed/error (its own fault), stopped (another
-    failed), timeout (launch --timeout), interrupted (signal), killed (did not stop on SIGTERM)."""
+    """One of :data:`NODE_STATUSES`: finished, time_limit, crashed (scheduled), deadlock (no
+    progress), failed (its own fault), stopped (another failed), timeout (launch --timeout),
+    interrupted (signal), killed (did not stop on SIGTERM), unknown (no readable status)."""
     reason: str = ""
     """The last line of its stderr when it failed."""
 
 
+NODE_STATUSES = ("finished", "time_limit", "crashed", "deadlock", "failed", "stopped", "timeout", "interrupted",
+                 "killed", "unknown")
+
+
 def overall_status(outcomes: list[NodeOutcome]) -> str:
+    """The run's status in the simulator's words (simbench.experiment.run.STATUSES): interrupted,
+    deadlock, failed (a node failed, was killed, or left no readable status), time_limit
+    (the config's or launch --timeout), all_crashed, else finished."""
     states = {o.status for o in outcomes}
-    for bad in ("failed", "error", "interrupted", "timeout", "killed", "stopped"):
-        if bad in states:
-            return bad
-    return "time_limit" if "time_limit" in states else "finished"
+    if not outcomes:
+        return "failed"
+    if "interrupted" in states:
+        return "interrupted"
+    if "deadlock" in states:
+        return "deadlock"
+    if states & {"failed", "killed", "stopped", "unknown"} or not states <= set(NODE_STATUSES):
+        return "failed"
+    if states & {"timeout", "time_limit"}:
+        return "time_limit"
+    if states == {"crashed"}:
+        return "all_crashed"
+    return "finished"
+
+
+def read_status(path: Path, node: int) -> dict:
+    """A node's status.json, or ``{status: unknown}`` when it is missing or not a status."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"node": node, "status": "unknown"}
+    if not isinstance(info, dict) or info.get("status") not in NODE_STATUSES:
+        return {"node": node, "status": "unknown"}
+    return info
 
 
 def node_dirs(run_dir: Path) -> list[tuple[int, Path]]:
@@ -62,10 +90,7 @@ def merge(run_dir: str | Path, cfg: Any, outcomes: list[NodeOutcome] | None = No
     dirs = node_dirs(run_dir)
     statuses = {}
     for k, d in dirs:
-        try:
-            statuses[k] = json.loads((d / "status.json").read_text())
-        except (OSError, ValueError):
-            statuses[k] = {"node": k, "status": "unknown"}
+        statuses[k] = read_status(d / "status.json", k)
     if outcomes is None:
         outcomes = [NodeOutcome(k, None, s.get("status", "unknown"), s.get("error") or "") for k, s in statuses.items()]
     events = [df for _, d in dirs if (df := _read(d / "events.csv")) is not None]
@@ -109,7 +134,7 @@ def _manifest(run_dir: Path, cfg: Any, outcomes: list[NodeOutcome], statuses: di
               wall_time: float | None) -> dict:
     from ..run import git_revision, versions
 
-    failed = [o for o in outcomes if o.status in ("failed", "error", "killed", "timeout")]
+    failed = [o for o in outcomes if o.status in ("failed", "killed", "timeout", "deadlock", "unknown")]
     return {
         "run_id": run_dir.name, "mode": "real", "status": status,
         "error": "; ".join(f"node {o.node}: {o.reason or o.status}" for o in failed) or None,

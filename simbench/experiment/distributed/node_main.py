@@ -8,10 +8,16 @@ rendezvous (addresses, ready barrier, common start instant), run the algorithm's
 epochs.csv, status.json and per-epoch parameter snapshots for the average-model rows).
 
 A node stops when its algorithm returns, when the config's ``time_limit`` passes
-(status ``time_limit``), on SIGINT/SIGTERM (``interrupted``), on an error (``error``,
-traceback on stderr) or at a scheduled crash: then it writes its rows and leaves with
+(status ``time_limit``), when it has neither sent, received nor computed anything for
+``--no-progress-timeout`` seconds (``deadlock``: it waits for a peer that will never
+answer), on SIGINT/SIGTERM (``interrupted``), on an error (``failed``, traceback on
+stderr) or at a scheduled crash: then it writes its rows and leaves with
 ``os._exit(EXIT_CRASHED)`` at once, as a machine that dies would, leaving its peers to
-notice through timeouts.
+notice through timeouts. Started by ``simbench launch``, a node dies with the launcher.
+
+Its rows go to ``<out>/<name>/<run_id>-real-<nonce>/nodes/<id>/``: the nonce is drawn per
+launch (by the launcher, or by node 0 at the rendezvous), so no launch overwrites another
+and messages of another launch fail authentication.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CRASHED = 75
 """A scheduled crash (scenario.crashes): expected, not a failure."""
+EXIT_DEADLOCK = 76
+"""The node made no progress for ``--no-progress-timeout`` seconds."""
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -59,6 +67,8 @@ class NodeOptions:
     """Host to bind instead of the published one (e.g. 0.0.0.0 behind NAT)."""
     snapshots: bool = True
     rendezvous_timeout: float = 120.0
+    no_progress_timeout: float | None = 300.0
+    """Wall seconds without a message or a computation after which the node ends as ``deadlock``."""
 
 
 class UsageError(ValueError):
@@ -71,13 +81,14 @@ def node_dir(run_dir: Path, node_id: int) -> Path:
 
 def run_node(opts: NodeOptions) -> int:
     """Run one node to the end; returns the process exit code."""
-    from ...core.schema import ConfigError
+    from ...core.schema import ConfigError, one_line
     from ...real.rendezvous import RendezvousError
 
+    die_with_launcher()
     try:
         plan = _plan(opts)
     except (UsageError, ConfigError, RendezvousError, ClusterKeyError, OSError) as exc:
-        print(f"simbench node: {exc}", file=sys.stderr)
+        print(f"simbench node: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     return _run(opts, plan)
 
@@ -90,12 +101,15 @@ class _Plan:
     node_id: int
     n: int
     key: bytes
+    """The cluster key, then (once the nonce is known) the run key."""
     insecure: bool
     me: Address
     """The address peers reach this node at (port 0: chosen at bind)."""
     bind: Address
     peer_address: Callable[[int], Address]
     rendezvous: Any
+    nonce: str
+    run_dir: Path
 
 
 def _plan(opts: NodeOptions) -> _Plan:
@@ -132,7 +146,35 @@ def _plan(opts: NodeOptions) -> _Plan:
     rdv = Rendezvous(store, node_id, n, serve=serve, run_id=cfg.run_id(), attempt=attempt,
                      timeout=opts.rendezvous_timeout)
     peer_address = hosts.nodes.__getitem__ if hosts is not None else rdv.address
-    return _Plan(cfg, node_id, n, run_key(key, cfg.run_id()), key == INSECURE_KEY, me, bind, peer_address, rdv)
+    return _Plan(cfg, node_id, n, key, key == INSECURE_KEY, me, bind, peer_address, rdv, "", Path())
+
+
+def _meet(opts: NodeOptions, plan: _Plan) -> None:
+    """Learn this launch's nonce (from the launcher, else from node 0 at the rendezvous): it
+    names the run directory and keys the messages."""
+    plan.nonce = os.environ.get("SIMBENCH_RUN_NONCE") or plan.rendezvous.nonce()
+    plan.run_dir = real_run_dir(opts.out or plan.cfg.output.dir, plan.cfg, plan.nonce)
+    plan.key = run_key(plan.key, plan.cfg.run_id(), plan.nonce)
+
+
+def real_run_dir(out_root: str | Path, cfg: Any, nonce: str) -> Path:
+    """The run directory of one launch of ``cfg``: ``<name>/<run_id>-real-<nonce>``."""
+    return Path(out_root) / cfg.name / f"{cfg.run_id()}-real-{nonce[:8]}"
+
+
+def die_with_launcher() -> None:
+    """When a launcher started this process (``$SIMBENCH_LAUNCHER_PID``), have the kernel send
+    SIGTERM when it dies (Linux), so no node runs on unsupervised after a kill -9 of it."""
+    pid = os.environ.get("SIMBENCH_LAUNCHER_PID")
+    if not pid or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(pid):  # the launcher died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _check_loopback(hosts: list[str]) -> None:
@@ -160,10 +202,13 @@ def _run(opts: NodeOptions, plan: _Plan) -> int:
     for sig in EXIT_SIGNAL:
         signal.signal(sig, _stop)
     try:
+        _meet(opts, plan)
         proc = NodeProcess(opts, plan)
         proc.connect()
         return proc.run()
     except _Stop as stop:  # before the runtime existed (run() handles it from then on)
+        if not plan.nonce:  # it never learnt which launch it belongs to
+            plan.run_dir = real_run_dir(opts.out or plan.cfg.output.dir, plan.cfg, "unstarted")
         _write_status(opts, plan, {"node": plan.node_id, "status": "interrupted", "error": "signal before the start",
                                    "pid": os.getpid()})
         print("simbench node: interrupted before the run started", file=sys.stderr)
@@ -171,7 +216,7 @@ def _run(opts: NodeOptions, plan: _Plan) -> int:
 
 
 def _write_status(opts: NodeOptions, plan: _Plan, info: dict) -> None:
-    out = node_dir(Path(opts.out or plan.cfg.output.dir) / plan.cfg.name / plan.cfg.run_id(), plan.node_id)
+    out = node_dir(plan.run_dir, plan.node_id)
     write_atomic(out / "status.json", json.dumps(info, indent=2) + "\n")
 
 
@@ -186,7 +231,7 @@ class NodeProcess:
         self.opts, self.plan, self.cfg, self.i = opts, plan, plan.cfg, plan.node_id
         if opts.threads:
             torch.set_num_threads(opts.threads)
-        run_dir = Path(opts.out or self.cfg.output.dir) / self.cfg.name / self.cfg.run_id()
+        run_dir = plan.run_dir
         self.out = node_dir(run_dir, self.i)
         self.out.mkdir(parents=True, exist_ok=True)
         # The workload's real-mode hook: a classifier node snapshots its parameters each epoch
@@ -251,6 +296,7 @@ class NodeProcess:
         for sig, code in EXIT_SIGNAL.items():
             asyncio.get_running_loop().add_signal_handler(sig, _interrupt, task, state, code)
         schedule_faults(rt, self.cfg.scenario, self.crashes, self.crash)
+        watchdog = asyncio.get_running_loop().create_task(self._watch(task))
         limit = None if self.cfg.time_limit is None else max(0.0, self.cfg.time_limit - rt.now())
         try:
             await asyncio.wait_for(asyncio.shield(task), limit)
@@ -258,12 +304,29 @@ class NodeProcess:
             state["status"] = "time_limit"
             task.cancel()
         except asyncio.CancelledError:
-            pass  # a signal: _interrupt has set the status
+            pass  # a signal (_interrupt) or the no-progress watchdog has set the status
         except Exception as exc:  # noqa: BLE001 - the node's own error: report it, still write rows
             traceback.print_exc()
-            state.update(status="error", error=f"{type(exc).__name__}: {exc}", exit=EXIT_ERROR)
-        await asyncio.gather(task, return_exceptions=True)
+            state.update(status="failed", error=f"{type(exc).__name__}: {exc}", exit=EXIT_ERROR)
+        watchdog.cancel()
+        await asyncio.gather(task, watchdog, return_exceptions=True)
         await rt.finish()
+
+    async def _watch(self, task: asyncio.Task) -> None:
+        """End the run as ``deadlock`` after ``no_progress_timeout`` s without a message or a
+        computation (e.g. a peer crashed and the algorithm waits for it without a timeout)."""
+        limit = self.opts.no_progress_timeout
+        if not limit:
+            return
+        while not task.done():
+            await asyncio.sleep(min(1.0, limit / 4))
+            idle = time.monotonic() - self.rt.last_activity
+            if idle >= limit and not task.done():
+                self.state.update(status="deadlock", exit=EXIT_DEADLOCK,
+                                  error=f"no message and no computation for {idle:.0f} s")
+                self.rt.log("deadlock", 1.0)
+                task.cancel()
+                return
 
     def crash(self) -> None:
         """The scheduled crash: stop, write this node's rows, leave at once."""

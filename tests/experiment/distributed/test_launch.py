@@ -41,8 +41,8 @@ def test_quickstart_on_four_local_processes_matches_the_simulator(tmp_path):
     res, elapsed = launch(tmp_path, ROOT / "examples/quickstart.yaml", "--local", "4", *QUICK)
     assert res.returncode == 0, res.stderr[-2000:]
     cfg = load_config(ROOT / "examples/quickstart.yaml", [a for a in QUICK if a != "--set"] + ["nodes=4"])
-    run_dir = tmp_path / "out" / cfg.name / cfg.run_id()
-    assert f"results: {run_dir}" in res.stdout
+    run_dir = Path(res.stdout.split("results: ")[1].strip())
+    assert run_dir.parent == tmp_path / "out" / cfg.name and run_dir.name.startswith(f"{cfg.run_id()}-real-")
     for name in ("events.csv", "epochs.csv", "manifest.json", *(f"nodes/{k}/events.csv" for k in range(4))):
         assert (run_dir / name).exists(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())

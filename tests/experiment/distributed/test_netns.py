@@ -11,6 +11,7 @@ from ``tc qdisc netem`` where the kernel has netem (the nodes then run with
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 
@@ -49,6 +50,7 @@ def test_dsgd_ring_across_four_namespaces_with_20ms_links(hosts, tmp_path):
     from simbench.experiment.run import run_experiment
     from simbench.experiment.distributed.launch import node_command, overall_status, supervise
     from simbench.experiment.distributed.merge import merge
+    from simbench.experiment.distributed.node_main import real_run_dir
 
     cfg_path = tmp_path / "netns.yaml"
     cfg_path.write_text(yaml.safe_dump(CONFIG))
@@ -61,10 +63,11 @@ def test_dsgd_ring_across_four_namespaces_with_20ms_links(hosts, tmp_path):
     flags = ["--hosts", str(hosts_file), "--key-file", str(key), "--threads", "1", "--no-snapshots"]
     flags += ["--native-network"] if native else []
     cfg = load_config(cfg_path, ["nodes=4"])
-    run_dir = tmp_path / "out" / cfg.name / cfg.run_id()
+    run_dir = real_run_dir(tmp_path / "out", cfg, "0123456789abcdef")
     cmds = {k: [*hosts.exec(k), *node_command(str(cfg_path), [], tmp_path / "out", [*flags, "--node-id", str(k)])]
             for k in range(4)}
-    outcomes = supervise(cmds, {k: None for k in range(4)}, run_dir, timeout=45)
+    env = {**os.environ, "SIMBENCH_RUN_NONCE": "0123456789abcdef"}  # as the launcher hands it out
+    outcomes = supervise(cmds, {k: env for k in range(4)}, run_dir, timeout=45)
     assert [o.status for o in outcomes] == ["finished"] * 4, outcomes
     manifest = merge(run_dir, cfg, outcomes)
     assert manifest["mode"] == "real" and overall_status(outcomes) == "finished"
