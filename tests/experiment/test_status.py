@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simbench.cli import main
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import load_config, parse_config
 from simbench.experiment.run import run_experiment
@@ -305,7 +304,7 @@ def test_results_do_not_depend_on_the_number_of_matrix_workers(tmp_path):
     base = {**TINY, "dataset": {"name": "digits", "max_train": 300}}
     spec = {"name": "w", "base": base, "axes": {"seed": [0, 1]}}
     one = run_matrix(parse_matrix(spec), tmp_path / "1", executor=LocalExecutor(1), progress=False)
-    two = run_matrix(parse_matrix(spec), tmp_path / "2", executor=LocalExecutor(2), progress=False)
+    run_matrix(parse_matrix(spec), tmp_path / "2", executor=LocalExecutor(2), progress=False)
     for cell in one.cells["cell"].unique():
         a = next((tmp_path / "1" / "w" / "runs" / "w").glob(cell)) / "epochs.csv"
         b = next((tmp_path / "2" / "w" / "runs" / "w").glob(cell)) / "epochs.csv"
