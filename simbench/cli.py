@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="simbench", description="Simulation-first benchmarks for distributed and decentralized training.",
         epilog=_catalogue(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"simbench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run one config in the simulator")
     run.add_argument("config", help="YAML config file")
@@ -110,17 +112,24 @@ def _parser() -> argparse.ArgumentParser:
     fid = sub.add_parser("train-fid-net", help="train the small classifier whose features give FID (GAN algorithms)")
     fid.add_argument("dataset", help="data set, e.g. mnist, fashion_mnist, digits")
     fid.add_argument("--root", default=None, help="data root (default: $SIMBENCH_DATA)")
-    fid.add_argument("--epochs", type=int, default=3)
-    fid.add_argument("--seed", type=int, default=0)
+    fid.add_argument("--epochs", type=_positive_int, default=3, help="training epochs (default 3)")
+    fid.add_argument("--seed", type=int, default=0, help="seed of the data order and initial weights")
     fid.add_argument("--out", default=None, help="weights file (default: the package's simbench/gan/weights/fidnet_DATASET.pt)")
     gen = sub.add_parser("generate", help="write samples from a trained Lipizzaner mixture")
     gen.add_argument("--mixture-source", required=True, help="a lipizzaner run's mixture/ directory")
     gen.add_argument("--sample-size", type=int, default=100, help="images to write (default: 100)")
     gen.add_argument("-o", "--output", required=True, help="directory for the PNG images")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="seed of the noise the samples are drawn from")
+    gen.add_argument("--grid", action="store_true", help="write one image of every sample on a grid, not one file each")
+    cmp = sub.add_parser("compare", help="two run directories side by side: config differences, results, curves")
+    cmp.add_argument("run_a", help="a run directory (results/<name>/<run_id>)")
+    cmp.add_argument("run_b", help="another run directory")
+    cmp.add_argument("--plot", default=None, metavar="FILE", help="also draw both quality curves in FILE (.png/.pdf/.svg)")
     rep = sub.add_parser("report", help="write report.md and figures for a matrix results directory")
     rep.add_argument("results", help="a matrix results directory, e.g. results/decentralized")
-    rep.add_argument("--format", choices=("md", "html"), default="md")
+    rep.add_argument("--format", choices=("md", "html"), default="md", help="the report document (default md)")
+    rep.add_argument("--figures", choices=("png", "pdf", "svg"), default="png",
+                     help="file format of the figures (default png; pdf and svg for papers)")
     return p
 
 
@@ -181,7 +190,7 @@ def _cmd_matrix(args) -> int:
 def _cmd_report(args) -> int:
     from .report.report import write_report
 
-    print(f"wrote {write_report(args.results, args.format)}")
+    print(f"wrote {write_report(args.results, args.format, args.figures)}")
     return 0
 
 
@@ -262,12 +271,16 @@ def _main(argv: list[str] | None) -> int:
             return _cmd_matrix(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "compare":
+            from .report.compare import compare
+            print(compare(args.run_a, args.run_b, args.plot))
+            return 0
         if args.command == "train-fid-net":
             return _cmd_train_fid_net(args)
         if args.command == "generate":
             from .algorithms.lipizzaner import generate_samples
-            paths = generate_samples(args.mixture_source, args.sample_size, args.output, args.seed)
-            print(f"wrote {len(paths)} images to {args.output}")
+            paths = generate_samples(args.mixture_source, args.sample_size, args.output, args.seed, grid=args.grid)
+            print(f"wrote {paths[0]}" if args.grid else f"wrote {len(paths)} images to {args.output}")
             return 0
         if args.command == "list":
             print(_catalogue())

@@ -183,12 +183,13 @@ def save_mixture(directory, mixture: Mixture, arch: dict, fid: float, cell: int)
     return d
 
 
-def generate_samples(source, n: int, out, seed: int = 0) -> list[Path]:
-    """``n`` PNG images ``sample_XXXX.png`` in ``out`` from the mixture saved in ``source``."""
+def generate_samples(source, n: int, out, seed: int = 0, grid: bool = False) -> list[Path]:
+    """``n`` PNG images ``sample_XXXX.png`` in ``out`` from the mixture saved in ``source``;
+    with ``grid``, one image ``samples.png`` of all of them on a square grid."""
     from PIL import Image
 
     from ..gan import build_gan
-    from ..gan.grids import grid_array
+    from ..gan.grids import grid_array, save_grid
 
     src = Path(source)
     if not (src / "mixture.json").exists():
@@ -209,6 +210,8 @@ def generate_samples(source, n: int, out, seed: int = 0) -> list[Path]:
                 off += k
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if grid:
+        return [save_grid(torch.cat(images), out / "samples.png")]
     paths = []
     for i, img in enumerate(torch.cat(images)):
         arr = grid_array(img[None], nrow=1, pad=0)

@@ -2,18 +2,17 @@
 
 ``digits`` (scikit-learn's bundled 8×8 digits) and ``synthetic`` need no network.
 ``mnist``, ``fashion_mnist`` and ``cifar10`` load through torchvision from a data root:
-``root`` argument > ``$SIMBENCH_DATA`` > ``~/.cache/simbench/data``. A root that holds
-torchvision's unpacked files is read in place, even when read-only. A read-only root that
-holds only the archives (``MNIST/raw/*.gz``) is copied once to a writable cache
-(``$SIMBENCH_CACHE`` or ``~/.cache/simbench/data``), where torchvision checks their MD5s
-and unpacks them with no network.
+``root`` argument (``dataset.root``) > ``$SIMBENCH_DATA`` > the cache. A root that holds
+torchvision's unpacked files is read in place, even when read-only. simbench never writes
+into a root that is not the cache: archives found there (``MNIST/raw/*.gz``) are copied
+once to the cache (``$SIMBENCH_CACHE`` or ``~/.cache/simbench/data``), where torchvision
+checks their MD5s and unpacks them with no network; a download goes to the cache too.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -77,14 +76,6 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
 def _cache_dir() -> Path:
     env = os.environ.get("SIMBENCH_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "simbench" / "data"
-
-
-def _writable(path: Path) -> bool:
-    """Whether files may be created at ``path`` (or, if missing, at its nearest ancestor)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    # Mode bits as well as os.access: root passes os.access on folders meant to stay read-only.
-    return bool(path.stat().st_mode & stat.S_IWUSR) and os.access(path, os.W_OK)
 
 
 def _archives(cls, root: Path, folder: str) -> list[Path]:
@@ -178,8 +169,12 @@ def _open_torchvision(cls, root: Path, folder: str, download: bool):
     archives = _archives(cls, root, folder)
     local = bool(archives) and all(p.is_file() for p in archives)
     base = root
-    if not _writable(archives[0].parent if archives else root):
+    if root.resolve() != _cache_dir().resolve():  # the user's folder stays as it is
         base = _copy_to_cache(archives, root) if local else _cache_dir()
+        try:  # unpacked in the cache by an earlier run
+            return cls(str(base), train=True, download=False), cls(str(base), train=False, download=False)
+        except RuntimeError:
+            pass
     # With every archive at hand, torchvision's "download" only checks MD5s and unpacks.
     fetch = download or local
     return cls(str(base), train=True, download=fetch), cls(str(base), train=False, download=fetch)

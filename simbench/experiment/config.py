@@ -110,7 +110,15 @@ class OutputSpec:
     wall_clock: bool = True
     """Record wall_s; false makes events.csv byte-identical across runs."""
     plot: bool = True
+    """Draw the run's figure."""
     progress: bool = True
+    """Show a progress bar."""
+    trackers: tuple[str, ...] = field(default=(), metadata={"check": (
+        lambda names: all(n in ("tensorboard", "mlflow") for n in names), "is not allowed; allowed: tensorboard, mlflow")})
+    """Experiment trackers that receive every row live: tensorboard (event files in the run
+    directory), mlflow (a run in output.mlflow_uri); simulated milliseconds are the step."""
+    mlflow_uri: Optional[str] = None
+    """MLflow tracking URI; default: the mlruns folder beside the results."""
 
 
 @dataclass(frozen=True)
@@ -154,9 +162,11 @@ class ExperimentConfig:
         return d
 
     def run_id(self) -> str:
-        """Deterministic id: the same resolved config always gets the same id."""
+        """Deterministic id: the same resolved config always gets the same id (the output
+        settings and where the data set is read from are not part of it)."""
         d = self.to_dict()
         d.pop("output")
+        d["dataset"].update(root=None, download=True)  # where the data lives is not part of the experiment
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
         kind = self.topology.get("kind") or Path(str(self.topology.get("file", "file"))).stem
         return f"{registry.label(self.algorithm)}-{registry.label(str(kind))}{self.nodes}-s{self.seed}-{digest}"

@@ -453,18 +453,34 @@ def tables(matrix: Matrix, summaries: Mapping[str, dict]) -> dict[str, pd.DataFr
             curves.append({**key, **{k: c[k][i] if k in c else math.nan for k in CURVE}})
         faults.extend({**key, **f} for f in s.get("faults", []))
     axes = [a.path for a in matrix.axes]
-    return {
+    frames = {
         "cells": pd.DataFrame(cells, columns=["matrix", "cell", *axes, "status", "error", "metric", "value"]),
         "curves": pd.DataFrame(curves, columns=["matrix", "cell", *axes, *CURVE]),
         "faults": pd.DataFrame(faults, columns=["matrix", "cell", *axes, "time_s", "node", "kind"]),
     }
+    numeric = [a.path for a in matrix.axes if all(_is_int(lab) for lab in a.labels)]
+    for frame in frames.values():  # a seed axis is a number in CSV and Parquet alike
+        for col in numeric:
+            frame[col] = frame[col].astype("Int64")
+    long = frames["cells"]
+    wide = long.pivot_table(index="cell", columns="metric", values="value", aggfunc="first", dropna=False)
+    meta = long.drop_duplicates("cell").set_index("cell")[["matrix", *axes, "status", "error"]]
+    frames["cells_wide"] = meta.join(wide.reindex(columns=list(METRICS))).reset_index()[
+        ["matrix", "cell", *axes, "status", "error", *METRICS]] if len(long) else pd.DataFrame(
+        columns=["matrix", "cell", *axes, "status", "error", *METRICS])
+    return frames
+
+
+def _is_int(label: str) -> bool:
+    return label.lstrip("-").isdigit()
 
 
 def write_tables(root: Path, matrix: Matrix, summaries: Mapping[str, dict]) -> pd.DataFrame:
     frames = tables(matrix, summaries)
     for name, frame in frames.items():
         write_atomic(root / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
-    write_atomic(root / "cells.parquet", lambda tmp: frames["cells"].to_parquet(tmp, index=False))
+    for name in ("cells", "cells_wide"):
+        write_atomic(root / f"{name}.parquet", lambda tmp, name=name: frames[name].to_parquet(tmp, index=False))
     return frames["cells"]
 
 

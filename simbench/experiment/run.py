@@ -39,6 +39,7 @@ import torch
 from ..core.files import write_atomic
 from ..core.schema import ConfigError
 from ..metrics.recorder import Recorder
+from ..metrics.trackers import make_trackers
 from ..sim.kernel import Deadlock
 from ..sim.world import SimWorld
 from .build import EpochRelay, build_nodes
@@ -82,7 +83,7 @@ def versions() -> dict[str, str]:
     import networkx, pandas, simbench  # noqa: E401
     return {"python": platform.python_version(), "simbench": simbench.__version__, "torch": torch.__version__,
             "numpy": np.__version__, "pandas": pandas.__version__, "networkx": networkx.__version__,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
 
 
 def run_dir_for(out_root: str | Path, cfg: ExperimentConfig, suffix: str = "", *, force: bool = False) -> Path:
@@ -136,6 +137,7 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     observer.bytes_total = lambda: float(sum(world.network.bytes_sent))
     _write_manifest(cfg, run_dir, recorder.run_id, "running", None, 0.0, 0.0)
     recorder.stream_to(run_dir)
+    recorder.trackers = make_trackers(cfg.output.trackers, run_dir, cfg, recorder.run_id)
     show = cfg.output.progress if progress is None else progress
     bar = _progress(cfg, world, observer, len(built.reporters())) if show else None
     status, error = "finished", None
@@ -181,12 +183,20 @@ def _failure(exc: BaseException, recorder: Recorder, run_dir: Path) -> str:
 
 
 def _progress(cfg: ExperimentConfig, world: SimWorld, observer: Any, reporters: int):
+    """A bar of node-epochs whose note (simulated time, messages, compute steps) also moves
+    within an epoch: a long epoch never looks hung."""
     from tqdm.auto import tqdm
     rounds = getattr(cfg.algorithm_params, "rounds", None) or cfg.train.epochs
     total = reporters * (rounds + 1)  # epoch 0 is the starting point
     bar = tqdm(total=total or None, desc=f"{cfg.name} {cfg.algorithm}", unit="node-epoch", dynamic_ncols=True,
                mininterval=0.5)
-    observer.progress = lambda: (bar.update(1), bar.set_postfix_str(f"sim {world.now:8.2f}s"))
+
+    def note() -> None:
+        msgs = sum(world.network.msgs_sent)
+        bar.set_postfix_str(f"sim {world.now:.2f}s, {msgs} msgs, {world.steps} steps", refresh=True)
+
+    observer.progress = lambda: (bar.update(1), note())
+    world.kernel.on_progress = note
     return bar
 
 
@@ -201,11 +211,12 @@ def _write_manifest(cfg, run_dir: Path, run_id: str, status: str, error, sim_tim
 
 def _write(cfg, run_dir: Path, recorder: Recorder, status: str, error, sim_time: float, wall: float,
            workload) -> RunResult:
+    recorder.close()
     recorder.write(run_dir)
     _write_manifest(cfg, run_dir, recorder.run_id, status, error, sim_time, wall)
     events, epochs = recorder.events_frame(), recorder.epochs_frame()
     if cfg.output.plot and len(epochs):
         topo = cfg.topology.get("kind") or cfg.topology.get("file")
-        workload.plot(epochs, events, run_dir, title=f"{cfg.name}: {cfg.algorithm} on {topo} ({cfg.nodes} nodes), "
+        workload.plot(epochs, events, run_dir, title=f"{cfg.name}: {cfg.algorithm} on {topo} ({cfg.nodes} node{'s' if cfg.nodes != 1 else ''}), "
                       f"{cfg.dataset.name} / {cfg.model.name}  [{recorder.run_id}]")
     return RunResult(recorder.run_id, run_dir, status, sim_time, wall, events, epochs, error)

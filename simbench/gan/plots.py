@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
 from ..report.plots import mark_faults  # noqa: E402
 
 
@@ -26,6 +28,8 @@ def plot_gan_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: 
     mark_faults(ax_t, events)
     ax_t.set_xlabel(time_label)
     ax_e.set_xlabel("epoch")
+    ax_e.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_t.set_xlim(left=0)
     for ax in (ax_t, ax_e):
         ax.set_ylabel("FID (lower is better)")
         ax.grid(alpha=0.3)

@@ -42,18 +42,29 @@ class Recorder:
         self._sink: Path | None = None
         self._written = 0
         self._next_flush = math.inf
+        self.trackers: list = []
+        """Live sinks of every row (TensorBoard, MLflow: :mod:`simbench.metrics.trackers`)."""
 
     def wall(self) -> float:
         return round(time.perf_counter() - self._t0, 6) if self.wall_clock else 0.0
 
     def event(self, time_s: float, node: Any, metric: str, value: float, epoch: int | None = None) -> None:
         self.events.append((time_s, self.wall(), node, metric, float(value)))
+        if self.trackers:
+            for tracker in self.trackers:
+                tracker.log(time_s, node, metric, float(value))
         if epoch is not None:
             row = self.epochs.setdefault((node, int(epoch)), {"time_s": time_s})
             row[metric] = float(value)
             row["time_s"] = max(row["time_s"], time_s)
         if len(self.events) >= self._next_flush:
             self.flush()
+
+    def close(self) -> None:
+        """Close the trackers (their files are complete afterwards)."""
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
     # -- streaming ------------------------------------------------------------------
     def stream_to(self, out_dir: Path) -> None:

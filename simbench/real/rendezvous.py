@@ -101,6 +101,9 @@ def load_hosts(path: str | Path) -> Hosts:
             raise RendezvousError(str(exc)) from None
     else:
         store = Address(nodes[0].host, nodes[0].port + 1)
+    if store in seen:  # two listeners on one port: caught here, before any process starts
+        given = "store" if data.get("store") is not None else f"store (default: node 0's port + 1 = {store})"
+        raise RendezvousError(f"{path}: {given} is node {seen[store]}'s address; give `store: HOST:PORT` on a free port")
     return Hosts(nodes=dict(sorted(nodes.items())), store=store)
 
 

@@ -66,22 +66,42 @@ def mean_curve(curves: pd.DataFrame, x: str, y: str = "test_acc") -> pd.DataFram
     return out.reset_index().sort_values("x")
 
 
-LINESTYLES = ("-", "--", ":", "-.")
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+WIDTH = 7.0
+"""Figure width in inches (a two-column page); panels wrap into rows and legends into columns."""
+PANELS_PER_ROW = 3
 
 
 def series_styles(names: Sequence[str]) -> tuple[dict, dict]:
-    """A colour and a line style per series. Up to 10 series get 10 colours; more, named
-    'a / b', get one colour per first label (e.g. algorithm) and one line style per second
-    (e.g. topology), so no two lines look alike."""
-    cmap = plt.get_cmap("tab10")
+    """A colour per first label of a series name 'a / b' (e.g. the algorithm) and a line
+    style per second label (e.g. the topology), so the same algorithm keeps its colour in
+    every figure of a report and no two lines look alike (up to 20 colours x 6 styles)."""
     parts = [n.split(" / ", 1) for n in names]
-    if len(names) <= 10 or any(len(p) < 2 for p in parts):
-        return {n: cmap(i % 10) for i, n in enumerate(names)}, {n: "-" for n in names}
     firsts = list(dict.fromkeys(p[0] for p in parts))
-    seconds = list(dict.fromkeys(p[1] for p in parts))
-    colors = {n: cmap(firsts.index(p[0]) % 10) for n, p in zip(names, parts)}
-    dashes = {n: LINESTYLES[seconds.index(p[1]) % len(LINESTYLES)] for n, p in zip(names, parts)}
+    seconds = list(dict.fromkeys(p[1] if len(p) > 1 else "" for p in parts))
+    cmap = plt.get_cmap("tab10" if len(firsts) <= 10 else "tab20")
+    colors = {n: cmap(firsts.index(p[0]) % cmap.N) for n, p in zip(names, parts)}
+    dashes = {n: LINESTYLES[seconds.index(p[1] if len(p) > 1 else "") % len(LINESTYLES)] for n, p in zip(names, parts)}
     return colors, dashes
+
+
+def panel_grid(count: int, height: float = 2.6):
+    """A figure of ``count`` panels in rows of at most PANELS_PER_ROW, WIDTH inches wide."""
+    cols = min(count, PANELS_PER_ROW)
+    rows = -(-count // cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(WIDTH, height * rows + 0.4), squeeze=False, sharey=True)
+    for ax in axs.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axs.flat[:count])
+
+
+def legend_below(fig, handles: list, labels: list) -> None:
+    """One legend under the panels, wrapped into as many columns as the width holds."""
+    if not labels:
+        return
+    longest = max(len(str(lab)) for lab in labels)
+    ncol = max(1, min(len(labels), int(WIDTH * 12 // max(longest + 4, 8))))
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol)
 
 
 def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: str, series: Sequence[str],
@@ -102,9 +122,9 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
         curves = curves[curves[x] > 0]
     ylim = ylim or data_range(curves.loc[curves["epoch"] >= 1, y])
     with style():
-        fig, axs = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.0), sharey=True, squeeze=False)
+        fig, axs = panel_grid(len(panels))
         marked = set()
-        for ax, panel in zip(axs[0], panels):
+        for ax, panel in zip(axs, panels):
             sub = curves if panel is None else curves[curves[facet] == panel]
             for name in names:
                 rows = sub[sub["_series"] == name]
@@ -125,9 +145,10 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
             ax.set_xlabel("simulated time [s]" if x == "time_s" else "data sent, all nodes [MB]")
             ax.set_title(f"{facet} = {panel}" if panel is not None else title)
             ax.set_ylim(*ylim)
-        axs[0][0].set_ylabel(ylabel)
-        handles, labels = axs[0][0].get_legend_handles_labels()
-        for ax in axs[0][1:]:
+            ax.set_xlim(left=0 if not log_x else None)
+        axs[0].set_ylabel(ylabel)
+        handles, labels = [], []
+        for ax in axs:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 if lab not in labels:
                     handles.append(h)
@@ -139,7 +160,7 @@ def curves_figure(curves: pd.DataFrame, faults: pd.DataFrame, path: Path, *, x: 
         if target is not None:
             handles.append(plt.Line2D([], [], color="0.35", ls=":", lw=1))
             labels.append(f"target {target:.0%}")
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 5))
+        legend_below(fig, handles, labels)
         if title and panels != [None]:
             fig.suptitle(title)
         fig.tight_layout()
@@ -185,43 +206,65 @@ def _mark_faults(ax, faults: pd.DataFrame, mc: pd.DataFrame, scale: float, color
 
 def time_to_target_figure(wide: pd.DataFrame, path: Path, *, series: Sequence[str], facet: str | None,
                           order: dict[str, list[str]], target: float) -> Path:
-    """Bars: mean simulated time to the target accuracy over the seeds that reached it
-    (error bar: std); 'k/n' over a bar when only k of n seeds got there, 'not reached' when none."""
+    """Horizontal bars, one row per series and a panel per facet value: mean simulated time
+    to the target accuracy over the seeds that reached it (error bar: std); 'k/n' beside a
+    bar when only k of n seeds got there, 'not reached' when none. The figure is WIDTH
+    wide whatever the number of series; it grows in height instead."""
     wide = wide.assign(_series=series_key(wide, series))
     names = _ordered(wide["_series"], order, series)
+    colors, _ = series_styles(names)
     groups = [g for g in (order.get(facet, []) if facet else [None]) if g is None or (wide[facet] == g).any()] or [None]
-    colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
-    width = 0.8 / max(1, len(names))
+    top = float(np.nanmax(wide["time_to_target_s"])) if wide["time_to_target_s"].notna().any() else 1.0
     with style():
-        fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(groups) * max(1, len(names)) * 0.45 + 1.5), 3.2))
-        top = float(np.nanmax(wide["time_to_target_s"])) if wide["time_to_target_s"].notna().any() else 1.0
-        for gi, group in enumerate(groups):
+        cols = min(len(groups), PANELS_PER_ROW)
+        rows = -(-len(groups) // cols)
+        fig, axs = plt.subplots(rows, cols, figsize=(WIDTH, rows * (0.22 * len(names) + 0.9) + 0.3),
+                                squeeze=False, sharey=True, sharex=True)
+        for ax in axs.flat[len(groups):]:
+            ax.set_visible(False)
+        for ax, group in zip(axs.flat, groups):
             sub = wide if group is None else wide[wide[facet] == group]
-            for si, name in enumerate(names):
+            for row, name in enumerate(names):
                 vals = sub.loc[sub["_series"] == name, "time_to_target_s"]
                 if vals.empty:
                     continue
-                xpos = gi + (si - (len(names) - 1) / 2) * width
                 ok = vals.dropna()
-                label = name if gi == 0 or name not in ax.get_legend_handles_labels()[1] else None
                 if ok.empty:
-                    ax.bar(xpos, 0, width * 0.9, color=colors[name], label=label)
-                    ax.text(xpos, top * 0.02, "not reached", rotation=90, ha="center", va="bottom", fontsize=7)
+                    ax.text(top * 0.02, row, "not reached", va="center", fontsize=7, color="0.4")
                     continue
-                ax.bar(xpos, ok.mean(), width * 0.9, yerr=ok.std(ddof=0) if len(ok) > 1 else None,
-                       color=colors[name], capsize=2, error_kw={"lw": 0.8}, label=label)
+                ax.barh(row, ok.mean(), 0.7, xerr=ok.std(ddof=0) if len(ok) > 1 else None, color=colors[name],
+                        capsize=2, error_kw={"lw": 0.8})
                 if len(ok) < len(vals):
-                    ax.text(xpos, ok.mean() * 1.02, f"{len(ok)}/{len(vals)}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([str(g) if g is not None else "" for g in groups])
-        if facet:
-            ax.set_xlabel(facet)
-        ax.set_ylabel(f"simulated time to {target:.0%} accuracy [s]")
-        ax.grid(axis="x", visible=False)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+                    ax.text(ok.mean() * 1.02, row, f" {len(ok)}/{len(vals)}", va="center", fontsize=7)
+            ax.set_yticks(range(len(names)), names)
+            ax.invert_yaxis()
+            ax.grid(axis="y", visible=False)
+            ax.set_xlim(left=0)
+            if group is not None:
+                ax.set_title(f"{facet} = {group}")
+            ax.set_xlabel(f"simulated time to {target:.0%} accuracy [s]")
+        fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
     return Path(path)
+
+
+def heat_scale(data: np.ndarray, metric: str) -> tuple[float, float]:
+    """Colour limits that do not turn a difference of a thousandth into the whole colour
+    range: the span is at least a tenth of the values' magnitude (accuracies: at least 0.1,
+    within [0, 1])."""
+    finite = data[np.isfinite(data)]
+    if not finite.size:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    span = max(hi - lo, 0.1 * max(abs(hi), abs(lo)), 1e-12)
+    mid = (lo + hi) / 2
+    lo, hi = mid - span / 2, mid + span / 2
+    if metric.endswith("_acc"):
+        lo, hi = max(0.0, lo), min(1.0, hi)
+    elif (finite >= 0).all():
+        lo = max(0.0, lo)
+    return lo, hi
 
 
 def heatmap_figure(wide: pd.DataFrame, path: Path, *, rows: str, cols: str, metric: str,
@@ -233,11 +276,11 @@ def heatmap_figure(wide: pd.DataFrame, path: Path, *, rows: str, cols: str, metr
                           columns=[c for c in order.get(cols, []) if c in table.columns])
     data = table.to_numpy(dtype=float)
     with style():
-        fig, ax = plt.subplots(figsize=(1.1 * data.shape[1] + 2.2, 0.55 * data.shape[0] + 1.4))
+        fig, ax = plt.subplots(figsize=(min(WIDTH, 1.1 * data.shape[1] + 2.2), 0.55 * data.shape[0] + 1.4))
         cmap = plt.get_cmap("viridis").with_extremes(bad="0.9")
-        im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto")
-        finite = data[np.isfinite(data)]
-        mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+        vmin, vmax = heat_scale(data, metric)
+        im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
+        mid = (vmin + vmax) / 2
         for (i, j), v in np.ndenumerate(data):
             digits = 3 if metric.endswith("_acc") else (1 if abs(v) < 100 else 0)
             text = "—" if not np.isfinite(v) else f"{v:.{digits}f}"

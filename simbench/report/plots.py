@@ -1,4 +1,8 @@
-"""Plots of one run from its tables: test accuracy against simulated time and epochs."""
+"""Plots of one run from its tables: test accuracy against simulated time and epochs.
+
+Besides each node's and the average model's per-epoch accuracy, metrics logged between
+epochs are drawn on the time panel: a parameter server's supervisor (``sup_test_acc``),
+which pulls the central model every few simulated seconds."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 FAULT_METRICS = {"crash": ("tab:red", "crash"), "recover": ("tab:green", "recover"),
                  "partition_start": ("tab:purple", "partition")}
@@ -39,6 +44,10 @@ def plot_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str 
     if len(avg):
         ax_t.plot(avg["time_s"], avg["test_acc"], color="black", lw=2.2, label="average model")
         ax_e.plot(avg["epoch"], avg["test_acc"], color="black", lw=2.2, label="average model")
+    sup = events[events["metric"] == "sup_test_acc"]
+    if len(sup):
+        ax_t.plot(sup["time_s"], sup["value"], color="tab:orange", lw=1.4, marker=".", ms=3,
+                  label="supervisor (central model)")
     mark_faults(ax_t, events)
     ax_t.set_xlabel(time_label)
     ax_e.set_xlabel("epoch")
@@ -46,10 +55,12 @@ def plot_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str 
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1)
+    ax_e.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_t.set_xlim(left=0)
     handles, labels = ax_t.get_legend_handles_labels()
     if handles:
         ax_t.legend(loc="lower right", fontsize=8)
-    ax_e.set_title(f"{len(nodes)} nodes (thin lines)", fontsize=9)
+    ax_e.set_title(f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} (thin lines)", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=130)
     plt.close(fig)

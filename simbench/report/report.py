@@ -104,7 +104,8 @@ def _mean_std(metric: str, vals: pd.Series) -> str:
 
 
 def config_table(wide: pd.DataFrame, varying: list[str], order: dict, metrics=TABLE_METRICS) -> pd.DataFrame:
-    """One row per configuration (non-seed axes): mean ± std over seeds of each metric."""
+    """One row per configuration (non-seed axes): mean ± std over the seeds that finished of
+    each metric, and how every seed's cell ended."""
     keys = varying or ["matrix"]
     wide = wide.assign(matrix="all") if not varying else wide
     rows = []
@@ -113,8 +114,9 @@ def config_table(wide: pd.DataFrame, varying: list[str], order: dict, metrics=TA
         row = dict(zip(keys, key))
         row["seeds"] = len(g)
         row["status"] = ", ".join(f"{s} {n}" for s, n in g["status"].value_counts().items())
+        ok = g[g["status"] == "finished"]
         for m in metrics:
-            row[_header(m)] = _mean_std(m, g[m]) if m in g else "–"
+            row[_header(m)] = _mean_std(m, ok[m]) if m in ok else "–"
         rows.append(row)
     out = pd.DataFrame(rows)
     for a in varying:
@@ -123,12 +125,15 @@ def config_table(wide: pd.DataFrame, varying: list[str], order: dict, metrics=TA
 
 
 def axis_table(wide: pd.DataFrame, axis: str, order: dict, metrics=TABLE_METRICS) -> pd.DataFrame:
-    """``pivot_table`` of the metric means per value of one axis (over all other axes and seeds)."""
+    """``pivot_table`` of the metric means per value of one axis (over all other axes and seeds,
+    cells that finished only)."""
     metrics = [m for m in metrics if m in wide]
-    piv = wide.pivot_table(index=axis, values=metrics, aggfunc="mean", dropna=False)
     counts = wide.groupby(axis)["cell"].count()
+    wide = wide[wide["status"] == "finished"]
+    piv = wide.pivot_table(index=axis, values=metrics, aggfunc="mean", dropna=False).reindex(counts.index)
     piv = piv.reindex([v for v in order[axis] if v in piv.index])
-    out = pd.DataFrame({axis: piv.index, "cells": counts.reindex(piv.index).to_numpy()})
+    out = pd.DataFrame({axis: piv.index, "cells": counts.reindex(piv.index).to_numpy(),
+                        "finished": wide.groupby(axis)["cell"].count().reindex(piv.index).fillna(0).astype(int).to_numpy()})
     for m in metrics:
         out[_header(m)] = [_fmt(m, v) for v in piv[m]]
     return out
@@ -166,41 +171,51 @@ def _render(blocks: list[tuple], fmt: str, title: str) -> str:
             f"<style>{css}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
-def write_report(root: str | Path, fmt: str = "md") -> Path:
-    """Write ``report.md`` (or ``.html``) and its PNG figures into ``root``; return its path."""
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def write_report(root: str | Path, fmt: str = "md", figures_format: str = "png") -> Path:
+    """Write ``report.md`` (or ``.html``) and its figures (PNG, PDF or SVG) into ``root``;
+    return its path. Means and figures use the cells that finished; the others are listed."""
     if fmt not in ("md", "html"):
         raise ValueError(f"report format must be md or html, got {fmt!r}")
+    if figures_format not in FIGURE_FORMATS:
+        raise ValueError(f"figure format must be one of {', '.join(FIGURE_FORMATS)}, got {figures_format!r}")
+    ext = figures_format
     root = Path(root)
     res = load_results(root)
-    spec, wide, order = res["spec"], res["wide"], res["order"]
+    spec, everything, order = res["spec"], res["wide"], res["order"]
+    wide = everything[everything["status"] == "finished"]
     pick = _choose(res)
     workload: type[Workload] = res["workload"]
     metrics = workload.report_metrics
     target = float(spec.get("target_accuracy", 0.8)) if workload.has_target else None
     name = spec["name"]
-    status = ", ".join(f"{n} {s}" for s, n in wide["status"].value_counts().items())
+    status = ", ".join(f"{n} {s}" for s, n in everything["status"].value_counts().items())
     blocks: list[tuple] = [("h", 1, f"Benchmark matrix `{name}`")]
     axes_text = "; ".join(f"{a}: {', '.join(order[a])}" for a in res["axes"])
     quality = workload.report_text(spec)
-    blocks.append(("p", f"{len(wide)} of {spec.get('cells', len(wide))} cells recorded ({status}). "
+    blocks.append(("p", f"{len(everything)} of {spec.get('cells', len(everything))} cells recorded ({status}); "
+                        f"the tables and figures use the {len(wide)} that finished. "
                         f"Axes — {axes_text}. {quality} "
                         f"Times are simulated seconds; data sent counts the serialized bytes of every message."))
     if spec.get("source"):
         blocks.append(("p", f"Regenerate: `simbench matrix {spec['source']} && simbench report {root}`"))
 
-    blocks += [("h", 2, "Results per configuration (mean ± std over seeds)"),
-               ("table", config_table(wide, pick["varying"], order, metrics))]
-    blocks.append(("h", 2, "Summary per axis (mean over all other axes and seeds)"))
+    blocks += [("h", 2, "Results per configuration (mean ± std over the seeds that finished)"),
+               ("table", config_table(everything, pick["varying"], order, metrics))]
+    blocks.append(("h", 2, "Summary per axis (mean over all other axes and seeds, finished cells)"))
     for axis in pick["varying"]:
-        blocks += [("h", 3, axis), ("table", axis_table(wide, axis, order, metrics))]
+        blocks += [("h", 3, axis), ("table", axis_table(everything, axis, order, metrics))]
 
     curves, faults = res["curves"], res["faults"]
+    curves = curves[curves["cell"].isin(set(wide["cell"]))]
     if len(curves):
         seeds = len(order.get("seed", [0]))
         y, (short, long, stem) = workload.quality, workload.report_curve
         ylim = workload.axis_range(curves.loc[curves["epoch"] >= 1, y]) if y in curves else None
-        for x, fname, what in (("time_s", f"{stem}_vs_time.png", "simulated time"),
-                               ("bytes_sent", f"{stem}_vs_bytes.png", "data sent by all nodes")):
+        for x, fname, what in (("time_s", f"{stem}_vs_time.{ext}", "simulated time"),
+                               ("bytes_sent", f"{stem}_vs_bytes.{ext}", "data sent by all nodes")):
             figures.curves_figure(curves, faults, root / fname, x=x, series=pick["series"], facet=pick["facet"],
                                   order=order, target=target, title=name, y=y, ylabel=workload.quality_label,
                                   ylim=ylim)
@@ -209,9 +224,9 @@ def write_report(root: str | Path, fmt: str = "md") -> Path:
                              f"{seeds} seed(s), band: ±1 std. Markers: crash (X) or recovery (+) of a node, "
                              "placed where it happened on the curve" + ("; dotted: target accuracy." if target else "."))]
     if target is not None and "time_to_target_s" in wide:
-        figures.time_to_target_figure(wide, root / "time_to_target.png", series=pick["series"], facet=pick["facet"],
+        figures.time_to_target_figure(wide, root / f"time_to_target.{ext}", series=pick["series"], facet=pick["facet"],
                                       order=order, target=target)
-        blocks += [("h", 2, f"Time to {target:.0%} accuracy"), ("img", "time_to_target.png", "time to target"),
+        blocks += [("h", 2, f"Time to {target:.0%} accuracy"), ("img", f"time_to_target.{ext}", "time to target"),
                    ("p", "Simulated seconds until the average model first reaches the target; bar: mean over the "
                          "seeds that reached it, error bar: std; k/n: only k of n seeds reached it.")]
     heat = pick["heat"]
@@ -220,13 +235,13 @@ def write_report(root: str | Path, fmt: str = "md") -> Path:
         for a, v in heat["where"].items():
             sub = sub[sub[a].isin([str(x) for x in (v if isinstance(v, list) else [v])])]
         where = ", ".join(f"{a} = {v}" for a, v in heat["where"].items())
-        figures.heatmap_figure(sub, root / "heatmap.png", rows=heat["rows"], cols=heat["cols"], metric=heat["metric"],
+        figures.heatmap_figure(sub, root / f"heatmap.{ext}", rows=heat["rows"], cols=heat["cols"], metric=heat["metric"],
                                order=order, title=where)
         blocks += [("h", 2, f"{_header(heat['metric'])}: {heat['rows']} × {heat['cols']}"),
-                   ("img", "heatmap.png", "heat map"),
+                   ("img", f"heatmap.{ext}", "heat map"),
                    ("p", f"Mean {_header(heat['metric'])} over {'cells with ' + where + ' and ' if where else ''}"
                          "all other axes and seeds; blank: no such cell.")]
-    failed = wide[wide["status"] != "finished"]
+    failed = everything[everything["status"] != "finished"]
     if len(failed):
         table = failed[["cell", *pick["varying"], "status", "error"]].fillna("")
         blocks += [("h", 2, "Cells that did not finish"),

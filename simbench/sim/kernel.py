@@ -31,6 +31,10 @@ import math
 from typing import Any, Callable, Coroutine, Iterable
 
 
+PROGRESS_EVERY = 1 << 12
+PROGRESS_MASK = PROGRESS_EVERY - 1
+
+
 class Deadlock(RuntimeError):
     """Every live process waits and no event is scheduled that could wake one."""
 
@@ -183,6 +187,8 @@ class Kernel:
         self._live: set[Process] = set()
         self._failure: tuple[Process, BaseException] | None = None
         self.events_processed = 0
+        self.on_progress: Callable[[], None] | None = None
+        """Called every :data:`PROGRESS_EVERY` events while running (a progress display)."""
 
     # -- scheduling ---------------------------------------------------------------
     def schedule(self, delay: int, callback: Callable, *args: Any) -> list:
@@ -260,6 +266,8 @@ class Kernel:
             callback(*entry[1])
             if self._failure is not None:
                 self._raise_failure()
+            if not self.events_processed & PROGRESS_MASK and self.on_progress is not None:
+                self.on_progress()
         if until is not None:
             self.now = max(self.now, until)
             return

@@ -133,6 +133,8 @@ class SimRuntime:
     async def compute(self, fn: Callable[..., Any], *args: Any, cost: Cost = None) -> Any:
         result = fn(*args)
         seconds = self._cost_seconds(cost)
+        if isinstance(cost, Work):
+            self.world.steps += cost.steps
         if seconds > 0:
             self.compute_s += seconds
             await self._hold(to_ticks(seconds))

@@ -68,6 +68,8 @@ class SimWorld:
                  profiles: list[NodeProfile], recorder: Recorder, seed: int,
                  horizon: float = 24 * 3600.0) -> None:
         self.kernel = Kernel()
+        self.steps = 0
+        """Training steps charged so far by all nodes (for progress displays)."""
         self.graph = graph
         self.nodes = dict(nodes)
         self.compute = compute

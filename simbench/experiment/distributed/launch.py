@@ -30,6 +30,8 @@ from .merge import NodeOutcome, merge, overall_status, read_status
 from .node_main import EXIT_CRASHED, EXIT_DEADLOCK, EXIT_OK, node_dir
 
 GRACE_S = 10.0
+SHOW_EVERY_S = 10.0
+"""How often launch prints where the nodes are (unless --quiet)."""
 
 
 @dataclass
@@ -133,7 +135,11 @@ def supervise(cmds: dict[int, list[str]], envs: dict[int, dict], run_dir: Path, 
             logs[k] = d / "stderr.log"
             with open(d / "stdout.log", "wb") as so, open(logs[k], "wb") as se:
                 procs[k] = subprocess.Popen(cmd, env=envs[k], stdout=so, stderr=se, start_new_session=True)
+        shown = time.monotonic()
         while len(codes) < len(procs):
+            if not quiet and time.monotonic() - shown >= SHOW_EVERY_S:
+                shown = time.monotonic()
+                _say(quiet, progress_line(run_dir, len(procs), len(codes)))
             for k, p in procs.items():
                 if k not in codes and p.poll() is not None:
                     codes[k] = p.returncode
@@ -161,6 +167,24 @@ def supervise(cmds: dict[int, list[str]], envs: dict[int, dict], run_dir: Path, 
                 p.kill()
                 codes[k] = p.wait()
     return [_outcome(k, codes[k], run_dir, logs[k], why) for k in sorted(procs)]
+
+
+def progress_line(run_dir: Path, n: int, ended: int) -> str:
+    """One line on where the nodes are (from their progress.json files)."""
+    import json
+    infos = []
+    for k in range(n):
+        try:
+            infos.append(json.loads((node_dir(run_dir, k) / "progress.json").read_text()))
+        except (OSError, ValueError):
+            pass
+    if not infos:
+        return f"simbench launch: {n - ended} of {n} nodes starting"
+    epochs = [int(i.get("epoch", -1)) for i in infos]
+    total = max(int(i.get("epochs", 0)) for i in infos)
+    return (f"simbench launch: t={max(float(i.get('time_s', 0)) for i in infos):.0f}s, {n - ended} of {n} running, "
+            f"epochs {max(min(epochs), 0)}..{max(max(epochs), 0)} of {total}, "
+            f"{sum(int(i.get('msgs_sent', 0)) for i in infos)} messages")
 
 
 def _say(quiet: bool, text: str) -> None:

@@ -43,6 +43,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CRASHED = 75
 """A scheduled crash (scenario.crashes): expected, not a failure."""
+PROGRESS_EVERY_S = 5.0
+"""How often a node reports its progress (``progress.json``, a line on stdout)."""
 EXIT_DEADLOCK = 76
 """The node made no progress for ``--no-progress-timeout`` seconds."""
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -199,20 +201,32 @@ def _stop(signum, frame) -> None:
 def _run(opts: NodeOptions, plan: _Plan) -> int:
     # A signal while the node still loads data, builds its model or meets its peers must
     # end it as cleanly as one during the run: status ``interrupted``, exit 130/143.
+    from ...core.schema import one_line
+    from ...real.rendezvous import RendezvousError
+
     for sig in EXIT_SIGNAL:
         signal.signal(sig, _stop)
+    proc = None
     try:
         _meet(opts, plan)
         proc = NodeProcess(opts, plan)
         proc.connect()
         return proc.run()
-    except _Stop as stop:  # before the runtime existed (run() handles it from then on)
+    except (_Stop, RendezvousError, OSError) as exc:  # before the runtime existed (run() handles it from then on)
+        if getattr(proc, "transport", None) is not None:
+            proc.transport.abort()  # no lingering: the process ends now, not when ZeroMQ gives up
         if not plan.nonce:  # it never learnt which launch it belongs to
             plan.run_dir = real_run_dir(opts.out or plan.cfg.output.dir, plan.cfg, "unstarted")
-        _write_status(opts, plan, {"node": plan.node_id, "status": "interrupted", "error": "signal before the start",
-                                   "pid": os.getpid()})
-        print("simbench node: interrupted before the run started", file=sys.stderr)
-        return stop.code
+        if isinstance(exc, _Stop):
+            _write_status(opts, plan, {"node": plan.node_id, "status": "interrupted",
+                                       "error": "signal before the start", "pid": os.getpid()})
+            print("simbench node: interrupted before the run started", file=sys.stderr)
+            return exc.code
+        message = one_line(exc if not isinstance(exc, OSError) or exc.strerror is None else
+                           f"{exc.strerror}: {exc.filename or ''}".rstrip(": "))
+        _write_status(opts, plan, {"node": plan.node_id, "status": "failed", "error": message, "pid": os.getpid()})
+        print(f"simbench node: {message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _write_status(opts: NodeOptions, plan: _Plan, info: dict) -> None:
@@ -297,6 +311,7 @@ class NodeProcess:
             asyncio.get_running_loop().add_signal_handler(sig, _interrupt, task, state, code)
         schedule_faults(rt, self.cfg.scenario, self.crashes, self.crash)
         watchdog = asyncio.get_running_loop().create_task(self._watch(task))
+        reporter = asyncio.get_running_loop().create_task(self._report(task))
         limit = None if self.cfg.time_limit is None else max(0.0, self.cfg.time_limit - rt.now())
         try:
             await asyncio.wait_for(asyncio.shield(task), limit)
@@ -309,8 +324,25 @@ class NodeProcess:
             traceback.print_exc()
             state.update(status="failed", error=f"{type(exc).__name__}: {exc}", exit=EXIT_ERROR)
         watchdog.cancel()
-        await asyncio.gather(task, watchdog, return_exceptions=True)
+        reporter.cancel()
+        await asyncio.gather(task, watchdog, reporter, return_exceptions=True)
         await rt.finish()
+
+    def progress(self) -> dict:
+        """Where this node is: wall time, last epoch reported, messages and compute."""
+        epochs = [e for (node, e) in self.recorder.epochs if node == self.i]
+        return {"node": self.i, "time_s": round(self.rt.now(), 3), "epoch": max(epochs, default=-1),
+                "epochs": self.cfg.train.epochs, "msgs_sent": self.rt.msgs_sent,
+                "compute_s": round(self.rt.compute_s, 3)}
+
+    async def _report(self, task: asyncio.Task, every: float = PROGRESS_EVERY_S) -> None:
+        """Every few seconds: ``progress.json`` (the launcher shows it) and a line on stdout."""
+        while not task.done():
+            await asyncio.sleep(every)
+            info = self.progress()
+            write_atomic(self.out / "progress.json", json.dumps(info) + "\n")
+            print(f"node {self.i}: t={info['time_s']:.1f}s epoch {max(info['epoch'], 0)}/{info['epochs']}, "
+                  f"{info['msgs_sent']} msgs sent", flush=True)
 
     async def _watch(self, task: asyncio.Task) -> None:
         """End the run as ``deadlock`` after ``no_progress_timeout`` s without a message or a
