@@ -30,8 +30,8 @@ from .merge import NodeOutcome, merge, overall_status, read_status
 from .node_main import EXIT_CRASHED, EXIT_DEADLOCK, EXIT_OK, node_dir
 
 GRACE_S = 10.0
-SHOW_EVERY_S = 10.0
-"""How often launch prints where the nodes are (unless --quiet)."""
+SHOW_EVERY_S = 2 * float(os.environ.get("SIMBENCH_PROGRESS_EVERY", "5"))
+"""How often (wall seconds) launch prints where the nodes are (unless --quiet)."""
 
 
 @dataclass

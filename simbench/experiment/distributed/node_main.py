@@ -43,8 +43,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CRASHED = 75
 """A scheduled crash (scenario.crashes): expected, not a failure."""
-PROGRESS_EVERY_S = 5.0
-"""How often a node reports its progress (``progress.json``, a line on stdout)."""
+PROGRESS_EVERY_S = float(os.environ.get("SIMBENCH_PROGRESS_EVERY", "5"))
+"""How often (wall seconds) a node reports its progress (``progress.json``, a line on stdout)."""
 EXIT_DEADLOCK = 76
 """The node made no progress for ``--no-progress-timeout`` seconds."""
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -331,7 +331,7 @@ class NodeProcess:
     def progress(self) -> dict:
         """Where this node is: wall time, last epoch reported, messages and compute."""
         epochs = [e for (node, e) in self.recorder.epochs if node == self.i]
-        return {"node": self.i, "time_s": round(self.rt.now(), 3), "epoch": max(epochs, default=-1),
+        return {"node": self.i, "pid": os.getpid(), "time_s": round(self.rt.now(), 3), "epoch": max(epochs, default=-1),
                 "epochs": self.cfg.train.epochs, "msgs_sent": self.rt.msgs_sent,
                 "compute_s": round(self.rt.compute_s, 3)}
 
