@@ -20,6 +20,10 @@ Life-cycle rules
   scheduled then (a fault planned for later) neither run nor move the clock.
 * ``Process.kill()`` closes the coroutine (``finally`` blocks run) and resolves its
   ``done`` future with :class:`Killed`; the crash fault injector uses it.
+* ``at_tick_end(callback)`` runs ``callback()`` once every event of the current tick has
+  run, before the clock moves on (events it schedules for the current tick still run at
+  that tick). The simulator gathers the training steps of the nodes due at one instant
+  this way and runs them together.
 
 The design follows SimPy's ``core.py``: one heap, ``step()``, ``run(until=)``.
 """
@@ -189,6 +193,7 @@ class Kernel:
         self.events_processed = 0
         self.on_progress: Callable[[], None] | None = None
         """Called every :data:`PROGRESS_EVERY` events while running (a progress display)."""
+        self._tick_end: list[Callable[[], None]] = []
 
     # -- scheduling ---------------------------------------------------------------
     def schedule(self, delay: int, callback: Callable, *args: Any) -> list:
@@ -218,6 +223,15 @@ class Kernel:
         """
         handle[0] = None
         handle[1] = ()
+
+    def at_tick_end(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` when every event of the current tick has run (see the rules)."""
+        self._tick_end.append(callback)
+
+    def _end_tick(self) -> None:
+        callbacks, self._tick_end = self._tick_end, []
+        for callback in callbacks:
+            callback()
 
     def timeout(self, delay: int, value: Any = None) -> SimFuture:
         """A future that resolves with ``value`` after ``delay`` ticks."""
@@ -253,7 +267,14 @@ class Kernel:
         pop = heapq.heappop
         limit = math.inf if until is None else until
         live = self._live
-        while heap and (live or not stop_when_done):
+        while True:
+            if self._tick_end and (not heap or heap[0][0] > self.now):
+                self._end_tick()  # before the clock moves on (may schedule more at this tick)
+                if self._failure is not None:
+                    self._raise_failure()
+                continue
+            if not heap or not (live or not stop_when_done):
+                break
             if heap[0][0] > limit:
                 self.now = until
                 return

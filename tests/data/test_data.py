@@ -73,7 +73,8 @@ def test_fashion_mnist_archives_are_unpacked_in_a_cache(tmp_path, monkeypatch):
     assert sorted(p.name for p in raw.iterdir()) == before
 
 
-def test_unknown_dataset_and_missing_files(tmp_path):
+def test_unknown_dataset_and_missing_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMBENCH_CACHE", str(tmp_path / "cache"))  # an empty cache: nothing to fall back on
     with pytest.raises(DatasetError, match="unknown dataset 'imagenet'; allowed: digits"):
         load_dataset("imagenet")
     with pytest.raises(DatasetError, match="set dataset.root or SIMBENCH_DATA") as err:

@@ -1,0 +1,383 @@
+"""FlatLearner: a classifier learner that is a flat parameter vector run through one shared module.
+
+The nodes of a run share one architecture. A :class:`FlatLearner` holds only what is its
+own: its flat parameter vector (and SGD momentum buffer), the indices of its shard into the
+run's one copy of the data set, its batch order and its step count. Forward and backward
+passes go through one :class:`ModelTemplate` per architecture with
+``torch.func.functional_call``, so a run of N nodes holds one ``nn.Module``, not N, and the
+parameters of a node that waits between rounds need not exist at all:
+
+* **lazy parameters** — a learner allocates its vector when it first needs one (a copy of
+  the template's initial weights, or whatever :meth:`FlatLearner.set_flat` brings), and
+  :meth:`FlatLearner.idle` frees it again (a federated client between rounds, a parameter
+  server's worker between pulls: nodes whose algorithm keeps no state between rounds);
+* **batched steps** — :func:`batched_run` runs the same training op of many learners in
+  one vectorized call (``torch.func.vmap`` over their stacked parameters; per learner its
+  own minibatch, learning rate schedule and momentum), which the simulator uses for the
+  steps of many nodes due at the same simulated instant.
+
+Step for step a FlatLearner computes what :class:`~simbench.learn.Learner` computes (the
+same module code, loss, L2 term, batch order and SGD update, written out as
+``torch.optim.SGD`` does it), so a run gives the same numbers on either; a batched step
+differs from a sequential one only in the order floating-point sums are taken.
+
+Only what it supports exactly is a FlatLearner (:func:`flat_eligible`): SGD (with momentum,
+dampening, Nesterov, weight decay; StepLR), a model without buffers (BatchNorm's running
+statistics would be per node state). Batching additionally needs a model without active
+dropout (its random masks would be drawn in another order).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .learner import OptimConfig
+from .flops import step_flops
+
+
+def flat_eligible(model: nn.Module, optim: OptimConfig) -> str | None:
+    """Why ``model`` trained with ``optim`` cannot be a FlatLearner, or None when it can."""
+    if optim.name != "sgd":
+        return f"optimizer {optim.name} (FlatLearner does SGD)"
+    if optim.scheduler not in ("none", "StepLR"):
+        return f"scheduler {optim.scheduler}"
+    if any(True for _ in model.buffers()):
+        return "the model has buffers (per-node running statistics)"
+    return None
+
+
+class ModelTemplate:
+    """One architecture shared by many learners: the module, the layout of its parameters in
+    the flat vector, its initial weights and its FLOPs per step."""
+
+    def __init__(self, module: nn.Module, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.module = module.to(self.device)
+        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.numel = int(sum(self.sizes))
+        self.initial = torch.cat([p.detach().reshape(-1) for _, p in named]).clone() if named else torch.zeros(0)
+        self.batchable = not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in self.module.modules())
+        self.loss_fn = nn.CrossEntropyLoss()
+        self._flops: dict[tuple, float] = {}
+        kinds = {}
+        for mname, mod in self.module.named_modules():
+            kind = "conv" if isinstance(mod, nn.modules.conv._ConvNd) else "fc"
+            for pname, _ in mod.named_parameters(recurse=False):
+                kinds[f"{mname}.{pname}" if mname else pname] = kind
+        self.layers: list[tuple[str, int, int, str]] = []
+        offset = 0
+        for name, n in zip(self.names, self.sizes):
+            self.layers.append((name, offset, offset + n, kinds.get(name, "fc")))
+            offset += n
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The parameters as named views of ``flat`` (no copy)."""
+        out, offset = {}, 0
+        for name, shape, n in zip(self.names, self.shapes, self.sizes):
+            out[name] = flat[offset:offset + n].view(shape)
+            offset += n
+        return out
+
+    def _loss(self, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(torch.func.functional_call(self.module, params, (x,)), y)
+
+    def grad_and_loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient (flat) and the loss of one minibatch at ``flat``, in training mode."""
+        self.module.train()
+        params = {name: p.detach().requires_grad_(True) for name, p in self.views(flat).items()}
+        loss = self._loss(params, x, y)
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        return self._flatten(grads, flat), loss.detach()
+
+    def _flatten(self, grads: Sequence[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
+        parts = [torch.zeros(n, dtype=like.dtype, device=like.device) if g is None else g.reshape(-1)
+                 for g, n in zip(grads, self.sizes)]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=like.dtype, device=like.device)
+
+    def batched_grad_and_loss(self, flats: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor):
+        """Per row of ``flats`` [K, D], the gradient [K, D] and loss [K] on its minibatch
+        ``xs[k]``, ``ys[k]``: one vectorized call."""
+        self.module.train()
+
+        def one(flat, x, y):
+            grads, loss = torch.func.grad_and_value(lambda p: self._loss(p, x, y))(self.views(flat))
+            return torch.cat([grads[n].reshape(-1) for n in self.names]), loss
+
+        return torch.func.vmap(one)(flats, xs, ys)
+
+    @torch.no_grad()
+    def evaluate(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> tuple[float, float]:
+        was = self.module.training
+        self.module.eval()
+        params = self.views(flat)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for lo in range(0, len(y), batch_size):
+            xb, yb = x[lo:lo + batch_size].to(self.device), y[lo:lo + batch_size].to(self.device)
+            out = torch.func.functional_call(self.module, params, (xb,))
+            total += nn.functional.cross_entropy(out, yb, reduction="sum").double()
+            correct += (out.argmax(dim=1) == yb).sum()
+        self.module.train(was)
+        n = max(1, len(y))
+        return float(total) / n, int(correct) / n
+
+    def flops_per_step(self, input_shape: tuple, batch_size: int, dtype: torch.dtype) -> float:
+        """Forward + backward FLOPs of one step at ``batch_size`` (counted once, cached)."""
+        key = (tuple(input_shape), int(batch_size))
+        if key not in self._flops:
+            what = ("classifier_step", *key, dtype, type(self.loss_fn).__name__)
+            self._flops[key] = step_flops([self.module], what, lambda: self._count(input_shape, batch_size, dtype))
+        return self._flops[key]
+
+    def _count(self, input_shape, batch_size, dtype) -> float:
+        from torch.utils.flop_counter import FlopCounterMode
+        import copy
+        model = copy.deepcopy(self.module).train()
+        xb = torch.zeros((batch_size, *input_shape), dtype=dtype, device=self.device)
+        yb = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        counter = FlopCounterMode(display=False)
+        with torch.random.fork_rng(devices=[]), counter:
+            self.loss_fn(model(xb), yb).backward()
+        return float(counter.get_total_flops())
+
+
+class FlatLearner:
+    """A classifier learner as a flat vector (see the module docstring). The interface is
+    :class:`~simbench.learn.Learner`'s.
+
+    Parameters
+    ----------
+    template : ModelTemplate
+        The shared architecture.
+    x, y : torch.Tensor
+        The run's whole data set (shared, not copied).
+    index : torch.Tensor
+        This learner's shard: indices into ``x``/``y``.
+    batch_size, optim, seed :
+        As for :class:`~simbench.learn.Learner`.
+    init : torch.Tensor, optional
+        Initial parameters (default: the template's).
+    """
+
+    def __init__(self, template: ModelTemplate, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, *,
+                 batch_size: int, optim: OptimConfig, seed: int, init: torch.Tensor | None = None) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.template = template
+        self.device = template.device
+        self.data_x, self.data_y = x, y
+        self.index = index.to(x.device)
+        self.batch_size = int(batch_size)
+        self.optim_cfg = optim
+        self.num_params = template.numel
+        self._init = init
+        self._flat: torch.Tensor | None = None
+        self._grad: torch.Tensor | None = None
+        self._momentum: torch.Tensor | None = None
+        self._slices: dict[tuple[int, int], list] = {}
+        self._lr = float(optim.lr)
+        self._updates = 0
+        self._gen = torch.Generator().manual_seed(int(seed) % (2**63))
+        self._perm = torch.empty(0, dtype=torch.long)
+        self._pos = 0
+        self.steps_done = 0
+
+    # -- parameters ---------------------------------------------------------------------
+    @property
+    def flat(self) -> torch.Tensor:
+        """The live parameter vector (allocated on first use)."""
+        if self._flat is None:
+            start = self._init if self._init is not None else self.template.initial
+            self._flat = start.to(self.device).clone()
+        return self._flat
+
+    def flat_params(self) -> torch.Tensor:
+        return self.flat
+
+    def get_flat(self) -> torch.Tensor:
+        return self.flat.clone()
+
+    def set_flat(self, flat: torch.Tensor) -> None:
+        if self._flat is None:
+            self._flat = torch.empty(self.num_params, dtype=self.template.initial.dtype, device=self.device)
+        with torch.no_grad():
+            self._flat.copy_(flat)
+
+    def idle(self) -> None:
+        """The node will set new parameters before it reads these again: free them (and the
+        gradient). Optimizer state (momentum) is kept: it is the node's own."""
+        self._flat = None
+        self._grad = None
+
+    def get_grad_flat(self) -> torch.Tensor:
+        return self._grad.clone() if self._grad is not None else torch.zeros_like(self.flat)
+
+    def set_grad_flat(self, flat: torch.Tensor) -> None:
+        self._grad = flat.detach().clone()
+
+    def layer_slices(self) -> list[tuple[str, int, int, str]]:
+        return list(self.template.layers)
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        return {n: t.detach() for n, t in self.template.views(self.flat).items()}
+
+    # -- data ------------------------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return len(self.index)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self.num_samples / self.batch_size))
+
+    @property
+    def epoch(self) -> float:
+        return self.steps_done / self.steps_per_epoch
+
+    def next_indices(self) -> torch.Tensor:
+        """Indices (into the data set) of the next minibatch, in Learner's order."""
+        if self._pos >= len(self._perm):
+            self._perm = torch.randperm(self.num_samples, generator=self._gen)
+            self._pos = 0
+        idx = self._perm[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.index[idx.to(self.index.device)]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.next_indices()
+        return self.data_x[rows].to(self.device), self.data_y[rows].to(self.device)
+
+    # -- steps -----------------------------------------------------------------------------
+    def _l2(self, grad: torch.Tensor, loss: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        lam = self.optim_cfg.l2_lambda
+        if lam:
+            grad.add_(flat, alpha=lam)
+            loss = loss + 0.5 * lam * torch.dot(flat, flat)
+        return loss
+
+    def compute_grad(self) -> float:
+        xb, yb = self.next_batch()
+        flat = self.flat
+        grad, loss = self.template.grad_and_loss(flat, xb, yb)
+        loss = self._l2(grad, loss, flat)
+        self._grad = grad
+        self.steps_done += 1
+        return float(loss)
+
+    def apply_update(self) -> None:
+        with torch.no_grad():
+            self._momentum = sgd_step(self.flat, self._grad, self._momentum, self._lr, self.optim_cfg)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """StepLR, as torch computes it: one multiplication by gamma every step_size updates."""
+        self._updates += 1
+        cfg = self.optim_cfg
+        if cfg.scheduler == "StepLR" and self._updates % cfg.step_size == 0:
+            self._lr *= cfg.gamma
+
+    def apply_update_slice(self, grad: torch.Tensor, start: int, stop: int) -> None:
+        """SGD on ``flat[start:stop]`` alone, with its own momentum and schedule (a shard)."""
+        state = self._slices.setdefault((start, stop), [None, float(self.optim_cfg.lr), 0])
+        with torch.no_grad():
+            state[0] = sgd_step(self.flat[start:stop], grad.detach().clone(), state[0], state[1], self.optim_cfg)
+        state[2] += 1
+        cfg = self.optim_cfg
+        if cfg.scheduler == "StepLR" and state[2] % cfg.step_size == 0:
+            state[1] *= cfg.gamma
+
+    def train_step(self) -> float:
+        loss = self.compute_grad()
+        self.apply_update()
+        return loss
+
+    def train_steps(self, steps: int) -> None:
+        for _ in range(steps):
+            self.train_step()
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    def set_lr(self, lr: float) -> None:
+        self._lr = float(lr)
+
+    # -- cost and evaluation -----------------------------------------------------------------
+    def flops_per_step(self) -> float:
+        batch = min(self.batch_size, max(1, self.num_samples))
+        return self.template.flops_per_step(tuple(self.data_x.shape[1:]), batch, self.data_x.dtype)
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> tuple[float, float]:
+        return self.template.evaluate(self.flat, x, y, batch_size)
+
+
+def sgd_step(param: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor | None, lr: float,
+             cfg: OptimConfig) -> torch.Tensor | None:
+    """One ``torch.optim.SGD`` step of ``param`` in place (``grad`` may be modified); returns
+    the momentum buffer."""
+    if cfg.weight_decay:
+        grad = grad.add(param, alpha=cfg.weight_decay)
+    if cfg.momentum:
+        if buf is None:
+            buf = grad.clone()
+        else:
+            buf.mul_(cfg.momentum).add_(grad, alpha=1 - cfg.dampening)
+        grad = grad.add(buf, alpha=cfg.momentum) if cfg.nesterov else buf
+    param.add_(grad, alpha=-lr)
+    return buf
+
+
+# -- batched execution -------------------------------------------------------------------------
+BATCHED_OPS = ("train_step", "compute_grad", "train_steps")
+
+
+def batch_key(learner: Any, op: str, args: tuple) -> tuple | None:
+    """What learners must share to run ``op`` together (None: not batchable)."""
+    if not isinstance(learner, FlatLearner) or op not in BATCHED_OPS or not learner.template.batchable:
+        return None
+    return (id(learner.template), op, args, learner.data_x.data_ptr(), learner.device.type)
+
+
+def batched_run(learners: Sequence[FlatLearner], op: str, args: tuple) -> list[Any]:
+    """Run ``op(*args)`` of every learner (all with one key, see :func:`batch_key`) together;
+    the results in order, as the learners' own calls would return them."""
+    steps = int(args[0]) if op == "train_steps" else 1
+    update = op != "compute_grad"
+    losses: list[float] = [math.nan] * len(learners)
+    template = learners[0].template
+    flats = torch.stack([ln.flat for ln in learners])
+    for _ in range(steps):
+        rows = [ln.next_indices() for ln in learners]
+        groups: dict[int, list[int]] = {}
+        for k, r in enumerate(rows):  # one vmap per minibatch size (a shard's last batch may be short)
+            groups.setdefault(len(r), []).append(k)
+        for members in groups.values():
+            sel = torch.tensor(members, device=flats.device)
+            idx = torch.stack([rows[k] for k in members])
+            xs = learners[0].data_x[idx].to(flats.device)
+            ys = learners[0].data_y[idx].to(flats.device)
+            grads, loss = template.batched_grad_and_loss(flats[sel], xs, ys)
+            for j, k in enumerate(members):
+                ln = learners[k]
+                g = grads[j]
+                lv = ln._l2(g, loss[j], flats[k])
+                losses[k] = float(lv)
+                ln.steps_done += 1
+                if update:
+                    with torch.no_grad():
+                        ln._momentum = sgd_step(flats[k], g, ln._momentum, ln._lr, ln.optim_cfg)
+                    ln._schedule()
+                else:
+                    ln._grad = g.clone()
+    for k, ln in enumerate(learners):
+        ln.flat.copy_(flats[k])
+    if op == "train_steps":
+        return [None] * len(learners)
+    return losses
