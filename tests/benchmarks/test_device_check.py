@@ -13,12 +13,12 @@ def run(*args):
 
 
 def test_device_check_runs_each_algorithms_example_and_reports_it():
-    out = run("--only", "ps_sync,lipizzaner", "--set", "train.epochs=3")
+    out = run("--only", "ps_sync,lipizzaner")
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] in (["ps_sync"], ["lipizzaner"])]
     assert [(r[0], r[1]) for r in rows] == [("ps_sync", "finished"), ("lipizzaner", "finished")]
     acc = float(rows[0][-1])
-    assert acc > 0.5  # digits, 10 classes: well above chance after three epochs
+    assert acc > 0.3  # digits, 10 classes: well above chance after two epochs of the tiny example
     assert "2/2 cases finished on cpu" in out.stdout
 
 
