@@ -157,6 +157,9 @@ def _cmd_run(args) -> int:
     print(f"{result.status}: {result.run_id}  simulated {result.sim_time:.2f}s in {result.wall_time:.1f}s wall; {quality}")
     if result.status != "finished":
         print(f"  {result.error}")
+    ex = result.execution
+    if ex is not None and ex.requested == "batched" and ex.used != "batched":
+        print(f"  computed step by step: {ex.reason}")
     print(f"results: {result.run_dir}")
     return 0 if result.status == "finished" else 1
 

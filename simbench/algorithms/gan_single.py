@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime, Work
 from .gan_common import GanParams
-from .kit import train_steps
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class GanSingleNode(Node):
         if self.epoch == 0:
             self.end_epoch(rt, 0)
         while self.epoch < self.ctx.epochs:
-            await rt.compute(train_steps, learner, steps, cost=cost)
+            await rt.compute(learner.train_steps, steps, cost=cost)
             self.epoch += 1
             self.end_epoch(rt, self.epoch)
 

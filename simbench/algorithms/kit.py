@@ -15,7 +15,7 @@ variant such as FedAvgM or FedProx is a short subclass.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import networkx as nx
 import torch
@@ -78,10 +78,6 @@ async def drain_latest(rt: Runtime, match: Match) -> dict[int, Message]:
 
 
 # -- local work --------------------------------------------------------------------------------
-def train_steps(learner: Any, steps: int) -> None:
-    """``steps`` training steps of ``learner`` (call it through ``rt.compute``)."""
-    for _ in range(steps):
-        learner.train_step()
 
 
 class StepClock:
@@ -249,10 +245,15 @@ class FederatedClient(Node):
         """Training steps per round (default: one pass over the shard)."""
         return self.learner.steps_per_epoch
 
+    stateless = True
+    """The client sets the global model before each round and keeps nothing of its own
+    between rounds, so its learner may free its parameters while it waits (``idle``).
+    A subclass that keeps its model from round to round sets this False."""
+
     def local_train(self, steps: int) -> None:
         """The round's local work from the global model just loaded (default: ``steps`` plain
         training steps). Runs inside ``rt.compute``: it is charged ``steps`` steps of compute."""
-        train_steps(self.learner, steps)
+        self.learner.train_steps(steps)
 
     def update_meta(self) -> dict:
         """The header of the update: its round is added; by default the sample count ``n``."""
@@ -270,6 +271,13 @@ class FederatedClient(Node):
             if msg.kind == "stop":
                 return
             learner.set_flat(msg.tensors["x"])
-            await rt.compute(self.local_train, steps, cost=self.step_cost(steps))
-            update = Message("update", {"round": msg["round"], **self.update_meta()}, {"x": learner.get_flat()})
-            await rt.send(msg.src, update)
+            # the learner's own method when the work is the default one: the simulator may run
+            # the steps of every client due at this instant as one batched call (sim/batch.py)
+            work = learner.train_steps if type(self).local_train is FederatedClient.local_train else self.local_train
+            await rt.compute(work, steps, cost=self.step_cost(steps))
+            meta = {"round": msg["round"], **self.update_meta()}
+            # not bound to a name: a sent message (its tensors and wire bytes) must not live on
+            # in this frame until the next round (a thousand idle clients would hold one each)
+            await rt.send(msg.src, Message("update", meta, {"x": learner.get_flat()}))
+            if self.stateless:
+                learner.idle()

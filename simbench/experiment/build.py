@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable
 
 import networkx as nx
@@ -123,6 +124,7 @@ def build_nodes(cfg: ExperimentConfig, on_epoch: Callable | None = None, *, only
     learner_seeds = streams.learner_seeds(n)
     mean_shard = np.mean([len(split[i].train) for i in holders])
     contexts, nodes = {}, {}
+    shared_roles = MappingProxyType(dict(roles))  # one read-only copy for every node (not n copies of n)
     for i in range(n) if only is None else [only]:
         learner, sets = None, {}
         if roles[i] in algo.model_roles():
@@ -132,7 +134,7 @@ def build_nodes(cfg: ExperimentConfig, on_epoch: Callable | None = None, *, only
             sets = workload.eval_sets(i, part)
         contexts[i] = NodeContext(
             node_id=i, role=roles[i], params=cfg.algorithm_params, learner=learner, epochs=cfg.train.epochs,
-            graph=graph, roles=dict(roles), steps_per_epoch=max(1, math.ceil(mean_shard / cfg.train.batch_size)),
+            graph=graph, roles=shared_roles, steps_per_epoch=max(1, math.ceil(mean_shard / cfg.train.batch_size)),
             on_epoch=on_epoch, network=cfg.network, compute=cfg.compute, workload=workload, **sets,
         )
         nodes[i] = algo.make_node(contexts[i])

@@ -142,6 +142,10 @@ class ExperimentConfig:
     compute: ComputeSpec = ComputeSpec()
     scenario: Scenario = Scenario()
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+    execution: str = field(default="batched", metadata={"choices": ("batched", "sequential")})
+    """batched: in the simulator, the training steps of nodes due at the same simulated instant
+    run as one vectorized call where the model allows (same simulated times, bytes and events;
+    numbers equal up to float rounding); sequential: each step when its node asks."""
     time_limit: Optional[float] = field(default=None, metadata={"parse": parse_duration, "check": above(0)})
     """Stop the run at this simulated time (null: when the algorithm finishes)."""
     output: OutputSpec = OutputSpec()
@@ -163,9 +167,10 @@ class ExperimentConfig:
 
     def run_id(self) -> str:
         """Deterministic id: the same resolved config always gets the same id (the output
-        settings and where the data set is read from are not part of it)."""
+        settings, the execution path and where the data set is read from are not part of it)."""
         d = self.to_dict()
         d.pop("output")
+        d.pop("execution")  # how the simulator computes, not what it computes
         d["dataset"].update(root=None, download=True)  # where the data lives is not part of the experiment
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
         kind = self.topology.get("kind") or Path(str(self.topology.get("file", "file"))).stem

@@ -60,6 +60,8 @@ class RunResult:
     events: Any
     epochs: Any
     error: str | None = None
+    execution: Any = None
+    """How it was computed (:class:`Execution`; None for a real run)."""
 
     def final(self, metric: str = "test_acc", node: str = "avg") -> float:
         if metric not in self.epochs:
@@ -123,6 +125,7 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     """Run ``cfg`` in the simulator and write its run directory (``run_dir``, else a fresh one
     under ``out_root``; see :func:`run_dir_for`). Bad input raises a ConfigError before
     anything is computed; everything after that ends in a written run with its status."""
+    started = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(out_root or cfg.output.dir, cfg, force=force)
     prepare_run_dir(run_dir)
     recorder = Recorder(cfg.run_id(), wall_clock=cfg.output.wall_clock)
@@ -130,12 +133,14 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     built = build_nodes(cfg, relay, run_dir=run_dir)
     observer = built.workload.observer(recorder, built.reporters())
     relay.target = observer.on_epoch
+    used, why = built.workload.execution(cfg.execution)
     world = SimWorld(built.graph, built.nodes, roles=built.roles, network=cfg.network, compute=cfg.compute,
                      scenario=cfg.scenario, profiles=built.profiles, recorder=recorder, seed=built.streams.world,
-                     horizon=cfg.time_limit or 24 * 3600.0)
+                     horizon=cfg.time_limit or 24 * 3600.0, batched=used == "batched")
     observer.clock = lambda: world.now
     observer.bytes_total = lambda: float(sum(world.network.bytes_sent))
-    _write_manifest(cfg, run_dir, recorder.run_id, "running", None, 0.0, 0.0)
+    execution = Execution(cfg.execution, used, why, world.batcher, time.perf_counter() - started)
+    _write_manifest(cfg, run_dir, recorder.run_id, "running", None, 0.0, 0.0, execution)
     recorder.stream_to(run_dir)
     recorder.trackers = make_trackers(cfg.output.trackers, run_dir, cfg, recorder.run_id)
     show = cfg.output.progress if progress is None else progress
@@ -163,7 +168,7 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
             bar.close()
         if status != "failed":
             observer.flush()
-        result = _write(cfg, run_dir, recorder, status, error, world.now, wall, built.workload)
+        result = _write(cfg, run_dir, recorder, status, error, world.now, wall, built.workload, execution)
     if status == "interrupted":
         raise KeyboardInterrupt
     return result
@@ -200,23 +205,45 @@ def _progress(cfg: ExperimentConfig, world: SimWorld, observer: Any, reporters: 
     return bar
 
 
-def _write_manifest(cfg, run_dir: Path, run_id: str, status: str, error, sim_time: float, wall: float) -> None:
+@dataclass
+class Execution:
+    """How the simulator computed a run (manifest.json's ``execution``)."""
+
+    requested: str
+    used: str
+    reason: str | None
+    """Why ``used`` is sequential when batched was asked for (None otherwise)."""
+    batcher: Any = None
+    startup_s: float = 0.0
+    """Wall seconds from the call to the first simulated event: data, split, nodes, world."""
+
+    def record(self, wall_clock: bool) -> dict:
+        b = self.batcher
+        return {"requested": self.requested, "used": self.used, "reason": self.reason,
+                "batched_steps": b.calls if b is not None else 0,
+                "vectorized_steps": b.vectorized if b is not None else 0,
+                "startup_s": round(self.startup_s, 3) if wall_clock else None}
+
+
+def _write_manifest(cfg, run_dir: Path, run_id: str, status: str, error, sim_time: float, wall: float,
+                    execution: Execution | None = None) -> None:
     manifest = {
         "run_id": run_id, "mode": "sim", "status": status, "error": error, "seed": cfg.seed,
         "sim_time_s": sim_time, "wall_time_s": round(wall, 3) if cfg.output.wall_clock else None,
+        "execution": execution.record(cfg.output.wall_clock) if execution is not None else None,
         "config": cfg.to_dict(), "versions": versions(), "git_revision": git_revision(),
     }
     write_atomic(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
 
 
 def _write(cfg, run_dir: Path, recorder: Recorder, status: str, error, sim_time: float, wall: float,
-           workload) -> RunResult:
+           workload, execution: Execution | None = None) -> RunResult:
     recorder.close()
     recorder.write(run_dir)
-    _write_manifest(cfg, run_dir, recorder.run_id, status, error, sim_time, wall)
+    _write_manifest(cfg, run_dir, recorder.run_id, status, error, sim_time, wall, execution)
     events, epochs = recorder.events_frame(), recorder.epochs_frame()
     if cfg.output.plot and len(epochs):
         topo = cfg.topology.get("kind") or cfg.topology.get("file")
         workload.plot(epochs, events, run_dir, title=f"{cfg.name}: {cfg.algorithm} on {topo} ({cfg.nodes} node{'s' if cfg.nodes != 1 else ''}), "
                       f"{cfg.dataset.name} / {cfg.model.name}  [{recorder.run_id}]")
-    return RunResult(recorder.run_id, run_dir, status, sim_time, wall, events, epochs, error)
+    return RunResult(recorder.run_id, run_dir, status, sim_time, wall, events, epochs, error, execution)

@@ -155,6 +155,14 @@ class GANLearner:
         self._gd_grads(step=True)
         return self.last_losses
 
+    def train_steps(self, steps: int) -> None:
+        """``steps`` training steps."""
+        for _ in range(steps):
+            self.train_step()
+
+    def idle(self) -> None:
+        """The node sets new parameters before it reads these again (nothing is freed)."""
+
     def _gd_grads(self, step: bool) -> None:
         """G's loss through D on fresh noise, then D's on the next real batch and that fake
         batch (detached); with ``step``, G steps before D's gradient and D steps after it."""

@@ -30,7 +30,7 @@ dropout (its random masks would be drawn in another order).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -50,6 +50,13 @@ def flat_eligible(model: nn.Module, optim: OptimConfig) -> str | None:
     return None
 
 
+def batch_blocker(model: nn.Module) -> str | None:
+    """Why the steps of many FlatLearners of ``model`` cannot run as one call (None: they can)."""
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return "the model has dropout (its random masks would be drawn in another order)"
+    return None
+
+
 class ModelTemplate:
     """One architecture shared by many learners: the module, the layout of its parameters in
     the flat vector, its initial weights and its FLOPs per step."""
@@ -63,7 +70,7 @@ class ModelTemplate:
         self.sizes = [p.numel() for _, p in named]
         self.numel = int(sum(self.sizes))
         self.initial = torch.cat([p.detach().reshape(-1) for _, p in named]).clone() if named else torch.zeros(0)
-        self.batchable = not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in self.module.modules())
+        self.batchable = batch_blocker(self.module) is None
         self.loss_fn = nn.CrossEntropyLoss()
         self._flops: dict[tuple, float] = {}
         kinds = {}
@@ -101,14 +108,19 @@ class ModelTemplate:
                  for g, n in zip(grads, self.sizes)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=like.dtype, device=like.device)
 
-    def batched_grad_and_loss(self, flats: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor):
-        """Per row of ``flats`` [K, D], the gradient [K, D] and loss [K] on its minibatch
-        ``xs[k]``, ``ys[k]``: one vectorized call."""
+    def batched_views(self, flats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The parameters of every row of ``flats`` [K, D] as named [K, *shape] views (no copy)."""
+        return {name: flats[:, start:stop].view(len(flats), *shape)
+                for (name, start, stop, _), shape in zip(self.layers, self.shapes)}
+
+    def batched_grad_and_loss(self, flats: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor
+                              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per row of ``flats`` [K, D], the gradient (named [K, *shape] tensors) and the loss
+        [K] on its minibatch ``xs[k]``, ``ys[k]``: one vectorized call."""
         self.module.train()
 
         def one(flat, x, y):
-            grads, loss = torch.func.grad_and_value(lambda p: self._loss(p, x, y))(self.views(flat))
-            return torch.cat([grads[n].reshape(-1) for n in self.names]), loss
+            return torch.func.grad_and_value(lambda p: self._loss(p, x, y))(self.views(flat))
 
         return torch.func.vmap(one)(flats, xs, ys)
 
@@ -162,12 +174,14 @@ class FlatLearner:
         This learner's shard: indices into ``x``/``y``.
     batch_size, optim, seed :
         As for :class:`~simbench.learn.Learner`.
-    init : torch.Tensor, optional
-        Initial parameters (default: the template's).
+    init : torch.Tensor or callable, optional
+        Initial parameters, or a function that makes them when first needed (default: the
+        template's). A node that is given parameters before it reads its own never builds them.
     """
 
     def __init__(self, template: ModelTemplate, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, *,
-                 batch_size: int, optim: OptimConfig, seed: int, init: torch.Tensor | None = None) -> None:
+                 batch_size: int, optim: OptimConfig, seed: int,
+                 init: torch.Tensor | Callable[[], torch.Tensor] | None = None) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.template = template
@@ -187,15 +201,26 @@ class FlatLearner:
         self._gen = torch.Generator().manual_seed(int(seed) % (2**63))
         self._perm = torch.empty(0, dtype=torch.long)
         self._pos = 0
-        self.steps_done = 0
+        self._steps = 0
+        self.job: Any = None
+        """A step of this learner the simulator has put off to the end of the instant
+        (:mod:`simbench.sim.batch`); anything that reads or changes the learner runs it first."""
+
+    def settle(self) -> None:
+        """Run the put-off step now, if there is one: whoever looks at the learner sees it
+        as a step run at once would have left it."""
+        if self.job is not None:
+            self.job.run_alone()
 
     # -- parameters ---------------------------------------------------------------------
     @property
     def flat(self) -> torch.Tensor:
         """The live parameter vector (allocated on first use)."""
+        if self.job is not None:
+            self.settle()
         if self._flat is None:
-            start = self._init if self._init is not None else self.template.initial
-            self._flat = start.to(self.device).clone()
+            start = self._init() if callable(self._init) else self._init
+            self._flat = (start if start is not None else self.template.initial).to(self.device).clone()
         return self._flat
 
     def flat_params(self) -> torch.Tensor:
@@ -205,6 +230,7 @@ class FlatLearner:
         return self.flat.clone()
 
     def set_flat(self, flat: torch.Tensor) -> None:
+        self.settle()
         if self._flat is None:
             self._flat = torch.empty(self.num_params, dtype=self.template.initial.dtype, device=self.device)
         with torch.no_grad():
@@ -213,13 +239,16 @@ class FlatLearner:
     def idle(self) -> None:
         """The node will set new parameters before it reads these again: free them (and the
         gradient). Optimizer state (momentum) is kept: it is the node's own."""
+        self.settle()
         self._flat = None
         self._grad = None
 
     def get_grad_flat(self) -> torch.Tensor:
+        self.settle()
         return self._grad.clone() if self._grad is not None else torch.zeros_like(self.flat)
 
     def set_grad_flat(self, flat: torch.Tensor) -> None:
+        self.settle()
         self._grad = flat.detach().clone()
 
     def layer_slices(self) -> list[tuple[str, int, int, str]]:
@@ -238,11 +267,19 @@ class FlatLearner:
         return max(1, math.ceil(self.num_samples / self.batch_size))
 
     @property
+    def steps_done(self) -> int:
+        """Minibatch steps taken (each ``compute_grad`` counts one)."""
+        self.settle()
+        return self._steps
+
+    @property
     def epoch(self) -> float:
         return self.steps_done / self.steps_per_epoch
 
     def next_indices(self) -> torch.Tensor:
         """Indices (into the data set) of the next minibatch, in Learner's order."""
+        if self.job is not None:
+            self.settle()
         if self._pos >= len(self._perm):
             self._perm = torch.randperm(self.num_samples, generator=self._gen)
             self._pos = 0
@@ -263,15 +300,17 @@ class FlatLearner:
         return loss
 
     def compute_grad(self) -> float:
+        self.settle()
         xb, yb = self.next_batch()
         flat = self.flat
         grad, loss = self.template.grad_and_loss(flat, xb, yb)
         loss = self._l2(grad, loss, flat)
         self._grad = grad
-        self.steps_done += 1
+        self._steps += 1
         return float(loss)
 
     def apply_update(self) -> None:
+        self.settle()
         with torch.no_grad():
             self._momentum = sgd_step(self.flat, self._grad, self._momentum, self._lr, self.optim_cfg)
         self._schedule()
@@ -285,6 +324,7 @@ class FlatLearner:
 
     def apply_update_slice(self, grad: torch.Tensor, start: int, stop: int) -> None:
         """SGD on ``flat[start:stop]`` alone, with its own momentum and schedule (a shard)."""
+        self.settle()
         state = self._slices.setdefault((start, stop), [None, float(self.optim_cfg.lr), 0])
         with torch.no_grad():
             state[0] = sgd_step(self.flat[start:stop], grad.detach().clone(), state[0], state[1], self.optim_cfg)
@@ -304,9 +344,11 @@ class FlatLearner:
 
     @property
     def lr(self) -> float:
+        self.settle()
         return self._lr
 
     def set_lr(self, lr: float) -> None:
+        self.settle()
         self._lr = float(lr)
 
     # -- cost and evaluation -----------------------------------------------------------------
@@ -345,39 +387,102 @@ def batch_key(learner: Any, op: str, args: tuple) -> tuple | None:
     return (id(learner.template), op, args, learner.data_x.data_ptr(), learner.device.type)
 
 
+CHUNK_BYTES = 64 * 2**20
+"""Parameters of at most this many bytes go through one vectorized call (their gradients,
+activations and the stacked copy are allocated per call): a group of 1,024 nodes runs in
+chunks rather than as one 1,024-row stack."""
+
+
 def batched_run(learners: Sequence[FlatLearner], op: str, args: tuple) -> list[Any]:
     """Run ``op(*args)`` of every learner (all with one key, see :func:`batch_key`) together;
     the results in order, as the learners' own calls would return them."""
+    template = learners[0].template
+    width = max(1, template.numel * template.initial.element_size())
+    chunk = max(1, CHUNK_BYTES // width)
+    out: list[Any] = []
+    for lo in range(0, len(learners), chunk):
+        out.extend(_run_chunk(learners[lo:lo + chunk], op, args))
+    return out
+
+
+def _run_chunk(learners: Sequence[FlatLearner], op: str, args: tuple) -> list[Any]:
+    """:func:`batched_run` of a few learners: their parameters stacked [K, D], every step one
+    vectorized gradient per minibatch size and the SGD update of all rows, parameter by
+    parameter (views of the stack: nothing is concatenated)."""
     steps = int(args[0]) if op == "train_steps" else 1
     update = op != "compute_grad"
-    losses: list[float] = [math.nan] * len(learners)
-    template = learners[0].template
+    template, cfg = learners[0].template, learners[0].optim_cfg
+    k_all = len(learners)
     flats = torch.stack([ln.flat for ln in learners])
+    params = template.batched_views(flats)
+    mom = fresh = None
+    if update and cfg.momentum:
+        have = [ln._momentum is not None for ln in learners]
+        mom = torch.stack([ln._momentum if h else torch.zeros_like(flats[0]) for ln, h in zip(learners, have)])
+        fresh = [k for k, h in enumerate(have) if not h]  # rows whose buffer starts as their first gradient
+    moms = template.batched_views(mom) if mom is not None else {}
+    kept = torch.empty_like(flats) if not update else None
+    losses = torch.zeros(k_all, dtype=torch.float64)
+    data_x, data_y = learners[0].data_x, learners[0].data_y
     for _ in range(steps):
-        rows = [ln.next_indices() for ln in learners]
-        groups: dict[int, list[int]] = {}
-        for k, r in enumerate(rows):  # one vmap per minibatch size (a shard's last batch may be short)
-            groups.setdefault(len(r), []).append(k)
-        for members in groups.values():
-            sel = torch.tensor(members, device=flats.device)
-            idx = torch.stack([rows[k] for k in members])
-            xs = learners[0].data_x[idx].to(flats.device)
-            ys = learners[0].data_y[idx].to(flats.device)
-            grads, loss = template.batched_grad_and_loss(flats[sel], xs, ys)
-            for j, k in enumerate(members):
-                ln = learners[k]
-                g = grads[j]
-                lv = ln._l2(g, loss[j], flats[k])
-                losses[k] = float(lv)
-                ln.steps_done += 1
-                if update:
-                    with torch.no_grad():
-                        ln._momentum = sgd_step(flats[k], g, ln._momentum, ln._lr, ln.optim_cfg)
-                    ln._schedule()
+        grads, loss = _chunk_grads(template, flats, [ln.next_indices() for ln in learners], data_x, data_y)
+        losses.copy_(loss)
+        rates = {ln._lr for ln in learners}
+        lr = rates.pop() if len(rates) == 1 else \
+            torch.tensor([ln._lr for ln in learners], dtype=flats.dtype, device=flats.device)
+        for name, p in params.items():
+            g = grads[name]
+            if cfg.l2_lambda:
+                g.add_(p, alpha=cfg.l2_lambda)
+                losses += (0.5 * cfg.l2_lambda * (p * p).flatten(1).sum(1)).double().cpu()
+            if kept is not None:
+                template.batched_views(kept)[name].copy_(g)
+                continue
+            with torch.no_grad():
+                if cfg.weight_decay:
+                    g = g.add(p, alpha=cfg.weight_decay)
+                if mom is not None:
+                    m = moms[name]
+                    m.mul_(cfg.momentum).add_(g, alpha=1 - cfg.dampening)
+                    if fresh:
+                        m[fresh] = g[fresh]
+                    g = g.add(m, alpha=cfg.momentum) if cfg.nesterov else m
+                if isinstance(lr, float):
+                    p.add_(g, alpha=-lr)
                 else:
-                    ln._grad = g.clone()
+                    p.sub_(g * lr.view(-1, *([1] * (g.dim() - 1))))
+        fresh = None
+        for ln in learners:
+            ln._steps += 1
+            if update:
+                ln._schedule()
     for k, ln in enumerate(learners):
         ln.flat.copy_(flats[k])
+        if mom is not None:
+            ln._momentum = mom[k]
+        if kept is not None:
+            ln._grad = kept[k]
     if op == "train_steps":
-        return [None] * len(learners)
-    return losses
+        return [None] * k_all
+    return losses.tolist()
+
+
+def _chunk_grads(template: ModelTemplate, flats: torch.Tensor, rows: list[torch.Tensor],
+                 data_x: torch.Tensor, data_y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every row's gradient on its minibatch ``rows[k]``: one vectorized call per minibatch
+    size (a shard's last batch may be short)."""
+    sizes = sorted({len(r) for r in rows})
+    if len(sizes) == 1:
+        idx = torch.stack(rows)
+        return template.batched_grad_and_loss(flats, data_x[idx].to(flats.device), data_y[idx].to(flats.device))
+    grads = {name: torch.empty_like(p) for name, p in template.batched_views(flats).items()}
+    loss = torch.empty(len(flats), dtype=flats.dtype, device=flats.device)
+    for size in sizes:
+        members = [k for k, r in enumerate(rows) if len(r) == size]
+        sel = torch.tensor(members, device=flats.device)
+        idx = torch.stack([rows[k] for k in members])
+        g, lv = template.batched_grad_and_loss(flats[sel], data_x[idx].to(flats.device), data_y[idx].to(flats.device))
+        for name, t in g.items():
+            grads[name][sel] = t
+        loss[sel] = lv
+    return grads, loss

@@ -232,6 +232,15 @@ class Learner:
         self.apply_update()
         return loss
 
+    def train_steps(self, steps: int) -> None:
+        """``steps`` training steps."""
+        for _ in range(steps):
+            self.train_step()
+
+    def idle(self) -> None:
+        """The node sets new parameters before it reads these again (a Learner keeps its
+        module regardless)."""
+
     @property
     def lr(self) -> float:
         """The current learning rate (of the first parameter group)."""

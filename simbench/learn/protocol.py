@@ -39,6 +39,15 @@ class LearnerProtocol(Protocol):
         """One minibatch: gradients, then an optimizer step; returns the loss(es)."""
         ...
 
+    def train_steps(self, steps: int) -> None:
+        """``steps`` calls of :meth:`train_step` (the simulator may run many learners' at once)."""
+        ...
+
+    def idle(self) -> None:
+        """The node will set new parameters before it reads these again: a learner may free
+        them (a federated client between rounds)."""
+        ...
+
     def compute_grad(self) -> float:
         """One minibatch's gradients, left for :meth:`get_grad_flat` (no step)."""
         ...

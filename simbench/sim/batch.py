@@ -23,15 +23,25 @@ from ..learn.flat import FlatLearner, batch_key, batched_run
 
 
 class Job:
-    """One deferred call; its result is set at the end of the instant it was submitted in."""
+    """One put-off call; its result is set by the end of the instant it was queued in."""
 
-    __slots__ = ("learner", "op", "args", "key", "value", "error", "done")
+    __slots__ = ("batcher", "learner", "op", "args", "key", "value", "error", "done")
 
-    def __init__(self, learner: FlatLearner, op: str, args: tuple, key: tuple) -> None:
-        self.learner, self.op, self.args, self.key = learner, op, args, key
+    def __init__(self, batcher: "Batcher", learner: FlatLearner, op: str, args: tuple, key: tuple) -> None:
+        self.batcher, self.learner, self.op, self.args, self.key = batcher, learner, op, args, key
         self.value: Any = None
         self.error: BaseException | None = None
         self.done = False
+
+    def run_alone(self) -> None:
+        """Run now, on its own (something looks at the learner before the instant ends)."""
+        self.learner.job = None
+        self.batcher.alone += 1
+        try:
+            self.value = getattr(self.learner, self.op)(*self.args)
+        except Exception as exc:  # noqa: BLE001 - the node gets it when it reads its result
+            self.error = exc
+        self.done = True
 
     def result(self) -> Any:
         if not self.done:
@@ -42,46 +52,61 @@ class Job:
 
 
 class Batcher:
-    """Collects the batchable calls of an instant and runs them at its end."""
+    """Collects the batchable calls of an instant and runs them at its end.
+
+    A put-off step must leave the run as a step run at once would have. Two things could
+    tell them apart, and both run the step first: anything that reads or changes the learner
+    before the instant ends (the learner settles its pending step, see
+    :meth:`FlatLearner.settle <simbench.learn.flat.FlatLearner.settle>`), and a second step
+    of the same learner in the same instant (the first runs before the second is queued).
+    """
 
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self._pending: list[Job] = []
         self.calls = 0
-        """Deferred calls so far."""
+        """Put-off calls so far."""
         self.vectorized = 0
         """Of those, the ones that ran in a group of two or more."""
+        self.alone = 0
+        """Of those, the ones run early on their own (their learner was looked at)."""
 
-    def submit(self, fn: Callable, args: tuple) -> Job | None:
-        """Defer ``fn(*args)`` if it is a batchable learner step (else None: run it now)."""
+    def prepare(self, fn: Callable, args: tuple) -> Job | None:
+        """A job for ``fn(*args)`` if it is a batchable learner step (else None: run it now)."""
         learner = getattr(fn, "__self__", None)
+        if not isinstance(learner, FlatLearner):
+            return None
         op = getattr(fn, "__name__", "")
-        if not isinstance(learner, FlatLearner) or getattr(fn, "__func__", None) is not getattr(FlatLearner, op, None):
+        if getattr(fn, "__func__", None) is not getattr(FlatLearner, op, None):
             return None
         key = batch_key(learner, op, args)
-        if key is None:
-            return None
-        job = Job(learner, op, args, key)
+        return None if key is None else Job(self, learner, op, args, key)
+
+    def queue(self, job: Job) -> None:
+        """Run ``job`` at the end of the current instant, with the others of its kind."""
+        learner = job.learner
+        learner.settle()  # its earlier step of this instant comes first
+        learner.job = job
+        self.calls += 1
         if not self._pending:
             self.kernel.at_tick_end(self.flush)
         self._pending.append(job)
-        return job
 
     def flush(self) -> None:
-        """Run every call deferred in this instant, grouped by what they share."""
+        """Run every call put off in this instant, grouped by what they share."""
         jobs, self._pending = self._pending, []
         groups: dict[tuple, list[Job]] = {}
         for job in jobs:
-            groups.setdefault(job.key, []).append(job)
+            if not job.done:
+                job.learner.job = None
+                groups.setdefault(job.key, []).append(job)
         for group in groups.values():
-            self.calls += len(group)
             try:
-                if len(group) == 1 or len({id(j.learner) for j in group}) < len(group):
-                    # alone, or one learner twice (two tasks of a node): in submission order
-                    values = [getattr(j.learner, j.op)(*j.args) for j in group]
+                if len(group) == 1:
+                    values = [getattr(group[0].learner, group[0].op)(*group[0].args)]
                 else:
-                    self.vectorized += len(group)
                     values = batched_run([j.learner for j in group], group[0].op, group[0].args)
+                    self.vectorized += len(group)
             except Exception as exc:  # noqa: BLE001 - each waiting node gets the error when it reads its result
                 for job in group:
                     job.error, job.done = exc, True

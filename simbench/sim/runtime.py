@@ -131,8 +131,18 @@ class SimRuntime:
 
     # -- compute -------------------------------------------------------------------
     async def compute(self, fn: Callable[..., Any], *args: Any, cost: Cost = None) -> Any:
-        result = fn(*args)
-        seconds = self._cost_seconds(cost)
+        batcher = self.world.batcher
+        job = batcher.prepare(fn, args) if batcher is not None else None
+        if job is None:
+            result = fn(*args)
+            seconds = self._cost_seconds(cost)
+        else:  # a learner step: run at the end of this instant with the other nodes' (sim/batch.py)
+            result = None
+            seconds = self._cost_seconds(cost)
+            if seconds > 0:
+                batcher.queue(job)
+            else:
+                job.run_alone()
         if isinstance(cost, Work):
             self.world.steps += cost.steps
         if seconds > 0:
@@ -140,7 +150,7 @@ class SimRuntime:
             await self._hold(to_ticks(seconds))
             if self.profile.sleep_factor:
                 await self._hold(to_ticks(seconds * self.profile.sleep_factor))
-        return result
+        return result if job is None else job.result()
 
     def _cost_seconds(self, cost: Cost) -> float:
         if cost is None:

@@ -23,6 +23,7 @@ from ..core.scenario import ComputeSpec, Dist, NetworkSpec, NodeProfile, Scenari
 from ..core.seeding import WorldStreams
 from ..core.units import SECOND_TICKS, to_ticks
 from ..metrics.recorder import Recorder
+from .batch import Batcher
 from .kernel import Kernel
 from .network import LinkSpec, Network
 from .runtime import SimRuntime
@@ -66,8 +67,11 @@ class SimWorld:
     def __init__(self, graph: nx.Graph, nodes: Mapping[int, NodeLike], *, roles: Mapping[int, str],
                  network: NetworkSpec, compute: ComputeSpec, scenario: Scenario,
                  profiles: list[NodeProfile], recorder: Recorder, seed: int,
-                 horizon: float = 24 * 3600.0) -> None:
+                 horizon: float = 24 * 3600.0, batched: bool = False) -> None:
         self.kernel = Kernel()
+        self.batcher = Batcher(self.kernel) if batched else None
+        """Puts off the learner steps of an instant and runs them together (None: each step
+        runs when its node asks; see :mod:`simbench.sim.batch`)."""
         self.steps = 0
         """Training steps charged so far by all nodes (for progress displays)."""
         self.graph = graph

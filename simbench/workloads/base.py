@@ -96,6 +96,13 @@ class Workload:
         """ConfigError naming ``model.name`` when the model does not fit this workload."""
 
     # -- building ------------------------------------------------------------------------
+    def execution(self, requested: str) -> tuple[str, str | None]:
+        """How the simulator runs this workload's learner steps, for ``requested`` (the
+        config's ``execution``): ``("batched", None)``, or ``("sequential", why)``."""
+        if requested == "sequential":
+            return "sequential", "execution: sequential"
+        return "sequential", f"{self.name or type(self).__name__} learners are not batched"
+
     def make_learner(self, node: int, part: NodeData, batch_size: int, seed: int, model_seed: int) -> Any:
         """The learner of a model-holding node."""
         raise NotImplementedError

@@ -1,7 +1,12 @@
 """The classifier workload: a classification model per node, judged by test accuracy.
 
-Every model-holding node gets a :class:`~simbench.learn.Learner` on its shard (a server,
-which holds no data, gets one on a single test sample: it never trains). A node's epoch
+Every model-holding node gets a learner on its shard (a server, which holds no data, gets
+one on a single sample: it never trains): a :class:`~simbench.learn.flat.FlatLearner`
+where the model and optimizer allow (:func:`~simbench.learn.flat.flat_eligible`), with the
+run's one model and one copy of the data set shared by all nodes, each node holding its
+parameter vector and the indices of its shard; else a :class:`~simbench.learn.Learner` with
+its own module and a copy of its shard. Both compute the same numbers. Evaluation sets are
+index views, taken when a node evaluates. A node's epoch
 report is seed 003's ``train/val/test`` loss and accuracy of its own model on the first
 ``train.eval_samples`` samples of its shard and of the test set, plus ``bytes_sent``. In
 the simulator the observer forms the average of the reporting nodes' models at every epoch
@@ -14,12 +19,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
 
 from ..core.schema import ConfigError
 from ..learn import Learner, OptimConfig
+from ..learn.flat import FlatLearner, ModelTemplate, batch_blocker, flat_eligible
 from ..metrics.consensus import AverageModelObserver
 from .base import NodeData, Workload
 
@@ -66,7 +74,39 @@ class ClassifierWorkload(Workload):
         except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch on a negative size
             raise ConfigError(f"model.options: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
-    def make_learner(self, node: int, part: NodeData, batch_size: int, seed: int, model_seed: int) -> Learner:
+    def _plan(self) -> tuple[str | None, str | None]:
+        """Why this run's learners cannot be FlatLearners, and why their steps cannot be
+        batched (None, None: they can)."""
+        if not hasattr(self, "_why"):
+            probe = self.build_model(self.streams.model_seed(0, True))
+            flat = flat_eligible(probe, self.optim)
+            self._why = (flat, flat or batch_blocker(probe))
+            self._template: ModelTemplate | None = None
+        return self._why
+
+    def template(self, model_seed: int) -> ModelTemplate:
+        """The run's one module (built with the first node's seed), its layout and FLOPs."""
+        if self._template is None:
+            self._template = ModelTemplate(self.build_model(model_seed), self.cfg.device)
+            self._template_seed = model_seed
+            device = self._template.device
+            self._train = (self.data.x_train.to(device), self.data.y_train.to(device))
+        return self._template
+
+    def execution(self, requested: str) -> tuple[str, str | None]:
+        if requested == "sequential":
+            return "sequential", "execution: sequential"
+        why = self._plan()[1]
+        return ("batched", None) if why is None else ("sequential", why)
+
+    def make_learner(self, node: int, part: NodeData, batch_size: int, seed: int, model_seed: int) -> Any:
+        if self._plan()[0] is None:
+            template = self.template(model_seed)
+            x, y = self._train
+            index = torch.zeros(1, dtype=torch.long) if part.train is None else \
+                torch.as_tensor(np.asarray(part.train, dtype=np.int64))
+            init = None if model_seed == self._template_seed else (lambda s=model_seed: self._initial(s))
+            return FlatLearner(template, x, y, index, batch_size=batch_size, optim=self.optim, seed=seed, init=init)
         data, device = self.data, self.cfg.device
         if part.train is not None:
             x, y = data.x_train[part.train], data.y_train[part.train]
@@ -75,14 +115,17 @@ class ClassifierWorkload(Workload):
         return Learner(self.build_model(model_seed), x.to(device), y.to(device), batch_size=batch_size,
                        optim=self.optim, seed=seed, device=device)
 
+    def _initial(self, model_seed: int) -> torch.Tensor:
+        model = self.build_model(model_seed)
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
+
     def eval_sets(self, node: int, part: NodeData) -> dict[str, Any]:
         data, device, ev = self.data, self.cfg.device, self.cfg.train.eval_samples
         out: dict[str, Any] = {"test": self.test}
         if part.train is not None:
-            idx = part.train[:ev]
-            out["eval_train"] = (data.x_train[idx].to(device), data.y_train[idx].to(device))
+            out["eval_train"] = Rows(data.x_train, data.y_train, part.train[:ev], device)
             if part.val is not None and len(part.val):
-                out["val"] = (data.x_train[part.val].to(device), data.y_train[part.val].to(device))
+                out["val"] = Rows(data.x_train, data.y_train, part.val, device)
         return out
 
     # -- per epoch ----------------------------------------------------------------------------
@@ -183,6 +226,20 @@ class _Snapshot:
             raise ConfigError(f"merge: {self.path} holds a {array.dtype} array of shape {array.shape}, "
                               "not a flat float parameter vector")
         return torch.from_numpy(array)
+
+
+class Rows(Sequence):
+    """``(x, y)`` of some rows of the data set, taken when used and not held: a node's
+    evaluation samples cost nothing while it does not evaluate."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: np.ndarray, device: str) -> None:
+        self._xy, self.index, self.device = (x, y), torch.as_tensor(np.asarray(index, dtype=np.int64)), device
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i):
+        return self._xy[i][self.index.to(self._xy[i].device)].to(self.device)
 
 
 def evaluate_splits(rt: Any, ctx: Any, epoch: int, learner: Any) -> dict[str, float]:
