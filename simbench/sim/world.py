@@ -256,16 +256,16 @@ class SimWorld:
         if why not in down:
             return
         down.discard(why)
-        if down:
-            self.recorder.event(rt.now(), node, self._RESUME[why], 1.0)
-            return
-        rt.crashed = False
         self.recorder.event(rt.now(), node, self._RESUME[why], 1.0)
-        absent = self._absent.pop(node, None)
+        absent = self._absent.pop(node, None) if why == "offline" else None
         if absent is not None:
             absent.kill()
+        if down:  # still crashed (or offline): it stays stopped
+            return
+        rt.crashed = False
         if why == "offline" and self.fresh_node is not None and self.population.rejoin == "fresh":
             self.nodes[node] = self.fresh_node(node)
+            rt.device = node_device(self.nodes[node])
         recover = getattr(self.nodes[node], "on_recover", None)
         if recover is not None:
             recover()
@@ -304,8 +304,8 @@ class SimWorld:
 
     def _flip(self, node: int, t: float) -> None:
         """The trace says ``node`` changes state at ``t`` (seconds; the tick is ``t`` rounded)."""
-        if self._over:
-            return  # the run is ending: no one comes back, no one else leaves
+        if self._over or node in self._finished:
+            return  # the run is ending (no one comes back, no one else leaves), or the node is done
         if self.population.online(node, t):
             self._resume(node, "offline")
         else:

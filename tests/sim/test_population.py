@@ -151,14 +151,16 @@ def test_a_node_comes_back_with_its_state_or_fresh(rejoin, after):
 
 def test_a_run_whose_nodes_are_all_offline_waits_and_ends_with_its_last_node():
     Counter.log = []
-    pop = offline({0: [(0.25, 1.0), (1.5, 2.5)], 1: [(0.35, 1.2), (3.0, 4.0)]})
+    pop = offline({0: [(0.25, 1.0), (1.5, 2.5)], 1: [(0.35, 1.2), (2.0, 2.2), (3.0, 4.0)]})
     w = world(nx.path_graph(2), {0: Counter(), 1: Counter()}, pop)
     w.run()
     ends = {node: t for t, node, c in Counter.log if c == 10}
     # both offline from 0.35 to 1.0: the run waits; node 0: 3 steps, 5 from 1.0, 2 from 2.5
     assert ends == {0: pytest.approx(2.6), 1: pytest.approx(1.7)}
     assert w.now == pytest.approx(2.7)  # node 0's last sleep; node 1's spell at 3.0 is after the end
+    # node 1 had finished by its spell at 2.0: a finished node's spells are not run
     assert [(t, node) for t, node, _ in events(w, "offline")] == [(0.25, 0), (0.35, 1), (1.5, 0)]
+    assert len(Counter.log) == 20
 
 
 def test_per_node_bandwidth_comes_from_the_population():
