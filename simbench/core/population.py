@@ -232,12 +232,16 @@ def _fail(where: str, path: Path, what: str) -> ConfigError:
     return ConfigError(one_line(f"{where}: {path}: {what}"))
 
 
-def _read_bytes(where: str, path: Path) -> bytes:
+def _check_file(where: str, path: Path) -> None:
     if not path.is_file():
         raise _fail(where, path, "trace file not found")
     size = path.stat().st_size
     if size > MAX_TRACE_BYTES:
         raise _fail(where, path, f"{size} bytes is larger than {MAX_TRACE_BYTES} bytes")
+
+
+def _read_bytes(where: str, path: Path) -> bytes:
+    _check_file(where, path)
     return path.read_bytes()
 
 
@@ -252,7 +256,7 @@ def _table(where: str, path: Path, required: tuple[str, ...], optional: tuple[st
     allowed = (*required, *optional)
     if path.suffix.lower() == ".parquet":
         import pandas as pd
-        _read_bytes(where, path)  # the size check
+        _check_file(where, path)
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds; all mean "not a table"
