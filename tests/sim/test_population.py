@@ -282,3 +282,18 @@ def test_the_run_plot_shows_the_clients_online(tmp_path):
     counts = online_counts(res.events)
     assert counts["online"].iloc[0] == 4 and set(counts["online"]) <= {4.0, 8.0}
     assert (res.run_dir / "test_acc.png").stat().st_size > 10_000
+
+
+def test_the_population_example_runs_with_the_shipped_traces(tmp_path, monkeypatch):
+    from simbench.experiment.config import load_config
+    from simbench.experiment.run import run_experiment
+    from simhelpers import REPO
+
+    monkeypatch.chdir(REPO)  # the example's trace paths are relative to the repository root
+    cfg = load_config(REPO / "examples" / "population.yaml", ["algorithm.rounds=3", "output.plot=false",
+                                                             "output.progress=false", "output.wall_clock=false"])
+    res = run_experiment(cfg, tmp_path)
+    ev = res.events
+    assert res.status == "finished" and ev[ev["metric"] == "population_size"]["value"].tolist() == [20.0]
+    compute = ev[(ev["metric"] == "compute_s_total") & (ev["value"] > 0)]["value"]
+    assert compute.nunique() == len(compute) > 3  # every client its own trace device speed
