@@ -53,6 +53,20 @@ FedScale's formats and how they are read
   :data:`MAX_TRACE_BYTES`. ``benchmarks/make_traces.py --fetch-fedscale`` downloads both
   files and checks their sha256 before anything reads them.
 
+What the runtimes do with it
+----------------------------
+A member's speed is multiplied by its FLOP/s over the config's ``compute`` speed (so with
+``compute.step_time`` the trace scales the step time); its uplink and downlink replace the
+``network`` values for that node (a server left out of the population keeps them). An offline
+spell stops the node like a crash, in every algorithm alike (:mod:`simbench.sim.world`):
+messages to it are dropped (``drop_offline``), so are its own unsent ones
+(``drop_sender_offline``), a computation in progress returns nothing, and it runs again when
+back online, with its state (``rejoin: keep``) or rebuilt as at the start (``fresh``). Peers
+notice only through their timeouts; federated servers ask ``rt.online`` (``selection:
+online``). In real-network mode the same trace is replayed on the wall clock (a node process
+sleeps through its spells) and speeds slow computations as weak workers' are slowed;
+bandwidths are not emulated there (shape them with ``tc``).
+
 Availability over time
 ----------------------
 A session is half-open ``[start, end)``: online at ``start``, offline at ``end``. Traces

@@ -9,7 +9,10 @@ arrivals dropped as ``drop_crashed_receiver``, its queued sends as ``drop_sender
 and an **offline** spell of its population's availability (``offline``/``online``; arrivals
 and transfers still on the way to it dropped as ``drop_offline``, its own unfinished sends as
 ``drop_sender_offline``, at once). Either way its processes are killed where they stand (a
-computation in progress returns nothing), and it restarts ``run(rt)`` when no reason is left,
+computation in progress returns nothing, so nothing the node would have done with its result
+happens; the simulator runs a call's work when it starts and charges its time after, so a
+model that the call changed in place keeps the change), and it restarts ``run(rt)`` when no
+reason is left,
 with the state it had, or rebuilt (``population.rejoin: fresh``). While a node is offline the
 run goes on for it (a peer-to-peer run whose every node is offline at once waits for the next
 one to come back); once every reporting node has finished (the server of a federated run),
