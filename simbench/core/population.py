@@ -542,8 +542,9 @@ class DrawnTimeline(Timeline):
 class Population:
     """What the population section made of a run's nodes (the runtimes read it).
 
-    ``speed`` and the bandwidths are per member node; ``timelines`` says when members with
-    an availability are online, up to ``horizon`` (every node is online from then on).
+    ``devices`` holds the members' FLOP/s (or FedScale latencies) and bandwidths; ``timelines``
+    says when members with an availability are online, up to ``horizon`` (every node is online
+    from then on). Nodes that are not members keep the config's values and are always online.
     """
 
     members: tuple[int, ...]
