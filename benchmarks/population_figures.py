@@ -97,7 +97,7 @@ def main(root: str) -> int:
         c = curves[curves["cell"] == r.cell]
         ev = events_of(root, r.cell)
         row = {"algorithm": r.algo, "clients": r.clients, "population": r.population,
-               "final acc": f"{r.final_acc:.3f}", "sim time [s]": f"{r.sim_time_s:.1f}"}
+               "final acc / FID": f"{r.final_acc:.3f}", "sim time [s]": f"{r.sim_time_s:.1f}"}
         for target in TARGETS:
             t = time_to(c, target)
             row[f"time to {target:.0%} [s]"] = "never" if t != t else f"{t:.1f}"
@@ -132,7 +132,7 @@ def main(root: str) -> int:
                                 aggfunc="first").reset_index()
         for r in gw.itertuples():
             rows.append({"algorithm": "flgan", "clients": r.nodes, "population": r.population,
-                         "final acc": f"FID {r.final_fid:.1f}", "sim time [s]": f"{r.sim_time_s:.1f}"})
+                         "final acc / FID": f"FID {r.final_fid:.1f}", "sim time [s]": f"{r.sim_time_s:.1f}"})
         table = pd.DataFrame(rows).sort_values(["algorithm", "clients", "population"],
                                                key=lambda s: s.map(order) if s.name == "population" else s)
     (root / "summary.md").write_text(markdown(table.fillna("")))
