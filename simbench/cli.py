@@ -52,6 +52,9 @@ def _catalogue() -> str:
         "             crashes [{node, at, recover_at}], crash_rate, recover_after, partitions [{edges, start, end}],\n"
         "             sleep_factor (seed 003: sleep that many times each compute step)\n"
         "network:     latency, jitter, bandwidth, uplink, downlink, loss\n"
+        "population:  devices {trace | profile: mobile | flops_per_s, uplink, downlink}, availability {trace |\n"
+        "             profile: churn | online, offline, start_online; period}, mapping (index, sample, column),\n"
+        "             selection (online, any), rejoin (keep, fresh); traces: simbench CSV/Parquet or FedScale's\n"
     )
 
 

@@ -5,7 +5,8 @@ An algorithm module holds only its own rules and imports what it shares from her
 it awaits only the :class:`~simbench.core.runtime.Runtime` interface, so it runs unchanged
 in the simulator and on real sockets. Log names are the same in every algorithm that uses
 a block: ``<kind>_timeouts`` and ``<kind>_stale`` from :func:`collect_round`,
-``clients_heard`` from :class:`FederatedServer`.
+``clients_heard`` (and ``waited_for_clients``, seconds without any client online) from
+:class:`FederatedServer`.
 
 The federated round follows the split of Flower's strategies (``configure_fit`` chooses the
 clients, ``aggregate_fit`` combines their results; ``flwr/server/strategy/fedavg.py``):
@@ -24,6 +25,10 @@ from ..core.message import Message
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Match, Runtime
 from ..core.schema import ConfigError
+
+
+NOBODY_ONLINE_WAIT = 1.0
+"""Seconds a federated server waits before choosing again when no client is online."""
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -187,6 +192,8 @@ class FederatedServer(Node):
     parameters' ``timeout``; all of them when null) and sets the global model to
     :meth:`aggregate` of the updates that came, sorted by sender (so the sum's order does not
     depend on arrival order, which differs between runtimes). It logs ``clients_heard``.
+    A client that goes offline during the round (``population.availability``) sends nothing:
+    its update is lost and the round ends at the timeout.
 
     Subclasses write ``run``: how many rounds, when to evaluate, what to do between rounds.
     """
@@ -202,8 +209,15 @@ class FederatedServer(Node):
         return len(self.clients)
 
     def choose(self, rt: Runtime, m: int) -> list[int]:
-        """``m`` distinct clients, uniformly at random with the node's stream, sorted."""
-        return sorted(int(c) for c in rt.rng.choice(self.clients, size=m, replace=False))
+        """``m`` distinct clients, uniformly at random with the node's stream, sorted: among the
+        clients online now (``rt.online``; the config's ``population.selection: online``, as
+        FedScale's ``clientManager.select_participants`` samples only ``getFeasibleClients``), or
+        among all of them (``any``). All the online ones when fewer than ``m`` are online."""
+        pool = self.clients if self.ctx.selection == "any" else rt.online(self.clients)
+        m = min(m, len(pool))
+        if m == 0:
+            return []
+        return sorted(int(c) for c in rt.rng.choice(pool, size=m, replace=False))
 
     def aggregate(self, updates: list[Message]) -> torch.Tensor:
         """The new global model from this round's updates (default: weighted by ``n``, the
@@ -218,6 +232,13 @@ class FederatedServer(Node):
         """One round: choose, send, gather, aggregate. Returns the updates used."""
         r = self.round
         chosen = self.choose(rt, self.group_size())
+        waited = 0.0
+        while not chosen:  # no client is online: look again a little later
+            await rt.sleep(NOBODY_ONLINE_WAIT)
+            waited += NOBODY_ONLINE_WAIT
+            chosen = self.choose(rt, self.group_size())
+        if waited:
+            rt.log("waited_for_clients", waited)
         msg = Message("global", {"round": r}, {"x": self.learner.get_flat()})
         for c in chosen:
             await rt.send(c, msg)

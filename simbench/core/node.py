@@ -47,6 +47,9 @@ class NodeContext:
     algorithms that size their messages to the network (Ako's ``P: auto``); None if unknown."""
     compute: Any = None
     """The run's :class:`~simbench.core.scenario.ComputeSpec` (nominal step cost); None if unknown."""
+    selection: str = "online"
+    """Whom a federated server samples from: the clients online now (``online``, through
+    ``rt.online``) or all of them (``any``); the config's ``population.selection``."""
     workload: Any = None
     """The run's :class:`~simbench.workloads.Workload`: it evaluates the node's learner at
     epoch ends, scores samples for algorithms that judge generators themselves and keeps

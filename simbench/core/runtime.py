@@ -18,13 +18,14 @@ Contract (checked by ``tests/test_runtime_conformance.py`` against both):
   simulation the node's clock advances by the modelled cost of ``cost`` (seconds, or a
   :class:`Work` of FLOPs/steps), never by wall time; ``cost=None`` costs nothing
   (bookkeeping, evaluation). In real runs wall time passes, plus any straggler delay.
-* A crashed node's processes stop; peers learn of it only through timeouts.
+* A crashed node's processes stop; peers learn of it only through timeouts. So do a node's
+  when its population's availability takes it offline, but ``online`` tells who is online.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, MutableSequence, Protocol, Union, runtime_checkable
+from typing import Any, Awaitable, Callable, Iterable, MutableSequence, Protocol, Union, runtime_checkable
 
 import numpy as np
 
@@ -134,4 +135,12 @@ class Runtime(Protocol):
 
     def log(self, metric: str, value: float, *, epoch: int | None = None) -> None:
         """Record ``metric`` = ``value`` for this node at ``now()``."""
+        ...
+
+    def online(self, nodes: Iterable[int]) -> list[int]:
+        """The nodes of ``nodes`` (in their order) that the run's population has online now; all
+        of them without a population. An idealisation: a real federated server learns who is
+        available from its clients' check-ins or heartbeats, late and sometimes wrong; both
+        runtimes answer from the availability trace itself (every process of a real run reads
+        the same trace, so answers differ only by the processes' clock skew)."""
         ...

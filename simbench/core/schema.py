@@ -107,6 +107,9 @@ def _convert_type(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        given = [a for a in args if a is not type(None)]
+        if len(given) == 1:  # Optional[X]: X's own error names the field that is wrong
+            return _convert_type(value, given[0], path)
         errors = []
         for arg in args:
             if arg is type(None):

@@ -14,7 +14,9 @@ is added; node 3's algorithm draws stay the same when node 7 becomes a straggler
       │         ├─ faults  (random crash times)      WorldStreams.faults
       │         ├─ nodes   (rt.rng, one per node)    WorldStreams.node(i)
       │         └─ stragglers (slowdowns, per node)  WorldStreams.straggler(i)
-      └─ learners (batch order, one per node)        RunStreams.learner_seed(i)
+      ├─ learners (batch order, one per node)        RunStreams.learner_seed(i)
+      └─ population (trace sampling, device and      RunStreams.population
+                     session draws)
 
 The simulator and the real runtime take the same streams (a real node process draws only
 its own), so a node's algorithm decisions, straggler draws and crash schedule agree
@@ -40,7 +42,8 @@ class RunStreams:
     """
 
     def __init__(self, seed: int) -> None:
-        topo, data, init, faults, world, learners = np.random.SeedSequence(int(seed)).spawn(6)
+        # spawn(7)'s first six children are spawn(6)'s: the population stream shifts no other
+        topo, data, init, faults, world, learners, population = np.random.SeedSequence(int(seed)).spawn(7)
         self.seed = int(seed)
         self.topology: int = _int(topo)
         self.data = np.random.default_rng(data)
@@ -48,6 +51,7 @@ class RunStreams:
         self.faults = np.random.default_rng(faults)
         self.world: int = _int(world)
         self._learners = learners
+        self.population = np.random.default_rng(population)
         self._learner_seeds: list[int] | None = None
 
     def model_seed(self, node: int, same_init: bool) -> int:

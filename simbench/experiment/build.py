@@ -11,6 +11,7 @@ get the same split, the same initial models and the same random streams.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import networkx as nx
 import numpy as np
 
 from ..core.node import NodeContext
+from ..core.population import Population, resolve
 from ..core.scenario import NodeProfile, node_profiles
 from ..core.schema import ConfigError
 from ..core.seeding import RunStreams
@@ -42,6 +44,9 @@ class Built:
     contexts: dict[int, NodeContext]
     workload: Workload
     streams: RunStreams
+    population: Population | None = None
+    fresh_node: Callable[[int], Any] | None = None
+    """Node ``k`` rebuilt as at the start (a new learner from the same seeds): ``rejoin: fresh``."""
 
     def reporters(self) -> list[int]:
         """The nodes whose epochs form the run's per-epoch rows (their mean is ``avg``)."""
@@ -123,19 +128,50 @@ def build_nodes(cfg: ExperimentConfig, on_epoch: Callable | None = None, *, only
     split = split_data(cfg, workload.data, holders, streams.data)
     learner_seeds = streams.learner_seeds(n)
     mean_shard = np.mean([len(split[i].train) for i in holders])
-    contexts, nodes = {}, {}
+    horizon = cfg.time_limit or 24 * 3600.0
+    population = None if cfg.population is None else resolve(cfg.population, n, holders, streams.population, horizon)
     shared_roles = MappingProxyType(dict(roles))  # one read-only copy for every node (not n copies of n)
-    for i in range(n) if only is None else [only]:
+
+    def make(i: int) -> tuple[NodeContext, Any]:
         learner, sets = None, {}
         if roles[i] in algo.model_roles():
             part = split.get(i, NodeData(None, None))
             bs = max(1, int(cfg.train.batch_size * profiles[i].batch_scale))
             learner = workload.make_learner(i, part, bs, learner_seeds[i], streams.model_seed(i, cfg.train.same_init))
             sets = workload.eval_sets(i, part)
-        contexts[i] = NodeContext(
+        ctx = NodeContext(
             node_id=i, role=roles[i], params=cfg.algorithm_params, learner=learner, epochs=cfg.train.epochs,
             graph=graph, roles=shared_roles, steps_per_epoch=max(1, math.ceil(mean_shard / cfg.train.batch_size)),
-            on_epoch=on_epoch, network=cfg.network, compute=cfg.compute, workload=workload, **sets,
+            on_epoch=on_epoch, network=cfg.network, compute=cfg.compute, workload=workload,
+            selection=cfg.population.selection if cfg.population is not None else "online", **sets,
         )
-        nodes[i] = algo.make_node(contexts[i])
-    return Built(graph, roles, profiles, nodes, contexts, workload, streams)
+        return ctx, algo.make_node(ctx)
+
+    contexts, nodes = {}, {}
+    for i in range(n) if only is None else [only]:
+        contexts[i], nodes[i] = make(i)
+    if population is not None:
+        profiles = population_speeds(cfg, population, profiles, contexts)
+    return Built(graph, roles, profiles, nodes, contexts, workload, streams, population,
+                 lambda i: make(i)[1])
+
+
+def population_speeds(cfg: ExperimentConfig, population: Population, profiles: list[NodeProfile],
+                      contexts: dict[int, NodeContext]) -> list[NodeProfile]:
+    """Each population member's speed times its FLOP/s over the config's device speed.
+
+    FedScale latencies (ms per sample) stand for ``F * 1000 / ms`` FLOP/s with F the forward
+    FLOPs of one sample: the spec's ``fedscale_flops_per_sample``, else the node's own model's
+    (a training step's FLOPs / (3 x its batch), FedScale's "backward = 2 x forward").
+    """
+    out = list(profiles)
+    for i in population.devices:
+        learner = contexts[i].learner if i in contexts else None
+        forward = None
+        if learner is not None and population.fedscale_flops_per_sample is None \
+                and population.devices[i].ms_per_sample is not None:
+            forward = learner.flops_per_step() / (3.0 * learner.batch_size)
+        flops = population.flops_per_s(i, forward)
+        if flops is not None:
+            out[i] = dataclasses.replace(out[i], speed=out[i].speed * flops / cfg.compute.speed)
+    return out

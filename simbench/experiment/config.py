@@ -14,6 +14,7 @@ model and training, the network and compute models and the fault scenario::
     network: {latency: 5ms, bandwidth: 100Mbit/s}
     compute: {device: laptop-cpu}
     scenario: {stragglers: {fraction: 0.25, slowdown: 3}}
+    population: {availability: {trace: topologies/traces/availability.csv}}
 
 Every error is a :class:`~simbench.core.schema.ConfigError` naming the field.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from .. import registry
+from ..core.population import PopulationSpec, check_spec
 from ..core.scenario import ComputeSpec, NetworkSpec, Scenario, check_nodes
 from ..core.schema import ConfigError, above, at_least, from_dict, path_component, to_dict, within
 from ..core.units import parse_duration
@@ -141,6 +143,9 @@ class ExperimentConfig:
     network: NetworkSpec = NetworkSpec()
     compute: ComputeSpec = ComputeSpec()
     scenario: Scenario = Scenario()
+    population: Optional[PopulationSpec] = None
+    """Per-node compute speed, bandwidth and availability from traces, distributions or a
+    profile (see :mod:`simbench.core.population`); null: every node as the config says."""
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
     execution: str = field(default="batched", metadata={"choices": ("batched", "sequential")})
     """batched: in the simulator, the training steps of nodes due at the same simulated instant
@@ -163,6 +168,8 @@ class ExperimentConfig:
         d = to_dict(self)
         d["algorithm"] = {"name": self.algorithm, **to_dict(self.algorithm_params)}
         d.pop("algorithm_params")
+        if self.population is None:
+            d.pop("population")  # a run without one keeps the run id it always had
         return d
 
     def run_id(self) -> str:
@@ -204,6 +211,8 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     cfg = from_dict(ExperimentConfig, {**data, "algorithm": name}, "")
     cfg = dataclasses.replace(cfg, algorithm_params=params)
     check_nodes(cfg.scenario, cfg.nodes)
+    if cfg.population is not None:
+        check_spec(cfg.population)
     return cfg
 
 

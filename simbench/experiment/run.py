@@ -136,7 +136,8 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     used, why = built.workload.execution(cfg.execution)
     world = SimWorld(built.graph, built.nodes, roles=built.roles, network=cfg.network, compute=cfg.compute,
                      scenario=cfg.scenario, profiles=built.profiles, recorder=recorder, seed=built.streams.world,
-                     horizon=cfg.time_limit or 24 * 3600.0, batched=used == "batched")
+                     horizon=cfg.time_limit or 24 * 3600.0, population=built.population,
+                     reporters=built.reporters(), fresh_node=built.fresh_node, batched=used == "batched")
     observer.clock = lambda: world.now
     observer.bytes_total = lambda: float(sum(world.network.bytes_sent))
     execution = Execution(cfg.execution, used, why, world.batcher, time.perf_counter() - started)
@@ -168,10 +169,20 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
             bar.close()
         if status != "failed":
             observer.flush()
+            if built.population is not None and built.population.timelines:
+                online_fraction(recorder, built.population)
         result = _write(cfg, run_dir, recorder, status, error, world.now, wall, built.workload, execution)
     if status == "interrupted":
         raise KeyboardInterrupt
     return result
+
+
+def online_fraction(recorder: Recorder, population) -> None:
+    """Add ``online_frac`` to every ``avg`` epoch row: the fraction of the population's nodes
+    online at the epoch's time (from the availability trace, which the run followed)."""
+    for (node, _epoch), row in recorder.epochs.items():
+        if node == "avg":
+            row["online_frac"] = population.online_fraction(row["time_s"])
 
 
 def _ids(nodes: list[int]) -> str:

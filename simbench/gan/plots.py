@@ -1,4 +1,5 @@
-"""Plot of one GAN run: FID of the global generator against simulated time and epochs."""
+"""Plot of one GAN run: FID of the global generator against simulated time and epochs (and the
+clients online over time, with a population's availability)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ import pandas as pd  # noqa: E402
 
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ..report.plots import mark_faults  # noqa: E402
+from ..report.plots import mark_faults, online_counts, plot_online  # noqa: E402
 
 
 def plot_gan_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str = "",
                  time_label: str = "simulated time [s]") -> Path:
-    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    counts = online_counts(events)
+    if counts is None:
+        fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    else:  # a population with availability: the clients online over time too
+        fig, (ax_t, ax_e, ax_o) = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+        plot_online(ax_o, counts, float(events["time_s"].max()), time_label)
     for node in epochs["node"].unique():
         rows = epochs[epochs["node"] == node].dropna(subset=["fid"]) if "fid" in epochs else epochs.iloc[:0]
         if not len(rows):

@@ -143,6 +143,14 @@ class FaultLayer:
         except asyncio.TimeoutError:
             return False
 
+    def drop_queued(self, reason: str) -> None:
+        """Drop (and log as ``drop_<reason>`` at the destination) every message still waiting
+        for its latency: the node went offline before handing them over."""
+        for dst, queue in self._queues.items():
+            for _ in queue:
+                self.log(dst, f"drop_{reason}", self.node_id)
+        self.cancel()
+
     def cancel(self) -> None:
         for task in self._tasks.values():
             task.cancel()

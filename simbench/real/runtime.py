@@ -7,6 +7,12 @@ steps) and takes the time it takes, slowed by the node's profile (weak worker sp
 straggler draw) by sleeping ``(factor - 1) x elapsed`` afterwards; messages go through
 the :class:`~simbench.real.faults.FaultLayer` to the :class:`~simbench.real.transport.Transport`.
 
+Offline spells of the run's population (:meth:`RealRuntime.go_offline`, armed by
+:func:`simbench.real.world.schedule_availability`) stop the node's code as a crash does but
+keep the process and its sockets: what arrives meanwhile is dropped (``drop_offline``), the
+messages it had not yet handed to its sockets are dropped (``drop_sender_offline``), and at
+:meth:`RealRuntime.come_online` its ``run`` starts again with the state it had.
+
 ``bytes_sent`` counts encoded message bytes when ``send`` is called (HMAC tags and
 ZeroMQ framing excluded), exactly as the simulator counts them, lost messages included.
 """
@@ -53,7 +59,8 @@ class RealRuntime:
     def __init__(self, node_id: int, role: str, neighbors: tuple[int, ...], nodes: tuple[int, ...], *,
                  rng: np.random.Generator, profile: NodeProfile, straggler_rng: np.random.Generator,
                  stragglers: Stragglers, transport: Transport, clock: Clock, recorder: Any,
-                 faults: LinkFaults = NO_FAULTS, net_rng: np.random.Generator | None = None) -> None:
+                 faults: LinkFaults = NO_FAULTS, net_rng: np.random.Generator | None = None,
+                 population: Any = None) -> None:
         self.node_id = node_id
         self.role = role
         self.neighbors = tuple(neighbors)
@@ -73,6 +80,12 @@ class RealRuntime:
         self.msgs_sent = 0
         self.compute_s = 0.0
         self.crashed = False
+        self.population = population
+        """The run's :class:`~simbench.core.population.Population` (``online``), or None."""
+        self.offline = False
+        self._back = asyncio.Event()  # set while online: the node's run may (re)start
+        self._back.set()
+        self._session: asyncio.Task | None = None
         self.last_activity = time.monotonic()
         """When this node last sent, received or finished a computation (the driver's
         no-progress detector reads it)."""
@@ -140,6 +153,9 @@ class RealRuntime:
         self.last_activity = time.monotonic()
         if self.crashed:
             return
+        if self.offline:
+            self.log("drop_offline", msg.src)
+            return
         msg = msg.to(self.device)
         for waiter in self._waiters:
             if not waiter[0].done() and (waiter[1] is None or waiter[1](msg)):
@@ -199,6 +215,13 @@ class RealRuntime:
     async def gather(self, *tasks: asyncio.Task) -> list[Any]:
         return list(await asyncio.gather(*tasks))
 
+    def online(self, nodes) -> list[int]:
+        """The nodes of ``nodes`` the population's trace has online now (see :meth:`Runtime.online`)."""
+        if self.population is None:
+            return list(nodes)
+        now = self.now()
+        return [j for j in nodes if self.population.online(j, now)]
+
     # -- records ------------------------------------------------------------------
     def log(self, metric: str, value: float, *, epoch: int | None = None) -> None:
         self.recorder.event(self.now(), self.node_id, metric, value, epoch)
@@ -219,6 +242,52 @@ class RealRuntime:
         self.transport.start(self.deliver)
         self._main = asyncio.get_running_loop().create_task(self._run_main(main), name=f"node{self.node_id}")
         return self._main
+
+    def start_node(self, run: Callable[[], Awaitable[Any]]) -> asyncio.Task:
+        """Like :meth:`start`, for a node with offline spells: ``run()`` makes its main coroutine,
+        again each time the node comes back online; the task ends when one run returns."""
+        self.transport.start(self.deliver)
+        self._main = asyncio.get_running_loop().create_task(self._life(run), name=f"node{self.node_id}")
+        return self._main
+
+    async def _life(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._back.wait()
+            self._session = loop.create_task(self._run_main(run()), name=f"node{self.node_id}.run")
+            try:
+                return await self._session
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if not self.offline or (me is not None and me.cancelling()):
+                    raise  # cancelled from outside (a signal, the time limit, a crash)
+
+    def go_offline(self) -> None:
+        """The population takes this node offline: its code stops where it stands (a
+        computation's result is lost), queued messages both ways are dropped."""
+        if self.offline or self.crashed or self._main is None or self._main.done():
+            return
+        self.offline = True
+        self._back.clear()
+        self.log("offline", 1.0)
+        if self._session is not None:
+            self._session.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for waiter in self._waiters:
+            waiter[0].cancel()
+        self._waiters.clear()
+        self._mailbox.clear()
+        self.links.drop_queued("sender_offline")
+
+    def come_online(self) -> None:
+        """Back online: ``run`` starts again (with the node's state as it was)."""
+        if not self.offline or self.crashed:
+            return
+        self.offline = False
+        self.last_activity = time.monotonic()
+        self.log("online", 1.0)
+        self._back.set()
 
     async def _run_main(self, main: Awaitable[Any]) -> Any:
         try:

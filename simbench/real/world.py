@@ -3,7 +3,9 @@
 A node takes its streams from :class:`~simbench.core.seeding.WorldStreams`, as
 :class:`~simbench.sim.world.SimWorld` does, so a node's algorithm stream (``rt.rng``),
 straggler draws and the crash schedule are the same in both runtimes.
-:func:`schedule_faults` arms one node's crash timers and logs its scenario events.
+:func:`schedule_faults` arms one node's crash timers and logs its scenario events;
+:func:`schedule_availability` arms its offline and online timers from the population's
+trace (the same instants as in the simulator, on the wall clock).
 
 :class:`RealWorld` takes SimWorld's constructor arguments and runs every node in one
 asyncio loop over real ZeroMQ sockets on loopback. The runtime conformance suite uses it
@@ -58,13 +60,48 @@ def schedule_faults(rt: RealRuntime, scenario: Scenario, crashes: list[Crash],
     return handles
 
 
+def schedule_availability(rt: RealRuntime, population: Any, log_size: bool = False) -> asyncio.TimerHandle | None:
+    """Take ``rt`` offline and back at the instants its population's trace says (a timer for
+    the next change, re-armed at each). Call before the node starts: a node offline at 0
+    starts when it first comes online. ``log_size``: log ``population_size`` (node ``all``)."""
+    if population is None or not population.timelines:
+        return None
+    if log_size:
+        rt.recorder.event(0.0, "all", "population_size", len(population.timelines))
+    node = rt.node_id
+    if node not in population.timelines:
+        return None
+    loop = asyncio.get_running_loop()
+    handle: list[asyncio.TimerHandle | None] = [None]
+
+    def flip(t: float) -> None:
+        if population.online(node, t):
+            rt.come_online()
+        else:
+            rt.go_offline()
+        arm(t)
+
+    def arm(t: float) -> None:
+        nxt = population.next_change(node, t)
+        if nxt is not None:
+            handle[0] = loop.call_later(max(0.0, nxt - rt.now()), flip, nxt)
+
+    if not population.online(node, 0.0):
+        rt.offline = True
+        rt._back.clear()
+        rt.log("offline", 1.0)
+    arm(0.0)
+    return handle[0]
+
+
 class RealWorld:
     """Every node of a run in this process, on real sockets over loopback, in wall time."""
 
     def __init__(self, graph: nx.Graph, nodes: Mapping[int, Any], *, roles: Mapping[int, str],
                  network: NetworkSpec, compute: ComputeSpec, scenario: Scenario,
                  profiles: list[NodeProfile], recorder: Any, seed: int, horizon: float = 24 * 3600.0,
-                 key: bytes | None = None, max_size: int = DEFAULT_MAX_SIZE, emulate_network: bool = True) -> None:
+                 key: bytes | None = None, max_size: int = DEFAULT_MAX_SIZE, emulate_network: bool = True,
+                 population: Any = None) -> None:
         self.graph = graph
         self.nodes = dict(nodes)
         self.roles = roles
@@ -77,6 +114,7 @@ class RealWorld:
         self.key = run_key(key or os.urandom(32), "in-process")
         self.max_size = max_size
         self.emulate_network = emulate_network
+        self.population = population
         self.runtimes: list[RealRuntime] = []
         self.clock: Clock | None = None
 
@@ -104,14 +142,23 @@ class RealWorld:
             self.runtimes.append(RealRuntime(
                 i, self.roles.get(i, "worker"), tuple(sorted(self.graph.neighbors(i))), tuple(range(n)),
                 rng=s.rng, profile=self.profiles[i], straggler_rng=s.straggler, stragglers=self.scenario.stragglers,
-                transport=transports[i], clock=self.clock, recorder=self.recorder, faults=faults, net_rng=s.network))
+                transport=transports[i], clock=self.clock, recorder=self.recorder, faults=faults, net_rng=s.network,
+                population=self.population))
         for i, node in self.nodes.items():
             self.runtimes[i].device = node_device(node)
         await self.clock.wait_start()
         for i, rt in enumerate(self.runtimes):
             crashes = node_crashes(self.scenario, n, self.horizon, WorldStreams(self.seed, n).node_streams(i), i)
             schedule_faults(rt, self.scenario, crashes, rt.crash)
-        mains = [rt.start(self.nodes[i].run(rt)) for i, rt in enumerate(self.runtimes) if i in self.nodes]
+        mains = []
+        for i, rt in enumerate(self.runtimes):
+            if i not in self.nodes:
+                continue
+            schedule_availability(rt, self.population, log_size=i == 0)
+            if self.population is not None and i in self.population.timelines:
+                mains.append(rt.start_node(lambda i=i, rt=rt: self.nodes[i].run(rt)))
+            else:
+                mains.append(rt.start(self.nodes[i].run(rt)))
         try:
             done, pending = await asyncio.wait(mains, timeout=until)
             for task in pending:

@@ -2,7 +2,8 @@
 
 Besides each node's and the average model's per-epoch accuracy, metrics logged between
 epochs are drawn on the time panel: a parameter server's supervisor (``sup_test_acc``),
-which pulls the central model every few simulated seconds."""
+which pulls the central model every few simulated seconds; and the number of clients
+online over time when the run has a population with availability."""
 
 from __future__ import annotations
 
@@ -29,11 +30,40 @@ def mark_faults(ax, events: pd.DataFrame) -> None:
             seen.add(label)
 
 
+def online_counts(events: pd.DataFrame) -> pd.DataFrame | None:
+    """``time_s, online``: how many nodes of the population are online, at every change (None
+    without availability events). From ``population_size`` and the nodes' ``offline``/``online``."""
+    size = events.loc[events["metric"] == "population_size", "value"]
+    flips = events[events["metric"].isin(("offline", "online"))]
+    if size.empty:
+        return None
+    step = flips["metric"].map({"offline": -1, "online": 1}).astype(int)
+    t = [0.0, *flips["time_s"].astype(float)]
+    online = [float(size.max()), *(float(size.max()) + step.cumsum())]
+    return pd.DataFrame({"time_s": t, "online": online}).groupby("time_s", sort=True).last().reset_index()
+
+
+def plot_online(ax, counts: pd.DataFrame, end: float, time_label: str) -> None:
+    """Step plot of the online clients."""
+    t = [*counts["time_s"], max(end, float(counts["time_s"].max()))]
+    ax.step(t, [*counts["online"], counts["online"].iloc[-1]], where="post", color="tab:blue", lw=1.2)
+    ax.set_xlabel(time_label)
+    ax.set_ylabel("clients online")
+    ax.set_ylim(0, None)
+    ax.grid(alpha=0.3)
+
+
 def plot_run(epochs: pd.DataFrame, events: pd.DataFrame, path: Path, title: str = "",
              time_label: str = "simulated time [s]") -> Path:
     """Two panels: every node's (thin) and the average model's (thick) test accuracy
-    against time (simulated, or wall time in a real run), with faults marked, and against epochs."""
-    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    against time (simulated, or wall time in a real run), with faults marked, and against epochs;
+    a third with the clients online over time when the run's population has availability."""
+    counts = online_counts(events)
+    if counts is None:
+        fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    else:
+        fig, (ax_t, ax_e, ax_o) = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+        plot_online(ax_o, counts, float(events["time_s"].max()), time_label)
     nodes = [n for n in epochs["node"].unique() if n != "avg"]
     for n in nodes:
         rows = epochs[(epochs["node"] == n)].dropna(subset=["test_acc"])

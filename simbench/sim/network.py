@@ -22,7 +22,8 @@ Model
 * At arrival the delivery may still fail: the receiver crashed, the link is cut by a
   partition, or the message is lost (probability ``loss``, drawn per message from the
   network's own random stream). A crashed sender's queued and in-flight transfers are
-  dropped at the crash.
+  dropped at the crash; a node that goes offline loses those it sends and those on their
+  way to it at once.
 
 Capacities are bytes per second (``math.inf`` for unlimited); latencies are seconds.
 """
@@ -263,19 +264,27 @@ class Network:
         self.bytes_received[dst] += len(payload)
         self._deliver(src, dst, payload)
 
-    def abort_from(self, node: int) -> int:
-        """Drop every queued or in-flight transfer sent by ``node`` (it crashed)."""
+    def abort_from(self, node: int, reason: str = "sender_crashed") -> int:
+        """Drop every queued or in-flight transfer sent by ``node`` (it crashed, or went offline)."""
+        return self._abort(lambda src, dst: src == node, reason)
+
+    def abort_to(self, node: int, reason: str = "offline") -> int:
+        """Drop every queued or in-flight transfer on its way to ``node`` (it went offline);
+        messages whose last byte has left are dropped when they arrive."""
+        return self._abort(lambda src, dst: dst == node, reason)
+
+    def _abort(self, which: Callable[[int, int], bool], reason: str) -> int:
         dropped = 0
         self._advance()
         for (src, dst), queue in self._queues.items():
-            if src == node and queue:
+            if queue and which(src, dst):
                 dropped += len(queue)
                 head = queue[0]
                 if head in self._flows:
                     self._flows.remove(head)
                 for t in queue:  # counted and logged like every other dropped message
                     self.msgs_dropped += 1
-                    self._on_drop(src, dst, t.payload, "sender_crashed")
+                    self._on_drop(src, dst, t.payload, reason)
                 queue.clear()
         if dropped:
             self._reallocate()

@@ -185,6 +185,10 @@ class SimRuntime:
     async def gather(self, *tasks: SimTask) -> list[Any]:
         return await gather(self.kernel, [t.process.done for t in tasks])
 
+    def online(self, nodes) -> list[int]:
+        """The nodes of ``nodes`` its population has online now (see :meth:`Runtime.online`)."""
+        return self.world.online(nodes)
+
     # -- records ------------------------------------------------------------------
     def log(self, metric: str, value: float, *, epoch: int | None = None) -> None:
         self.world.recorder.event(self.now(), self.node_id, metric, value, epoch)

@@ -3,6 +3,20 @@
 Random streams: the world seed is split per purpose (network, faults) and per node
 (algorithm decisions, straggler draws) by :class:`~simbench.core.seeding.WorldStreams`, so
 adding a fault or a node never shifts another stream.
+
+A node stops for two reasons, by one mechanism: a **crash** (``crash``/``recover`` events,
+arrivals dropped as ``drop_crashed_receiver``, its queued sends as ``drop_sender_crashed``)
+and an **offline** spell of its population's availability (``offline``/``online``; arrivals
+and transfers still on the way to it dropped as ``drop_offline``, its own unfinished sends as
+``drop_sender_offline``, at once). Either way its processes are killed where they stand (a
+computation in progress returns nothing, so nothing the node would have done with its result
+happens; the simulator runs a call's work when it starts and charges its time after, so a
+model that the call changed in place keeps the change), and it restarts ``run(rt)`` when no
+reason is left,
+with the state it had, or rebuilt (``population.rejoin: fresh``). While a node is offline the
+run goes on for it (a peer-to-peer run whose every node is offline at once waits for the next
+one to come back); once every reporting node has finished (the server of a federated run),
+offline nodes no longer come back and the run ends with the last node that is running.
 """
 
 from __future__ import annotations
@@ -11,20 +25,21 @@ import copy
 import gc
 import math
 from collections import OrderedDict
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Collection, Mapping, Protocol
 
 import networkx as nx
 import numpy as np
 import torch
 
 from ..core.message import Message, Wire, cow_clone, decode
+from ..core.population import Population
 from ..core.runtime import node_device
 from ..core.scenario import ComputeSpec, Dist, NetworkSpec, NodeProfile, Scenario, crash_schedule
 from ..core.seeding import WorldStreams
 from ..core.units import SECOND_TICKS, to_ticks
 from ..metrics.recorder import Recorder
 from .batch import Batcher
-from .kernel import Kernel
+from .kernel import Kernel, SimFuture
 from .network import LinkSpec, Network
 from .runtime import SimRuntime
 
@@ -67,7 +82,9 @@ class SimWorld:
     def __init__(self, graph: nx.Graph, nodes: Mapping[int, NodeLike], *, roles: Mapping[int, str],
                  network: NetworkSpec, compute: ComputeSpec, scenario: Scenario,
                  profiles: list[NodeProfile], recorder: Recorder, seed: int,
-                 horizon: float = 24 * 3600.0, batched: bool = False) -> None:
+                 horizon: float = 24 * 3600.0, population: Population | None = None,
+                 reporters: Collection[int] | None = None,
+                 fresh_node: Callable[[int], NodeLike] | None = None, batched: bool = False) -> None:
         self.kernel = Kernel()
         self.batcher = Batcher(self.kernel) if batched else None
         """Puts off the learner steps of an instant and runs them together (None: each step
@@ -90,8 +107,12 @@ class SimWorld:
             links[(v, u)] = spec
         up = network.uplink if network.uplink is not None else network.bandwidth
         down = network.downlink if network.downlink is not None else network.bandwidth
+        ups, downs = [up] * n, [down] * n
+        for i, dev in (population.devices.items() if population is not None else ()):
+            ups[i] = dev.uplink if dev.uplink is not None else up
+            downs[i] = dev.downlink if dev.downlink is not None else down
         self.network = Network(
-            self.kernel, links, [up] * n, [down] * n, loss=network.loss,
+            self.kernel, links, ups, downs, loss=network.loss,
             rng=streams.network, deliver=self._deliver,
             drop_reason=None, on_drop=self._on_drop,
         )
@@ -107,7 +128,17 @@ class SimWorld:
         self._in_flight: dict[int, _Wire] = {}
         self._recent: OrderedDict[int, _Wire] = OrderedDict()
         self._recent_bytes = 0
+        self._down: list[set[str]] = [set() for _ in range(n)]
+        """Why each node is stopped now: ``crash``, ``offline`` (none: it runs)."""
+        self.population = population
+        self.reporters = set(range(n) if reporters is None else reporters)
+        self.fresh_node = fresh_node
+        self._finished: set[int] = set()
+        self._over = False  # every reporting node has finished: offline nodes stay away
+        self._absent: dict[int, Any] = {}  # node -> the process that stands for it while offline
         self._schedule_faults(streams.faults, horizon)
+        if population is not None and population.timelines:
+            self._schedule_availability()
 
     # -- network callbacks ---------------------------------------------------------
     # A payload's decoding is shared by every receiver of it. Its _Wire sits in
@@ -175,7 +206,7 @@ class SimWorld:
 
     def _drop_reason(self, src: int, dst: int) -> str | None:
         if self.runtimes[dst].crashed:
-            return "crashed_receiver"
+            return "crashed_receiver" if "crash" in self._down[dst] else "offline"
         if self._down_edges and self._down_edges.get(frozenset((src, dst))):
             return "partition"
         return None
@@ -202,24 +233,101 @@ class SimWorld:
                 self.recorder.event(0.0, i, "weak_worker", rt.profile.speed)
 
     def crash(self, node: int) -> None:
-        rt = self.runtimes[node]
-        if rt.crashed:
-            return
-        rt.crash()
-        self.network.drop_reason = self._drop_reason  # from now on arrivals can be dropped
-        self.network.abort_from(node)
-        self.recorder.event(rt.now(), node, "crash", 1.0)
+        self._stop(node, "crash")
 
     def recover(self, node: int) -> None:
-        rt = self.runtimes[node]
-        if not rt.crashed:
+        self._resume(node, "crash")
+
+    _STOP = {"crash": ("crash", "sender_crashed"), "offline": ("offline", "sender_offline")}
+    _RESUME = {"crash": "recover", "offline": "online"}
+
+    def _stop(self, node: int, why: str) -> None:
+        """Node ``node`` stops for ``why`` (crash, offline): its processes die now, its unsent
+        messages are dropped (going offline, the ones on their way to it too)."""
+        rt, down = self.runtimes[node], self._down[node]
+        if why in down:
+            return
+        down.add(why)
+        if len(down) == 1:  # it was running: stop it
+            rt.crash()
+            self.network.drop_reason = self._drop_reason  # from now on arrivals can be dropped
+            self.network.abort_from(node, self._STOP[why][1])
+            if why == "offline":
+                self.network.abort_to(node, "offline")
+        self.recorder.event(rt.now(), node, self._STOP[why][0], 1.0)
+        if why == "offline" and not self._over:  # the run waits for it to come back
+            done = SimFuture(self.kernel, "online")
+            self._absent[node] = self.kernel.spawn(_wait(done), f"offline{node}", daemon=True)
+
+    def _resume(self, node: int, why: str) -> None:
+        """Reason ``why`` is over; the node restarts ``run`` once no reason is left."""
+        rt, down = self.runtimes[node], self._down[node]
+        if why not in down:
+            return
+        down.discard(why)
+        self.recorder.event(rt.now(), node, self._RESUME[why], 1.0)
+        absent = self._absent.pop(node, None) if why == "offline" else None
+        if absent is not None:
+            absent.kill()
+        if down:  # still crashed (or offline): it stays stopped
             return
         rt.crashed = False
-        self.recorder.event(rt.now(), node, "recover", 1.0)
+        if why == "offline" and self.fresh_node is not None and self.population.rejoin == "fresh":
+            self.nodes[node] = self.fresh_node(node)
+            rt.device = node_device(self.nodes[node])
         recover = getattr(self.nodes[node], "on_recover", None)
         if recover is not None:
             recover()
-        rt.start(self.nodes[node].run(rt))
+        self._start(node)
+
+    def _start(self, node: int) -> None:
+        rt = self.runtimes[node]
+        proc = rt.start(self.nodes[node].run(rt))
+        if self.population is not None and self.population.timelines:
+            proc.done.add_waiter(lambda fut, node=node: self._returned(node, fut))
+
+    def _returned(self, node: int, fut: SimFuture) -> None:
+        """Node ``node``'s code ended; once every reporting node has finished (or crashed),
+        offline nodes are no longer waited for."""
+        if fut._exc is None:
+            self._finished.add(node)
+        if not self._over and all(i in self._finished or "crash" in self._down[i] for i in self.reporters):
+            self._over = True
+            for proc in self._absent.values():
+                proc.kill()
+            self._absent.clear()
+
+    # -- availability (population) ---------------------------------------------------------
+    def _schedule_availability(self) -> None:
+        pop = self.population
+        self.recorder.event(0.0, "all", "population_size", len(pop.timelines))
+        for i in sorted(pop.timelines):
+            if not pop.online(i, 0.0):
+                self._stop(i, "offline")
+            self._next_flip(i, 0.0)
+
+    def _next_flip(self, node: int, t: float) -> None:
+        nxt = self.population.next_change(node, t)
+        if nxt is not None:
+            self.kernel.schedule_at(max(self.kernel.now, to_ticks(nxt)), self._flip, node, nxt)
+
+    def _flip(self, node: int, t: float) -> None:
+        """The trace says ``node`` changes state at ``t`` (seconds; the tick is ``t`` rounded)."""
+        if self._over or node in self._finished:
+            return  # the run is ending (no one comes back, no one else leaves), or the node is done
+        if self.population.online(node, t):
+            self._resume(node, "offline")
+        else:
+            self._stop(node, "offline")
+        self._next_flip(node, t)
+
+    def online(self, nodes) -> list[int]:
+        """The nodes of ``nodes`` that the population has online now (all, without one)."""
+        pop = self.population
+        if pop is None or not pop.timelines:
+            return list(nodes)
+        now = self.now
+        return [j for j in nodes if pop.online(j, now)]
 
     def _partition(self, edges: list[frozenset], delta: int) -> None:
         now = self.kernel.now / SECOND_TICKS
@@ -234,8 +342,9 @@ class SimWorld:
         """Start every node's ``run`` and drive the kernel until every node has returned or
         crashed (or to ``until`` seconds, if given). Faults scheduled after that moment are
         not run: they neither appear in the events nor move the clock."""
-        for i, node in self.nodes.items():
-            self.runtimes[i].start(node.run(self.runtimes[i]))
+        for i in self.nodes:
+            if not self._down[i]:  # a node offline at the start starts when it comes online
+                self._start(i)
         # The kernel makes many short-lived objects (futures, heap entries, messages);
         # collecting generation 0 less often saves ~20% of a message-heavy run.
         thresholds = gc.get_threshold()
@@ -259,7 +368,12 @@ class SimWorld:
 
     def crashed(self) -> list[int]:
         """Nodes that are crashed now."""
-        return [i for i, rt in enumerate(self.runtimes) if rt.crashed]
+        return [i for i, down in enumerate(self._down) if "crash" in down]
+
+
+async def _wait(fut: SimFuture) -> None:
+    """What an offline node's stand-in process does: wait (it is killed when the node returns)."""
+    await fut
 
 
 def infinite_network() -> NetworkSpec:

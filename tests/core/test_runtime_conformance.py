@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from simbench.core.message import Message, encode
+from simbench.core.population import Population, Sessions, TraceTimeline
 from simbench.core.scenario import ComputeSpec, Crash, Dist, NetworkSpec, NodeProfile, Scenario, Stragglers
 from simbench.metrics.recorder import Recorder
 from simbench.real.world import RealWorld
@@ -43,7 +44,7 @@ def world(request):
 
     def run(graph: nx.Graph, fns: dict, *, network: NetworkSpec | None = None,
             scenario: Scenario = Scenario(), profiles: list | None = None, until: float | None = None,
-            devices: dict | None = None):
+            devices: dict | None = None, population=None):
         network = network or NetworkSpec(latency=Dist("constant", value=LATENCY), bandwidth=math.inf,
                                          uplink=math.inf, downlink=math.inf)
         logs = {i: [] for i in fns}
@@ -52,7 +53,8 @@ def world(request):
             nodes[i].learner = SimpleNamespace(device=torch.device(device))
         n = graph.number_of_nodes()
         kw = dict(roles={i: "worker" for i in range(n)}, network=network, compute=ComputeSpec(),
-                  scenario=scenario, profiles=profiles or [NodeProfile()] * n, recorder=Recorder("t", wall_clock=False), seed=0)
+                  scenario=scenario, profiles=profiles or [NodeProfile()] * n, recorder=Recorder("t", wall_clock=False), seed=0,
+                  population=population)
         w = (SimWorld if request.param == "sim" else RealWorld)(graph, nodes, **kw)
         w.run(until=until)
         return w, logs
@@ -328,3 +330,35 @@ def test_sleep_factor_sleeps_that_many_times_the_compute_time(world):
     profile = NodeProfile(sleep_factor=2.0)
     w, logs = world(pair(), {0: node}, profiles=[profile, NodeProfile()])
     assert logs[0][0] == pytest.approx(0.3, abs=1e-9 if world.kind == "sim" else 0.08)
+
+
+def test_an_offline_node_drops_what_arrives_and_runs_again_when_back(world):
+    """Node 1 is offline in [0.45, 1.05): node 0's beats arriving then are dropped (logged at
+    node 1), node 1's code stops and starts again at 1.05 with its state, and ``rt.online``
+    tells node 0 which it is."""
+    async def beater(rt, log):
+        for k in range(16):
+            log.append((k, rt.online([0, 1])))
+            await rt.send(1, Message("beat", {"k": k}))
+            await rt.sleep(0.1)
+
+    starts = []
+
+    async def keeper(rt, log):
+        starts.append(rt.now())
+        while (msg := await rt.recv(timeout=0.6)) is not None:
+            log.append(msg["k"])
+
+    pop = Population((1,), {}, {1: TraceTimeline(Sessions([(0.0, 0.45), (1.05, math.inf)]))})
+    w, logs = world(pair(), {0: beater, 1: keeper}, population=pop)
+    got = logs[1]
+    assert got[:4] == [0, 1, 2, 3] and not set(got) & set(range(5, 10)) and set(range(12, 16)) <= set(got)
+    assert [s > 1.0 for s in starts] == [False, True] and starts[1] == pytest.approx(1.05, abs=1e-9 if world.kind == "sim" else 0.05)
+    told_offline = [k for k, on in logs[0] if on == [0]]  # the others were told [0, 1]
+    assert told_offline == [5, 6, 7, 8, 9, 10] if world.kind == "sim" else 5 <= len(told_offline) <= 7
+    assert set(range(5, 10)) <= set(told_offline) <= set(range(4, 11))
+    ev = w.recorder.events_frame()
+    drops = ev[ev["metric"] == "drop_offline"]
+    assert set(drops["node"]) == {"1"} and set(drops["value"]) == {0.0} and 4 <= len(drops) <= 7
+    flips = ev[ev["metric"].isin(["offline", "online"])]
+    assert list(flips["metric"]) == ["offline", "online"] and list(flips["node"]) == ["1", "1"]

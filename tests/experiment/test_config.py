@@ -76,7 +76,8 @@ def test_cli_subprocess_misspelt_field_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (
         "simbench: modle: unknown field in config (did you mean 'model'?); allowed: name, seed, nodes, topology, "
-        "algorithm, dataset, model, train, network, compute, scenario, device, execution, time_limit, output"
+        "algorithm, dataset, model, train, network, compute, scenario, population, device, execution, time_limit, "
+        "output"
     )
 
 

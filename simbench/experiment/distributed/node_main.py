@@ -13,7 +13,10 @@ A node stops when its algorithm returns, when the config's ``time_limit`` passes
 answer), on SIGINT/SIGTERM (``interrupted``), on an error (``failed``, traceback on
 stderr) or at a scheduled crash: then it writes its rows and leaves with
 ``os._exit(EXIT_CRASHED)`` at once, as a machine that dies would, leaving its peers to
-notice through timeouts. Started by ``simbench launch``, a node dies with the launcher.
+notice through timeouts. A node with offline spells in the config's ``population`` sleeps
+through them (its code stops, what arrives is dropped) and runs again when back online; a
+federated client that is offline when its server stops misses the ``stop`` and ends through
+``--no-progress-timeout``. Started by ``simbench launch``, a node dies with the launcher.
 
 Its rows go to ``<out>/<name>/<run_id>-real-<nonce>/nodes/<id>/``: the nonce is drawn per
 launch (by the launcher, or by node 0 at the rendezvous), so no launch overwrites another
@@ -254,9 +257,11 @@ class NodeProcess:
         built = build_nodes(self.cfg, hook, only=self.i, run_dir=run_dir)
         hook.target = built.workload.real_hook(self.out, lambda *a, **kw: self.rt.log(*a, **kw), opts.snapshots)
         self.graph, self.roles, self.profiles, self.streams = built.graph, built.roles, built.profiles, built.streams
+        self.population, self.fresh_node = built.population, built.fresh_node
         self.node = built.nodes[self.i]
         self.neighbors = tuple(sorted(self.graph.neighbors(self.i)))
         self.state = {"status": "finished", "error": None, "exit": EXIT_OK}
+        self._runs = 0
 
     def connect(self) -> None:
         """Bind, publish, learn the neighbours' addresses, connect, wait for the common start."""
@@ -291,7 +296,8 @@ class NodeProcess:
         self.rt = RealRuntime(i, self.roles[i], self.neighbors, tuple(range(n)), rng=streams.rng,
                               profile=self.profiles[i], straggler_rng=streams.straggler,
                               stragglers=cfg.scenario.stragglers, transport=self.transport, clock=self.clock,
-                              recorder=self.recorder, faults=faults, net_rng=streams.network)
+                              recorder=self.recorder, faults=faults, net_rng=streams.network,
+                              population=self.population)
         self.rt.device = node_device(self.node)
         try:
             asyncio.run(self._main())
@@ -302,11 +308,15 @@ class NodeProcess:
         return self.state["exit"]
 
     async def _main(self) -> None:
-        from ...real.world import schedule_faults
+        from ...real.world import schedule_availability, schedule_faults
 
         rt, state = self.rt, self.state
         await self.clock.wait_start()
-        task = rt.start(self.node.run(rt))
+        schedule_availability(rt, self.population, log_size=self.i == 0)
+        if self.population is not None and self.i in self.population.timelines:
+            task = rt.start_node(self._next_run)
+        else:
+            task = rt.start(self.node.run(rt))
         for sig, code in EXIT_SIGNAL.items():
             asyncio.get_running_loop().add_signal_handler(sig, _interrupt, task, state, code)
         schedule_faults(rt, self.cfg.scenario, self.crashes, self.crash)
@@ -344,6 +354,13 @@ class NodeProcess:
             print(f"node {self.i}: t={info['time_s']:.1f}s epoch {max(info['epoch'], 0)}/{info['epochs']}, "
                   f"{info['msgs_sent']} msgs sent", flush=True)
 
+    def _next_run(self):
+        """The node's ``run`` for its next online spell (rebuilt first with ``rejoin: fresh``)."""
+        if self._runs and self.population.rejoin == "fresh":
+            self.node = self.fresh_node(self.i)
+        self._runs += 1
+        return self.node.run(self.rt)
+
     async def _watch(self, task: asyncio.Task) -> None:
         """End the run as ``deadlock`` after ``no_progress_timeout`` s without a message or a
         computation (e.g. a peer crashed and the algorithm waits for it without a timeout)."""
@@ -353,7 +370,7 @@ class NodeProcess:
         while not task.done():
             await asyncio.sleep(min(1.0, limit / 4))
             idle = time.monotonic() - self.rt.last_activity
-            if idle >= limit and not task.done():
+            if idle >= limit and not task.done() and not self.rt.offline:  # offline: asleep, not stuck
                 self.state.update(status="deadlock", exit=EXIT_DEADLOCK,
                                   error=f"no message and no computation for {idle:.0f} s")
                 self.rt.log("deadlock", 1.0)
