@@ -116,9 +116,10 @@ class TouchLog:
     def __init__(self, numel: int) -> None:
         self.numel = numel
         self.entries: deque[tuple[int, Optional[torch.Tensor]]] = deque()
+        self._marks = torch.zeros(numel, dtype=torch.long)  # all zero between calls
 
     def record(self, version: int, idx: Optional[torch.Tensor]) -> None:
-        self.entries.append((version, None if idx is None else idx.long()))
+        self.entries.append((version, None if idx is None else idx.long().cpu()))
 
     def forget_before(self, version: int) -> None:
         while self.entries and self.entries[0][0] < version:
@@ -128,18 +129,13 @@ class TouchLog:
         recent = [e for v, e in self.entries if v >= since]
         dense = sum(1 for e in recent if e is None)
         sparse = [e for e in recent if e is not None]
-        if idx is None:
-            counts = torch.full((self.numel,), dense, dtype=torch.long)
-            if sparse:
-                counts += torch.bincount(torch.cat(sparse).cpu(), minlength=self.numel)
-            return counts
-        idx = idx.long().cpu()
-        if not sparse:
-            return torch.full(idx.shape, dense, dtype=torch.long)
-        touched = torch.cat(sparse).cpu().sort().values
-        left = torch.searchsorted(touched, idx, right=False)
-        right = torch.searchsorted(touched, idx, right=True)
-        return right - left + dense
+        marks = self._marks
+        for e in sparse:  # an update's positions are distinct: one mark each
+            marks[e] += 1
+        counts = marks.clone() if idx is None else marks[idx.long().cpu()]
+        for e in sparse:
+            marks[e] = 0
+        return counts + dense
 
 
 def scale_by_parameter_staleness(grad: torch.Tensor, idx: Optional[torch.Tensor], staleness: torch.Tensor) -> None:

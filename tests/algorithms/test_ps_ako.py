@@ -344,7 +344,6 @@ def test_ako_sums_its_own_and_the_received_gradients_by_default():
     division by N. With P = 1 and lockstep (ssp_bound 0) every replica follows
     x <- SGD(x, sum_k g_k): with 4 workers a 4x larger step than averaging."""
     cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 1, "ssp_bound": 0}})
-    assert cfg.algorithm_params.aggregate == "sum"
     nodes, _ = run_config_world(cfg)
     ref = build_nodes(cfg).nodes
     learners = [ref[i].learner for i in range(4)]
@@ -354,6 +353,7 @@ def test_ako_sums_its_own_and_the_received_gradients_by_default():
         assert torch.allclose(nodes[i].learner.get_flat(), x, rtol=1e-5, atol=1e-6)
     mean = lockstep_average([build_nodes(cfg).nodes[i].learner for i in range(4)], steps)
     assert (x - mean).abs().max() > 1e-2  # the two rules part: the test tells them apart
+    assert cfg.algorithm_params.aggregate == "sum"
 
 
 def test_ako_p1_ssp0_mean_is_synchronous_all_to_all_averaging():
@@ -397,7 +397,6 @@ def test_ako_is_fully_asynchronous_by_default():
     more than any bound, finish first and wait only for its last gradient."""
     cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 2},
                         "scenario": {"stragglers": {"nodes": [1], "slowdown": 4}}})
-    assert cfg.algorithm_params.ssp_bound is None
     nodes, recorder = run_config_world(cfg)
     ev = recorder.events_frame()
     gaps = ev[ev["metric"] == "ssp_gap"]
@@ -407,6 +406,7 @@ def test_ako_is_fully_asynchronous_by_default():
     # every replica applied every gradient: the fast ones waited only at the end
     starts = {n: g["time_s"].to_numpy() for n, g in gaps.groupby("node")}
     assert starts["0"][steps - 1] < 0.5 * starts["1"][steps - 1]
+    assert cfg.algorithm_params.ssp_bound is None
 
 
 def test_ako_partial_exchange_learns_and_sends_fewer_bytes(tmp_path):
@@ -497,6 +497,21 @@ def test_shards_split_the_server_load_and_the_supervisor_sees_the_whole_model(tm
     srv = four.epochs[four.epochs["node"] == "0"]  # shard 0 reports the assembled model
     assert list(srv["epoch"]) == [0, 1, 2] and srv["test_acc"].iloc[-1] > 0.6
     assert metric(four, "sup_test_acc", 12)[-1] > 0.6
+
+
+def test_sharded_servers_count_per_parameter_staleness_on_their_own_slices(tmp_path):
+    """AdaComp's server rule (Hardy-c/AdaComp, PS.py) on 2 shards: each shard counts, for the
+    entries of its slice, the updates since the pull that touched them (its own version and
+    index history); every push reaches both shards and the run learns as one server does."""
+    one = run(tmp_path / "1", algorithm={"name": "ps_async", "compression": "adacomp", "compression_rate": 0.05})
+    two = run(tmp_path / "2", **sharded(2, name="ps_async", compression="adacomp", compression_rate=0.05))
+    assert one.status == two.status == "finished"
+    assert len(metric(two, "staleness", 0)) == len(metric(two, "staleness", 1)) == len(metric(one, "staleness", 0))
+    for s in (0, 1):
+        ps = metric(two, "param_staleness_mean", s)
+        assert len(ps) == 1 and 0 < ps[0] < metric(two, "staleness_mean", s)[0]  # sparse pushes overlap less
+    acc = lambda r: r.epochs[r.epochs["node"] == "0"]["test_acc"].iloc[-1]  # noqa: E731
+    assert acc(two) > 0.5 and abs(acc(two) - acc(one)) < 0.1
 
 
 def test_shards_need_as_many_servers_in_the_topology():
