@@ -219,8 +219,8 @@ class AkoWorker(Node):
             last = t >= total
             if last:
                 await self.finish(rt)
-            elif bound is not None:
-                await self.wait_for(rt, t - bound)
+            else:  # without a bound this only takes in what has arrived
+                await self.wait_for(rt, t - bound if bound is not None else 0)
                 if (changed := await self.planned_total(rt, total)) != total:  # a stop came in while waiting
                     total = changed
                     continue

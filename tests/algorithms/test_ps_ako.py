@@ -393,8 +393,32 @@ def test_ako_never_runs_more_than_ssp_bound_ahead_of_a_straggler():
 def test_ako_is_fully_asynchronous_by_default():
     """mesh-umn/TF.AKO and m-faezi/DEGAN, redis_ako_config.py: synchronous_training = False,
     so no worker ever waits for a peer (the SSP wait, receive_pong, runs only in synchronous
-    mode). ssp_bound defaults to null: the fast workers run ahead of a 4x straggler by far
-    more than any bound, finish first and wait only for its last gradient."""
+    mode). ssp_bound defaults to null: a worker applies whatever has arrived. With equal
+    speeds (10 ms steps, 5 ms latency) and P = 1, the peers' gradients of iteration t - 1 are
+    still in flight when a worker starts iteration t, so it applies its own g^{t-1} and the
+    peers' g^{t-2}, then the rest at the end. And fast workers run ahead of a 4x straggler by
+    far more than any bound, finish first and wait only for its last gradient."""
+    even = parse_config({**AKO, "algorithm": {"name": "ako", "P": 1}})
+    nodes, _ = run_config_world(even)
+    learners = [build_nodes(even).nodes[i].learner for i in range(4)]
+    total = even.train.epochs * learners[0].steps_per_epoch
+    g = []  # g[t][i]: worker i's gradient of iteration t, at its own replica
+    for t in range(total + 1):
+        for i, lr in enumerate(learners):
+            peers = [g[t - 2][j] for j in range(4) if j != i] if t >= 2 else []
+            if t == total:  # the end: the peers' last gradients come in with their ako_done
+                peers += [g[t - 1][j] for j in range(4) if j != i]
+            if t >= 1:
+                lr.set_grad_flat(g[t - 1][i] + sum(peers))
+                lr.apply_update()
+        if t < total:
+            g.append([])
+            for lr in learners:
+                lr.compute_grad()
+                g[t].append(lr.get_grad_flat())
+    for i in range(4):
+        assert torch.allclose(nodes[i].learner.get_flat(), learners[i].get_flat(), rtol=1e-5, atol=1e-6)
+
     cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 2},
                         "scenario": {"stragglers": {"nodes": [1], "slowdown": 4}}})
     nodes, recorder = run_config_world(cfg)
