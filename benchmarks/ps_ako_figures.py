@@ -196,6 +196,16 @@ def plot_layers(df: pd.DataFrame, path: Path) -> None:
     save(fig, path)
 
 
+CELLS = (*METHODS, "adacomp_no_staleness")
+"""The ps_adacomp matrix's compression labels, in plotting order."""
+
+
+def cell_label(algo: dict) -> str:
+    """A ps_adacomp cell's compression label (Hardy's selection on the plain server is its own)."""
+    name = algo.get("compression", "none")
+    return f"{name}_no_staleness" if name == "adacomp" and algo.get("parameter_staleness") is False else name
+
+
 def pushes_table(root: Path) -> pd.DataFrame:
     """One row per cell of the ps_adacomp matrix: real encoded bytes per push (the workers'
     bytes sent, pulls and the done message included, over the server's updates), the
@@ -216,7 +226,7 @@ def pushes_table(root: Path) -> pd.DataFrame:
         srv = ev[(ev["metric"] == "test_acc") & (ev["node"] == "0")]
         one = lambda m: float(ev[ev["metric"] == m]["value"].iloc[-1]) if (ev["metric"] == m).any() else np.nan  # noqa: E731
         ratio = ev[ev["metric"] == "compression_ratio"]["value"]
-        rows.append({"compression": algo.get("compression", "none"),
+        rows.append({"compression": cell_label(algo),
                      "bandwidth_Mbit": float(cfg["network"]["bandwidth"]) * 8 / 1e6,
                      "updates": updates, "worker_messages": int(msgs),
                      "bytes_per_push": sent / max(1, updates),
@@ -241,7 +251,7 @@ def sup_curves(root: Path) -> pd.DataFrame:
         srv = ev[(ev["metric"] == "test_acc") & (ev["node"].astype(str) == "0")][["time_s", "value"]]
         srv = srv.rename(columns={"value": "sup_test_acc"}).assign(source="server")
         cur = pd.concat([sup.assign(source="supervisor"), srv])
-        cur["compression"] = cfg["algorithm"].get("compression", "none")
+        cur["compression"] = cell_label(cfg["algorithm"])
         cur["bandwidth_Mbit"] = float(cfg["network"]["bandwidth"]) * 8 / 1e6
         frames.append(cur)
     return pd.concat(frames).sort_values(["bandwidth_Mbit", "compression", "time_s"])
@@ -251,15 +261,19 @@ def plot_sup(df: pd.DataFrame, path: Path) -> None:
     bws = sorted(df["bandwidth_Mbit"].unique(), reverse=True)
     fig, axes = plt.subplots(1, len(bws), figsize=(6 * len(bws), 4), squeeze=False)
     for ax, bw in zip(axes[0], bws):
-        sub = df[(df["bandwidth_Mbit"] == bw) & (df["source"] == "supervisor")]
-        for label in METHODS:
+        sub = df[df["bandwidth_Mbit"] == bw]
+        for k, label in enumerate(CELLS):
             g = sub[sub["compression"] == label]
-            if len(g):
-                ax.plot(g["time_s"], g["sup_test_acc"], "o-", ms=3, label=label)
+            sup, srv = g[g["source"] == "supervisor"], g[(g["source"] == "server") & (g["time_s"] > 0)]
+            if len(sup):
+                ax.plot(sup["time_s"], sup["sup_test_acc"], "o-", ms=3, color=f"C{k}", label=label)
+            if len(srv):  # the server's own evaluation after the epoch
+                ax.plot(srv["time_s"], srv["sup_test_acc"], "x", ms=8, color=f"C{k}")
         ax.set_xlabel("simulated time [s]")
         ax.set_ylabel("test accuracy of the central model (supervisor)")
         ax.set_ylim(0, 1)
-        ax.set_title(f"ps_async, 16 workers, seed 002's CNN, {bw:g} Mbit/s")
+        ax.set_title(f"ps_async, 16 workers, seed 002's CNN, {bw:g} Mbit/s\n"
+                     "(dots: supervisor's pulls; x: the server's evaluation after the epoch)", fontsize=9)
         ax.legend(fontsize=8)
     save(fig, path)
 
