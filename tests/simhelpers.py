@@ -93,6 +93,15 @@ def run_config_world(cfg) -> tuple[dict, Recorder]:
 def lockstep_average(learners: list, steps: int):
     """The synchronous reference: every learner's gradient at the same parameters, averaged,
     one optimizer step on ``learners[0]``; returns the final flat parameters."""
+    return lockstep(learners, steps, "mean")
+
+
+def lockstep_sum(learners: list, steps: int):
+    """As :func:`lockstep_average` with the gradients summed (TF.AKO's and DEGAN's rule)."""
+    return lockstep(learners, steps, "sum")
+
+
+def lockstep(learners: list, steps: int, reduce: str):
     import torch
 
     x = learners[0].get_flat()
@@ -103,7 +112,8 @@ def lockstep_average(learners: list, steps: int):
             lr.compute_grad()
             grads.append(lr.get_grad_flat())
         learners[0].set_flat(x)
-        learners[0].set_grad_flat(torch.stack(grads).mean(dim=0))
+        stacked = torch.stack(grads)
+        learners[0].set_grad_flat(stacked.sum(dim=0) if reduce == "sum" else stacked.mean(dim=0))
         learners[0].apply_update()
         x = learners[0].get_flat()
     return x

@@ -1,17 +1,32 @@
 """Update compression on the push path: pure functions from a flat gradient to a payload.
 
-Every compressor keeps a *residual* (error feedback): what it did not send this time is
-added to the next gradient, so nothing is lost, only delayed. With ``acc = residual + g``
-every method returns ``(payload, new_residual)`` with
-
-    decompress(payload) + new_residual == acc          (exactly, element by element)
-
 ``none``
-    Send ``g`` dense (float32); no residual.
-``adacomp``
+    Send ``g`` dense (float32).
+``adacomp`` (the default compressor of seed 002)
+    Hardy, Le Merrer and Sericola, "Distributed deep learning on edge-devices: feasibility
+    via adaptive compression", IEEE NCA 2017; reference code ``Hardy-c/AdaComp``
+    (``Communication.py::encode_variables``, called from ``Worker.py``), which seed 002's
+    ASGD reuses. Per layer (every weight and every bias tensor is its own layer), with n
+    entries and ``c = compression_rate`` (the reference's flag, default 0.01)::
+
+        k = max(1, floor(n * c))                 # int(max(1, len(value) * compression))
+        send the k entries of the raw minibatch gradient largest in |g|, with their indices
+
+    There is **no residual**: the worker's gradient variables are overwritten every step
+    (``Worker.py``: ``grads_var[...].assign(grad)``), so what is not sent is dropped. The
+    other half of AdaComp is the server's per-parameter staleness scaling, in
+    :mod:`.ps_async` (``parameter_staleness``). ``compression_rate: 1`` sends the dense
+    gradient (the reference's ``compression >= 1`` branch). Differences from the reference:
+    the values travel as float32 with int32 indices (the reference pickles Python lists of
+    float64 objects and ints, about 27 + 5 bytes per entry); ties in |g| are broken by
+    ``torch.topk``, not by index. The committed ``encode_variables`` of the reference's
+    last revision does not run (``range(len(nb_samples))`` on an int); its first revision,
+    whose heap pops the k largest |g|, is the rule followed here.
+``adacomp_chen``
     Chen et al., "AdaComp: Adaptive Residual Gradient Compression for Data-Parallel
-    Distributed Training", AAAI 2018 (arXiv:1712.02679), Algorithm 1. Per layer (one
-    parameter tensor), with ``dW`` the new gradient and ``residue`` what was left unsent::
+    Distributed Training", AAAI 2018 (arXiv:1712.02679), Algorithm 1 -- a different method
+    with the same name. Per layer (one parameter tensor), with ``dW`` the new gradient and
+    ``residue`` what was left unsent::
 
         G = residue + dW                 # accumulated residual gradient
         H = G + dW                       # the latest gradient counts twice in the test
@@ -26,16 +41,26 @@ every method returns ``(payload, new_residual)`` with
     ``sign * s`` with one scale ``s`` per layer (the mean |G| of the sent elements) and
     keeps the quantization error in the residue. The default sends exact float32 values.
 ``topk``
-    Per layer, the ``k_fraction`` largest-magnitude entries of ``acc`` (at least one),
-    with the same residual accumulation (a baseline, as in Aji & Heafield 2017).
+    Per layer, the ``k_fraction`` largest-magnitude entries of ``acc = residual + g`` (at
+    least one), keeping the rest as a residual (error feedback, Aji & Heafield 2017): the
+    error-feedback counterpart of Hardy's ``adacomp``.
 ``random_k``
     Per layer, ``k_fraction`` entries of ``acc`` chosen uniformly at random (seeded
     generator passed in), same residual accumulation.
 
+The residual compressors (``adacomp_chen``, ``topk``, ``random_k``) keep what they did not
+send and add it to the next gradient, so nothing is lost, only delayed: with
+``acc = residual + g`` they return ``(payload, new_residual)`` with
+
+    decompress(payload) + new_residual == acc          (exactly, element by element)
+
+``none`` and ``adacomp`` return no residual.
+
 Wire payload of the sparse methods: ``idx`` (int32 positions in the flat vector) and
-``val`` (float32), or ``sgn`` (int8) plus ``scale`` (float32 per layer) and ``lay`` (int32
-count of sent entries per layer) when quantized. The simulator charges the real encoded
-size of these tensors, so compression shows up in simulated time and bytes.
+``val`` (float32), 8 bytes per sent entry, or ``sgn`` (int8) plus ``scale`` (float32 per
+layer) and ``lay`` (int32 count of sent entries per layer) when quantized. The simulator
+charges the real encoded size of these tensors, so compression shows up in simulated time
+and bytes.
 """
 
 from __future__ import annotations
@@ -47,7 +72,7 @@ import torch
 
 from ..core.schema import ConfigError
 
-COMPRESSIONS = ("none", "adacomp", "topk", "random_k")
+COMPRESSIONS = ("none", "adacomp", "adacomp_chen", "topk", "random_k")
 
 
 @dataclass(frozen=True)
@@ -69,13 +94,15 @@ class CompressionParams:
     """Knobs of the push-path compression, shared by every algorithm that pushes gradients."""
 
     compression: str = field(default="none", metadata={"choices": COMPRESSIONS})
-    """Update compression on the push path: none, adacomp (Chen et al. 2018), topk, random_k."""
+    """Update compression on the push path: none, adacomp (Hardy et al. 2017, seed 002), adacomp_chen (Chen et al. 2018), topk, random_k."""
+    compression_rate: float = field(default=0.01, metadata={"check": (lambda x: 0 < x <= 1, "must be in (0, 1]")})
+    """adacomp (Hardy): fraction of each layer's entries sent per push, k = max(1, floor(n * rate)); 1 sends the dense gradient (reference flag ``compression_rate``)."""
     adacomp_conv_bin: int = field(default=50, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
-    """AdaComp bin size L_T of convolutional layers (paper: 50)."""
+    """adacomp_chen: bin size L_T of convolutional layers (paper: 50)."""
     adacomp_fc_bin: int = field(default=500, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
-    """AdaComp bin size L_T of fully connected layers (paper: 500)."""
+    """adacomp_chen: bin size L_T of fully connected layers (paper: 500)."""
     adacomp_quantize: bool = False
-    """AdaComp: send sign * per-layer scale instead of float32 values (quantization error stays in the residue)."""
+    """adacomp_chen: send sign * per-layer scale instead of float32 values (quantization error stays in the residue)."""
     k_fraction: float = field(default=0.01, metadata={"check": (lambda x: 0 < x <= 1, "must be in (0, 1]")})
     """topk / random_k: fraction of each layer's entries sent per push."""
 
@@ -88,8 +115,24 @@ def check_compression(name: str) -> str:
 
 
 # -- the selections ---------------------------------------------------------------------------
-def adacomp_mask(acc: torch.Tensor, grad: torch.Tensor, bin_size: int) -> torch.Tensor:
-    """AdaComp's selection for one layer: ``|acc + grad| >= max |acc|`` within each bin.
+def hardy_k(numel: int, rate: float) -> int:
+    """Entries of a layer of ``numel`` entries that Hardy's AdaComp sends: ``max(1, floor(numel * rate))``."""
+    return max(1, int(numel * rate))
+
+
+def hardy_select(grad: torch.Tensor, layers: list[Layer], rate: float) -> torch.Tensor:
+    """Hardy's AdaComp selection: per layer, the positions (in the flat vector, ascending
+    within each layer) of its ``hardy_k`` entries largest in magnitude."""
+    parts = []
+    for layer in layers:
+        g = grad[layer.start:layer.stop]
+        local = g.abs().topk(hardy_k(layer.numel, rate), sorted=False).indices.sort().values
+        parts.append(local + layer.start)
+    return torch.cat(parts)
+
+
+def chen_mask(acc: torch.Tensor, grad: torch.Tensor, bin_size: int) -> torch.Tensor:
+    """Chen et al.'s AdaComp selection for one layer: ``|acc + grad| >= max |acc|`` within each bin.
 
     ``acc`` is G = residue + dW, ``grad`` is dW. Returns a bool mask of ``acc``'s shape.
     """
@@ -136,19 +179,22 @@ def compress(grad: torch.Tensor, residual: torch.Tensor | None, layers: list[Lay
     -------
     (payload, new_residual)
         ``payload`` are the tensors to put in a message (:func:`decompress` inverts it);
-        ``new_residual`` is None for ``none``.
+        ``new_residual`` is None for ``none`` and ``adacomp`` (they keep no residual).
     """
     method = check_compression(params.compression)
     grad = grad.detach().float()
-    if method == "none":
+    if method == "none" or (method == "adacomp" and params.compression_rate >= 1):
         return {"g": grad.clone()}, None
+    if method == "adacomp":  # no residual: what is not sent is dropped
+        idx = hardy_select(grad, layers, params.compression_rate)
+        return {"idx": idx.to(torch.int32), "val": grad[idx].clone()}, None
     acc = grad.clone() if residual is None else residual + grad
     idx_parts, val_parts, counts, scales, signs = [], [], [], [], []
     for layer in layers:
         a = acc[layer.start:layer.stop]
-        if method == "adacomp":
+        if method == "adacomp_chen":
             bin_size = params.adacomp_conv_bin if layer.kind == "conv" else params.adacomp_fc_bin
-            mask = adacomp_mask(a, grad[layer.start:layer.stop], bin_size)
+            mask = chen_mask(a, grad[layer.start:layer.stop], bin_size)
         elif method == "topk":
             mask = _topk_mask(a, params.k_fraction)
         else:
@@ -157,7 +203,7 @@ def compress(grad: torch.Tensor, residual: torch.Tensor | None, layers: list[Lay
             mask = _random_mask(a, params.k_fraction, gen)
         local = mask.nonzero().reshape(-1)
         sent = a[local]
-        if method == "adacomp" and params.adacomp_quantize:
+        if method == "adacomp_chen" and params.adacomp_quantize:
             scale = sent.abs().mean() if len(sent) else torch.zeros((), device=a.device)
             sgn = torch.sign(sent)
             sent = sgn * scale
@@ -168,7 +214,7 @@ def compress(grad: torch.Tensor, residual: torch.Tensor | None, layers: list[Lay
         idx_parts.append(local + layer.start)
         val_parts.append(sent)
     idx = torch.cat(idx_parts).to(torch.int32)
-    if method == "adacomp" and params.adacomp_quantize:
+    if method == "adacomp_chen" and params.adacomp_quantize:
         payload = {"idx": idx, "sgn": torch.cat(signs), "scale": torch.cat(scales).float(),
                    "lay": torch.tensor(counts, dtype=torch.int32)}
     else:
@@ -234,7 +280,7 @@ def per_layer_counts(payload: dict[str, torch.Tensor], layers: list[Layer]) -> l
 def train_compressed(learner, layers: list[Layer], params: CompressionParams, steps: int,
                      warmup: int = 0) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
     """Train ``learner`` for ``warmup + steps`` steps, each applying only what ``params``'
-    compression sends (the residual kept back, as a worker of seed 002's ASGD would).
+    compression sends (a residual, where the method keeps one, held back as a worker would).
 
     Returns the entries sent per layer, summed over the last ``steps`` steps, and the last
     payload sent."""
@@ -250,7 +296,8 @@ def train_compressed(learner, layers: list[Layer], params: CompressionParams, st
 
 
 class Compressor:
-    """One node's compression state: its residual and random stream, around the pure functions."""
+    """One node's compression state: its residual (None for ``none`` and ``adacomp``) and
+    random stream, around the pure functions."""
 
     def __init__(self, params: CompressionParams, layers: list[Layer], numel: int, seed: int = 0) -> None:
         self.params = params

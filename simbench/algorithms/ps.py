@@ -3,7 +3,8 @@ every parameter-server algorithm shares: push-path compression and the superviso
 
 Round t: the server sends x_t to every worker; each computes g_k on one minibatch at
 x_t and pushes it (compressed by ``compression``, see :mod:`.compression`: the server
-gets ``decompress(payload)``; the worker keeps what it did not send as a residual); the
+gets ``decompress(payload)``; with a residual compressor the worker keeps what it did not
+send for its next push, with ``adacomp``, Hardy's, it drops it); the
 server waits for all (or ``timeout``), sets ``g = sum_k b_k g_k / sum_k b_k`` (b_k: the
 worker's batch size) and applies it with its optimizer (the configured ``train``
 optimizer and lr): ``x_{t+1} = opt(x_t, g)``. One epoch is one pass of an average worker
@@ -15,8 +16,8 @@ Li et al.'s parameter server, OSDI 2014, and MXNet's split of large arrays acros
 servers ``0..k-1`` (``topology: {kind: star, hubs: k}``) each own the contiguous slice
 ``[j n / k, (j+1) n / k)`` of the flat parameter vector, whatever the layer sizes, and run
 the server's rules on that slice alone with their own optimizer state. A worker pulls every
-slice, computes its gradient at the concatenation, compresses it whole (residuals stay
-per worker) and pushes each shard its part, so every server link carries 1/k of the load.
+slice, computes its gradient at the concatenation, compresses it whole (per layer, so the
+selection does not depend on the shards; residuals stay per worker) and pushes each shard its part, so every server link carries 1/k of the load.
 Server 0 reports the central model: at each epoch boundary the other shards send it their
 slice, and it evaluates the concatenation.
 
@@ -282,7 +283,7 @@ class PSWorker(Node):
         self.servers = ShardedModel(ctx)
 
     def payload(self, rt: Runtime) -> dict:
-        """This step's gradient as wire tensors (compressed; the residual stays here)."""
+        """This step's gradient as wire tensors (compressed; a residual, if any, stays here)."""
         grad = self.learner.get_grad_flat()
         if not self.compressor.active:
             return {"g": grad}

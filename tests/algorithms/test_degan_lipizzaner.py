@@ -1,6 +1,6 @@
 """DEGAN and Lipizzaner stories: the torus neighbourhoods, the evolutionary rules, a 2×2
 Lipizzaner run whose saved mixture `simbench generate` samples from, a crashed cell, and
-DEGAN's P=1/ssp=0 equivalence with synchronous gradient averaging — tiny networks on digits."""
+DEGAN's P=1/ssp=0 equivalence with synchronous gradient summing (the reference's rule) — tiny networks on digits."""
 
 import json
 
@@ -11,11 +11,12 @@ import torch
 
 from simbench.algorithms.lipizzaner import (grid_side, mixture_counts, mutate_lrs, mutate_weights, neighbourhood,
                                             tournament)
+from simbench.core.message import Message
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import parse_config
 from simbench.experiment.build import build_nodes
 from simbench.experiment.run import run_experiment
-from simhelpers import lockstep_average, run_config_world
+from simhelpers import lockstep_sum, run_config_world
 
 torch.set_num_threads(1)
 
@@ -130,16 +131,18 @@ def test_a_crashed_cell_does_not_stop_its_neighbours(tmp_path):
 
 
 # -- DEGAN --------------------------------------------------------------------------------------
-DEGAN = {**LIPI, "nodes": 2, "algorithm": {"name": "degan", **GAN, "P": 1, "ssp_bound": 0, "batches": 3},
+DEGAN = {**LIPI, "nodes": 2, "algorithm": {"name": "degan", **GAN, "P": 1, "ssp_bound": 0, "batches": 6},
          "train": {"epochs": 2, "batch_size": 16}}
 
 
-def test_degan_p1_ssp0_two_workers_is_synchronous_averaging_of_g_and_d_gradients():
+def test_degan_p1_ssp0_two_workers_is_synchronous_summing_of_g_and_d_gradients():
+    """m-faezi/DEGAN, pgelib/redis_ako.py: the own [g_G, g_D] plus the peers' are summed and
+    applied with one Adam; with P = 1 and lockstep every replica follows that sum exactly."""
     cfg = parse_config(DEGAN)
     nodes, _ = run_config_world(cfg)
     ref = build_nodes(cfg).nodes
     learners = [ref[i].learner for i in range(2)]
-    x = lockstep_average(learners, cfg.train.epochs * 3)
+    x = lockstep_sum(learners, cfg.train.epochs * 3)  # 6 batches dealt to 2 workers: 3 each
     n_g = learners[0].num_g
     for i in range(2):
         got = nodes[i].learner.get_flat()
@@ -148,9 +151,46 @@ def test_degan_p1_ssp0_two_workers_is_synchronous_averaging_of_g_and_d_gradients
     assert not torch.allclose(x, ref[1].learner.get_flat())  # it did train
 
 
+def test_degan_hands_its_optimizer_the_sum_of_its_own_and_the_received_g_and_d_gradients():
+    """m-faezi/DEGAN, pgelib/redis_ako.py: total_grads = get_others_grads() + (_grads +
+    _grads_d), no division by the number of workers (simbench averaged: half of this with
+    2 workers). A received partition that straddles G and D adds to both."""
+    cfg = parse_config(DEGAN)
+    worker = build_nodes(cfg).nodes[0]
+    learner = worker.learner
+    n, n_g = learner.num_params, learner.num_g
+    own = torch.linspace(-1.0, 1.0, n)
+    received = torch.full((10,), 0.25)
+    worker.own = own.clone()
+    worker.held = [Message("ako", {"it": 0, "lo": n_g - 5}, {"g": received})]
+    handed = []
+    set_grad = learner.set_grad_flat
+    learner.set_grad_flat = lambda g: (handed.append(g.clone()), set_grad(g))
+    worker.apply(1, n_workers=2)
+    expected = own.clone()
+    expected[n_g - 5:n_g + 5] += 0.25
+    assert len(handed) == 1 and torch.equal(handed[0], expected)
+
+
+def test_degan_deals_the_jobs_batches_round_robin_to_the_workers():
+    """m-faezi/DEGAN (as mesh-umn/TF.AKO), pgelib/redis_ako.py: for j in range(num_batches):
+    if j % num_workers == nID -- the seed's 10 batches per epoch on 4 workers are 3, 3, 2, 2
+    iterations. With P = 1 each iteration sends one message to each of the 3 peers, and
+    every worker ends by telling its peers it is done."""
+    res = run_config_world(parse_config({**DEGAN, "nodes": 4, "train": {"epochs": 1, "batch_size": 16},
+                                         "algorithm": {**DEGAN["algorithm"], "batches": 10, "ssp_bound": None}}))
+    nodes, recorder = res
+    assert [nodes[i].t for i in range(4)] == [3, 3, 2, 2]
+    ev = recorder.events_frame()
+    sent = ev[ev["metric"] == "msgs_sent_total"].set_index("node")["value"]
+    assert {str(k): v for k, v in sent.items()} == {"0": 3 * 3 + 3, "1": 3 * 3 + 3, "2": 2 * 3 + 3, "3": 2 * 3 + 3}
+    with pytest.raises(ConfigError, match=r"^algorithm.batches: 3 minibatches per epoch .* at least 4$"):
+        build_nodes(parse_config({**DEGAN, "nodes": 4, "algorithm": {**DEGAN["algorithm"], "batches": 3}}))
+
+
 def test_degan_with_partitions_and_an_iteration_cap_runs(tmp_path):
     res = run(tmp_path, base=DEGAN, nodes=3,
-              algorithm={**DEGAN["algorithm"], "P": 2, "ssp_bound": 1, "max_iterations": 4})
+              algorithm={**DEGAN["algorithm"], "P": 2, "ssp_bound": 1, "batches": 9, "max_iterations": 4})
     ev = res.events
     assert res.status == "finished"
     assert ev[ev["metric"] == "ako_P"]["value"].eq(2).all()
@@ -165,7 +205,7 @@ def test_degan_stops_every_worker_at_the_same_iteration_once_the_judge_reaches_t
                                                                                            iterations):
     """Worker 0 judges from epoch 1 on; reached there (t0 = 3), all stop at t0 + ssp_bound + 1 = 6, not 18."""
     res = run(tmp_path, base=DEGAN, nodes=3, train={"epochs": 6, "batch_size": 16},
-              algorithm={**DEGAN["algorithm"], "P": 2, "ssp_bound": 2, "target_fid": target})
+              algorithm={**DEGAN["algorithm"], "P": 2, "ssp_bound": 2, "batches": 9, "target_fid": target})
     ev = res.events
     assert res.status == "finished"
     judged = ev[ev["metric"] == "judge_fid"]
@@ -173,13 +213,15 @@ def test_degan_stops_every_worker_at_the_same_iteration_once_the_judge_reaches_t
     reached = ev[ev["metric"] == "target_reached"]
     totals = ev[ev["metric"] == "msgs_sent_total"]
     sent = pd.Series(totals["value"].to_numpy(), index=totals["node"].astype(str))
+    done = 2  # every worker ends by telling its 2 peers
     if target > 1:
         assert len(reached) == 1 and reached["value"].iloc[0] == judged["value"].iloc[0]  # at epoch 1
-        assert sent.to_dict() == {"0": 2 * iterations + 2, "1": 2 * iterations, "2": 2 * iterations}  # + the stop
+        assert sent.to_dict() == {"0": 2 * iterations + 2 + done, "1": 2 * iterations + done,
+                                  "2": 2 * iterations + done}  # + the stop
         assert list(res.epochs[res.epochs["node"] == "avg"]["epoch"]) == [0, 1, 2]  # iteration 6 ends epoch 2
     else:
         assert len(judged) == 6 and reached.empty
-        assert sent.to_dict() == {k: 2 * iterations for k in "012"}
+        assert sent.to_dict() == {k: 2 * iterations + done for k in "012"}
 
 
 def test_lipizzaner_2x2_as_real_processes_scores_its_mixture_and_saves_it(tmp_path):

@@ -1,6 +1,8 @@
-"""Stories of issue 6: AdaComp and the other push-path compressors, asynchronous SGD with a
-parameter server (staleness, single vs multi handlers, supervisor) and Ako's partial
-gradient exchange (exact synchronous limit, stale-synchronous bound)."""
+"""Stories of the parameter-server family and Ako: AdaComp (Hardy et al.'s, seed 002's; and
+Chen et al.'s) and the other push-path compressors, asynchronous SGD with a parameter server
+(per-update and per-parameter staleness, single vs multi handlers, supervisor, shards) and
+Ako's partial gradient exchange (sum of gradients, exact synchronous limit, stale-synchronous
+bound)."""
 
 import math
 
@@ -9,14 +11,15 @@ import torch
 
 from simbench.algorithms.ako import auto_partitions, partition_bounds
 from simbench.algorithms.ps import shard_ranges
-from simbench.algorithms.compression import (CompressionParams, Layer, adacomp_mask, compress, decompress, split_payload,
-                                             payload_bytes, train_compressed)
+from simbench.algorithms.ps_async import TouchLog, scale_by_parameter_staleness
+from simbench.algorithms.compression import (CompressionParams, Layer, chen_mask, compress, decompress, hardy_k,
+                                             split_payload, payload_bytes, train_compressed)
 from simbench.core.message import Message
 from simbench.core.schema import ConfigError
-from simbench.experiment.config import parse_config
+from simbench.experiment.config import load_config, parse_config
 from simbench.experiment.build import build_nodes
 from simbench.experiment.run import run_experiment
-from simhelpers import lockstep_average, run_config_world
+from simhelpers import REPO, lockstep_average, lockstep_sum, run_config_world
 
 BASE = {
     "name": "t", "seed": 0, "nodes": 9, "topology": {"kind": "star"}, "algorithm": "ps_async",
@@ -42,13 +45,13 @@ def metric(res, name, node=None):
 
 
 # -- AdaComp and friends: pure functions ------------------------------------------------------
-def test_adacomp_sends_the_bin_local_winners_and_keeps_the_rest():
+def test_adacomp_chen_sends_the_bin_local_winners_and_keeps_the_rest():
     residue = torch.tensor([0.0, 0.5, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0, 0.0])
     dw = torch.tensor([0.1, 0.2, -0.3, 0.05, 0.0, 0.2, -0.1, 0.0, 0.3, 0.0])
     # G = residue + dW = [.1 .7 -.3 .05 0 | .3 -.1 0 .3 0];  H = G + dW = [.2 .9 -.6 .1 0 | .5 -.2 0 .6 0]
     # bin 1: g_max = .7, only |H| = .9 passes (-.6 would pass bin 2's threshold, but bins are local)
     # bin 2: g_max = .3, |H| = .5 and .6 pass
-    params = CompressionParams(compression="adacomp", adacomp_fc_bin=5)
+    params = CompressionParams(compression="adacomp_chen", adacomp_fc_bin=5)
     layers = [Layer("w", 0, 10, "fc")]
     payload, res = compress(dw, residue, layers, params)
     acc = residue + dw
@@ -58,10 +61,10 @@ def test_adacomp_sends_the_bin_local_winners_and_keeps_the_rest():
     expected_res[[1, 5, 8]] = 0
     assert torch.equal(res, expected_res)
     assert torch.equal(decompress(payload, 10) + res, acc)  # nothing is lost
-    assert adacomp_mask(acc, dw, 5).tolist() == [False, True, False, False, False, True, False, False, True, False]
+    assert chen_mask(acc, dw, 5).tolist() == [False, True, False, False, False, True, False, False, True, False]
 
 
-@pytest.mark.parametrize("method,quantize", [("adacomp", False), ("adacomp", True), ("topk", False),
+@pytest.mark.parametrize("method,quantize", [("adacomp_chen", False), ("adacomp_chen", True), ("topk", False),
                                              ("random_k", False), ("none", False)])
 def test_sent_plus_residual_is_the_accumulated_gradient(method, quantize):
     gen = torch.Generator().manual_seed(0)
@@ -96,17 +99,17 @@ def _cnn_learner():
     return Learner(model, x, data.y_train[:320], batch_size=10, optim=OptimConfig(lr=0.1), seed=0)
 
 
-def test_adacomp_compresses_a_real_cnn_fc_gradient_over_10x():
+def test_adacomp_chen_compresses_a_real_cnn_fc_gradient_over_10x():
     learner = _cnn_learner()
     layers = [Layer(*t) for t in learner.layer_slices()]
     assert [lay.kind for lay in layers] == ["conv", "conv", "conv", "conv", "fc", "fc", "fc", "fc"]
-    params = CompressionParams(compression="adacomp")
+    params = CompressionParams(compression="adacomp_chen")
     warmup, steps = 5, 10  # the residue builds up over the first steps; measure after them
     # seed 002's ASGD: batch 10, lr 0.1, the update is what was sent
     sent_counts, payload = train_compressed(learner, layers, params, steps, warmup)
     # bytes: dense float32 vs (int32 index + float32 value) per sent entry
     ratios = {lay.name: lay.numel * 4 * steps / max(1.0, 8 * c) for lay, c in zip(layers, sent_counts)}
-    print("AdaComp compression ratio per layer (Keras MNIST CNN on 28x28 digits, steps 5-15):",
+    print("Chen et al.'s AdaComp compression ratio per layer (Keras MNIST CNN on 28x28 digits, steps 5-15):",
           {k: round(float(v), 1) for k, v in ratios.items()})
     fc1 = layers[4]
     assert fc1.numel == 9216 * 128
@@ -116,6 +119,145 @@ def test_adacomp_compresses_a_real_cnn_fc_gradient_over_10x():
     small = len(Message("grad", {"version": 0}, payload).encode(1))
     assert dense / small > 5
     assert abs(payload_bytes(payload) - small) < 200  # the rest is the JSON header
+
+
+# -- AdaComp (Hardy et al., NCA 2017; seed 002) ---------------------------------------------------
+def test_adacomp_sends_each_layers_largest_entries_and_drops_the_rest():
+    """Hardy-c/AdaComp, Communication.py::encode_variables: per layer (weights and biases
+    separately) k = int(max(1, n * compression_rate)) entries of the raw gradient largest in
+    |g|, with their indices; the worker keeps no residual (Worker.py assigns a fresh
+    gradient to its W_grad variables every step), so unsent entries are dropped."""
+    layers = [Layer("w", 0, 25, "fc"), Layer("b", 25, 30, "fc"), Layer("v", 30, 40, "conv")]
+    g = torch.zeros(40)
+    g[[3, 7, 11, 20]] = torch.tensor([0.5, -0.9, 0.6, -0.55])   # layer w: k = int(25 * 0.1) = 2 -> 7, 11
+    g[[25, 28]] = torch.tensor([0.01, -0.02])                     # layer b: k = max(1, 0.5) = 1 -> 28
+    g[[30, 39]] = torch.tensor([-3.0, 2.0])                       # layer v: k = 1 -> 30
+    params = CompressionParams(compression="adacomp", compression_rate=0.1)
+    payload, residual = compress(g, None, layers, params)
+    assert payload["idx"].dtype == torch.int32 and payload["val"].dtype == torch.float32
+    assert payload["idx"].tolist() == [7, 11, 28, 30]
+    assert payload["val"].tolist() == pytest.approx([-0.9, 0.6, -0.02, -3.0])
+    assert residual is None
+    # no error feedback: the next push depends on the new gradient only, not on what was dropped
+    g2 = torch.zeros(40).index_put_((torch.tensor([0, 4, 26, 35]),), torch.tensor([1.0, 0.7, 0.1, -0.1]))
+    again, _ = compress(g2, torch.full((40,), 5.0), layers, params)  # a residual passed in is ignored
+    assert again["idx"].tolist() == [0, 4, 26, 35]
+    assert again["val"].tolist() == pytest.approx([1.0, 0.7, 0.1, -0.1])
+    assert payload_bytes(payload) == 4 * 8  # int32 index + float32 value per sent entry
+    dense, _ = compress(g, None, layers, CompressionParams(compression="adacomp", compression_rate=1.0))
+    assert torch.equal(dense["g"], g)  # the reference's compression >= 1 branch sends everything
+
+
+def test_adacomp_k_per_layer_of_the_references_cnn_and_of_keras_mnist_cnn():
+    """k = int(max(1, n * 0.01)) per tensor (Hardy-c/AdaComp, Communication.py). The
+    reference's own CNN (Model_DNN.py, 421,642 parameters) sends 4,216 entries per push; the
+    Keras mnist_cnn that seed 002's README names (simbench's ``cnn``) sends 11,998."""
+    reference = [288, 32, 18432, 64, 401408, 128, 1280, 10]
+    assert [hardy_k(n, 0.01) for n in reference] == [2, 1, 184, 1, 4014, 1, 12, 1]
+    keras = [288, 32, 18432, 64, 1179648, 128, 1280, 10]
+    assert [hardy_k(n, 0.01) for n in keras] == [2, 1, 184, 1, 11796, 1, 12, 1]
+    learner = _cnn_learner()
+    assert [lay[2] - lay[1] for lay in learner.layer_slices()] == keras
+    learner.compute_grad()
+    payload, _ = compress(learner.get_grad_flat(), None, [Layer(*t) for t in learner.layer_slices()],
+                          CompressionParams(compression="adacomp"))
+    assert len(payload["idx"]) == 11998 and payload_bytes(payload) == 8 * 11998  # 95,984 B against 4,799,528 dense
+
+
+def test_parameter_staleness_counts_the_updates_since_the_pull_that_touched_each_entry():
+    """Hardy-c/AdaComp, PS.py (count_pred and the PUSH branch): s_i = number of updates
+    applied since the pusher's pull whose index set holds i; each entry is divided by
+    max(1, s_i). A dense update touches every parameter. Unlike the reference's
+    history[-0:], no update in between means s_i = 0."""
+    log = TouchLog(6)
+    log.record(0, torch.tensor([0, 1], dtype=torch.int32))
+    log.record(1, torch.tensor([1, 2], dtype=torch.int32))
+    log.record(2, None)                                   # a dense update
+    log.record(3, torch.tensor([1, 5], dtype=torch.int32))
+    assert log.staleness(0, torch.tensor([1, 2, 4])).tolist() == [4, 2, 1]
+    assert log.staleness(1, torch.tensor([0, 1])).tolist() == [1, 3]
+    assert log.staleness(3, None).tolist() == [0, 1, 0, 0, 0, 1]
+    assert log.staleness(4, torch.tensor([1])).tolist() == [0]   # nothing since the pull (reference: 4)
+    g = torch.tensor([8.0, 8.0, 8.0, 8.0, 8.0, 8.0])
+    scale_by_parameter_staleness(g, torch.tensor([1, 2, 4]), torch.tensor([4, 2, 0]))
+    assert g.tolist() == [8.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    log.forget_before(3)
+    assert log.staleness(0, torch.tensor([1])).tolist() == [1]
+
+
+class Scripted:
+    """A worker that pulls, then pushes the sparse gradients of ``script`` at the given
+    simulated times, each tagged with the version of the latest model it was sent."""
+
+    def __init__(self, server: int, script: list) -> None:
+        self.server, self.script = server, script
+
+    async def run(self, rt):
+        await rt.send(self.server, Message("pull"))
+        version = int((await rt.recv(match="params"))["version"])
+        for at, idx, val in self.script:
+            await rt.sleep(at - rt.now())
+            payload = {"idx": torch.tensor(idx, dtype=torch.int32), "val": torch.tensor(val)}
+            await rt.send(self.server, Message("grad", {"version": version, "n": 1}, payload))
+            version = int((await rt.recv(match="params"))["version"])
+        await rt.send(self.server, Message("done"))
+        await rt.recv(match="stop")
+
+
+def _scripted_server_run(algorithm: dict, scripts: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    from simbench.metrics.recorder import Recorder
+    from simbench.sim.world import SimWorld
+    cfg = parse_config({**BASE, "nodes": 1 + len(scripts), "model": {"name": "logistic"},
+                        "algorithm": {"name": "ps_async", "handle_time": "1ms", **algorithm}})
+    built = build_nodes(cfg)
+    x0 = built.nodes[0].learner.get_flat().clone()
+    nodes = {0: built.nodes[0], **{w: Scripted(0, s) for w, s in scripts.items()}}
+    SimWorld(built.graph, nodes, roles=built.roles, network=cfg.network, compute=cfg.compute,
+             scenario=cfg.scenario, profiles=built.profiles, recorder=Recorder("t"), seed=0).run()
+    return x0, built.nodes[0].learner.get_flat()
+
+
+def test_the_async_server_scales_each_sent_entry_by_its_own_staleness():
+    """Hardy-c/AdaComp, PS.py: W_i <- W_i - lr * g_i / max(1, s_i), plain SGD (lr 0.1 here),
+    s_i counted per parameter over the updates since the pusher's pull; on by default with
+    compression: adacomp. Three workers pull version 0; A, B, C push in turn; A pushes again
+    (its pull saw version 1), and once more with nobody in between (s = 0, factor 1)."""
+    scripts = {1: [(0.1, [0, 1], [1.0, 1.0]), (0.4, [1], [1.0]), (0.6, [1], [1.0])],  # A
+               2: [(0.2, [1, 2], [1.0, 1.0])],                                          # B
+               3: [(0.3, [1, 2, 3], [1.0, 1.0, 1.0])]}                                  # C
+    x0, x = _scripted_server_run({"compression": "adacomp"}, scripts)
+    step = torch.zeros_like(x0)
+    step[[0, 1]] += 1.0                    # A at version 0: s = 0, 0
+    step[[1, 2]] += 1.0                    # B, pulled 0: entry 1 touched by A (s = 1), 2 by none
+    step[[1, 2, 3]] += torch.tensor([1 / 2, 1.0, 1.0])  # C, pulled 0: s = 2 (A, B), 1 (B), 0
+    step[1] += 1 / 2                       # A, pulled 1: B and C touched entry 1 since
+    step[1] += 1.0                         # A, pulled 4: nothing since (the reference divides by 5)
+    assert torch.allclose(x, x0 - 0.1 * step, atol=1e-7)
+    # and the rule is AdaComp's server, not the plain or the whole-update (Zhang) one
+    _, plain = _scripted_server_run({"compression": "adacomp", "parameter_staleness": False}, scripts)
+    plain_step = torch.zeros_like(x0)
+    plain_step[:4] = torch.tensor([1.0, 5.0, 2.0, 1.0])
+    assert torch.allclose(plain, x0 - 0.1 * plain_step, atol=1e-7)
+
+
+def test_parameter_staleness_follows_the_compression_and_excludes_zhangs_rule():
+    """The seed's configuration (compression: adacomp, as examples/asgd_mnist.yaml) turns on
+    Hardy-c/AdaComp's per-parameter rule (PS.py); other compressions keep plain ASGD; both
+    staleness rules at once is a one-line error."""
+    algo = lambda **a: parse_config({**BASE, "algorithm": {"name": "ps_async", **a}}).algorithm_params  # noqa: E731
+    assert algo(compression="adacomp").per_parameter is True
+    assert algo(compression="adacomp").compression_rate == 0.01
+    assert algo(compression="topk").per_parameter is False
+    assert algo(compression="adacomp_chen", staleness_aware=True).per_parameter is False
+    assert algo(compression="topk", parameter_staleness=True).per_parameter is True
+    with pytest.raises(ConfigError) as err:
+        algo(compression="adacomp", staleness_aware=True)
+    assert str(err.value).startswith("algorithm.staleness_aware: true cannot be combined with parameter_staleness")
+    seed = load_config(REPO / "examples" / "asgd_mnist.yaml")
+    p = seed.algorithm_params
+    assert (p.compression, p.compression_rate, p.per_parameter, p.staleness_aware, p.ps_mode) == (
+        "adacomp", 0.01, True, False, "single")
+    assert (seed.train.batch_size, seed.train.lr, seed.train.momentum) == (10, 0.1, 0.0)
 
 
 def test_ako_partition_rule():
@@ -129,8 +271,10 @@ def test_ako_partition_rule():
 
 # -- config errors ------------------------------------------------------------------------------
 @pytest.mark.parametrize("algo,field,allowed", [
-    ({"name": "ps_async", "compression": "zip"}, "algorithm.compression", "none, adacomp, topk, random_k"),
-    ({"name": "ps_sync", "compression": "gzip"}, "algorithm.compression", "none, adacomp, topk, random_k"),
+    ({"name": "ps_async", "compression": "zip"}, "algorithm.compression", "none, adacomp, adacomp_chen, topk, random_k"),
+    ({"name": "ps_sync", "compression": "gzip"}, "algorithm.compression", "none, adacomp, adacomp_chen, topk, random_k"),
+    ({"name": "ps_async", "compression_rate": 0}, "algorithm.compression_rate", "must be in (0, 1]"),
+    ({"name": "ako", "aggregate": "median"}, "algorithm.aggregate", "sum, mean"),
     ({"name": "ps_async", "ps_mode": "triple"}, "algorithm.ps_mode", "single, multi"),
     ({"name": "ako", "P": "many"}, "algorithm.P", "an integer >= 1 or auto"),
     ({"name": "ako", "P": 0}, "algorithm.P", "an integer >= 1 or auto"),
@@ -194,8 +338,26 @@ AKO = {**BASE, "nodes": 4, "topology": {"kind": "complete"}, "model": {"name": "
        "train": {**BASE["train"], "epochs": 2, "batch_size": 32}}
 
 
-def test_ako_p1_ssp0_is_synchronous_all_to_all_averaging():
+def test_ako_sums_its_own_and_the_received_gradients_by_default():
+    """mesh-umn/TF.AKO, redis_ako.py: total_grads = get_others_grads() (the sum of every
+    partial gradient received) + the own gradient, applied with one optimizer step, no
+    division by N. With P = 1 and lockstep (ssp_bound 0) every replica follows
+    x <- SGD(x, sum_k g_k): with 4 workers a 4x larger step than averaging."""
     cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 1, "ssp_bound": 0}})
+    nodes, _ = run_config_world(cfg)
+    ref = build_nodes(cfg).nodes
+    learners = [ref[i].learner for i in range(4)]
+    steps = cfg.train.epochs * learners[0].steps_per_epoch
+    x = lockstep_sum(learners, steps)
+    for i in range(4):
+        assert torch.allclose(nodes[i].learner.get_flat(), x, rtol=1e-5, atol=1e-6)
+    mean = lockstep_average([build_nodes(cfg).nodes[i].learner for i in range(4)], steps)
+    assert (x - mean).abs().max() > 1e-2  # the two rules part: the test tells them apart
+    assert cfg.algorithm_params.aggregate == "sum"
+
+
+def test_ako_p1_ssp0_mean_is_synchronous_all_to_all_averaging():
+    cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 1, "ssp_bound": 0, "aggregate": "mean"}})
     nodes, _ = run_config_world(cfg)
     # the reference: the same learners (same shards, batch order, init) averaging gradients in lockstep
     ref = build_nodes(cfg).nodes
@@ -228,6 +390,49 @@ def test_ako_never_runs_more_than_ssp_bound_ahead_of_a_straggler():
     assert fast[-1] >= slow[-2]  # and nobody finished long before the straggler
 
 
+def test_ako_is_fully_asynchronous_by_default():
+    """mesh-umn/TF.AKO and m-faezi/DEGAN, redis_ako_config.py: synchronous_training = False,
+    so no worker ever waits for a peer (the SSP wait, receive_pong, runs only in synchronous
+    mode). ssp_bound defaults to null: a worker applies whatever has arrived. With equal
+    speeds (10 ms steps, 5 ms latency) and P = 1, the peers' gradients of iteration t - 1 are
+    still in flight when a worker starts iteration t, so it applies its own g^{t-1} and the
+    peers' g^{t-2}, then the rest at the end. And fast workers run ahead of a 4x straggler by
+    far more than any bound, finish first and wait only for its last gradient."""
+    even = parse_config({**AKO, "algorithm": {"name": "ako", "P": 1}})
+    nodes, _ = run_config_world(even)
+    learners = [build_nodes(even).nodes[i].learner for i in range(4)]
+    total = even.train.epochs * learners[0].steps_per_epoch
+    g = []  # g[t][i]: worker i's gradient of iteration t, at its own replica
+    for t in range(total + 1):
+        for i, lr in enumerate(learners):
+            peers = [g[t - 2][j] for j in range(4) if j != i] if t >= 2 else []
+            if t == total:  # the end: the peers' last gradients come in with their ako_done
+                peers += [g[t - 1][j] for j in range(4) if j != i]
+            if t >= 1:
+                lr.set_grad_flat(g[t - 1][i] + sum(peers))
+                lr.apply_update()
+        if t < total:
+            g.append([])
+            for lr in learners:
+                lr.compute_grad()
+                g[t].append(lr.get_grad_flat())
+    for i in range(4):
+        assert torch.allclose(nodes[i].learner.get_flat(), learners[i].get_flat(), rtol=1e-5, atol=1e-6)
+
+    cfg = parse_config({**AKO, "algorithm": {"name": "ako", "P": 2},
+                        "scenario": {"stragglers": {"nodes": [1], "slowdown": 4}}})
+    nodes, recorder = run_config_world(cfg)
+    ev = recorder.events_frame()
+    gaps = ev[ev["metric"] == "ssp_gap"]
+    steps = cfg.train.epochs * nodes[0].learner.steps_per_epoch
+    assert gaps["value"].max() > steps / 2  # a fast worker was more than half the run ahead
+    assert all(nodes[i].t == steps for i in range(4))
+    # every replica applied every gradient: the fast ones waited only at the end
+    starts = {n: g["time_s"].to_numpy() for n, g in gaps.groupby("node")}
+    assert starts["0"][steps - 1] < 0.5 * starts["1"][steps - 1]
+    assert cfg.algorithm_params.ssp_bound is None
+
+
 def test_ako_partial_exchange_learns_and_sends_fewer_bytes(tmp_path):
     full = run(tmp_path / "p1", **{**AKO, "algorithm": {"name": "ako", "P": 1}})
     part = run(tmp_path / "p4", **{**AKO, "algorithm": {"name": "ako", "P": 4}})
@@ -250,7 +455,8 @@ def test_a_crashed_worker_does_not_keep_the_async_server_waiting(tmp_path):
 
 
 # -- parameter-server shards ---------------------------------------------------------------------
-@pytest.mark.parametrize("method, quantize", [("none", False), ("adacomp", False), ("adacomp", True), ("topk", False)])
+@pytest.mark.parametrize("method, quantize", [("none", False), ("adacomp", False), ("adacomp_chen", False),
+                                              ("adacomp_chen", True), ("topk", False)])
 def test_a_payload_split_by_shard_decompresses_to_each_slice(method, quantize):
     torch.manual_seed(3)
     layers = [Layer("a", 0, 700, "fc"), Layer("b", 700, 760, "conv"), Layer("c", 760, 1000, "fc")]
@@ -315,6 +521,21 @@ def test_shards_split_the_server_load_and_the_supervisor_sees_the_whole_model(tm
     srv = four.epochs[four.epochs["node"] == "0"]  # shard 0 reports the assembled model
     assert list(srv["epoch"]) == [0, 1, 2] and srv["test_acc"].iloc[-1] > 0.6
     assert metric(four, "sup_test_acc", 12)[-1] > 0.6
+
+
+def test_sharded_servers_count_per_parameter_staleness_on_their_own_slices(tmp_path):
+    """AdaComp's server rule (Hardy-c/AdaComp, PS.py) on 2 shards: each shard counts, for the
+    entries of its slice, the updates since the pull that touched them (its own version and
+    index history); every push reaches both shards and the run learns as one server does."""
+    one = run(tmp_path / "1", algorithm={"name": "ps_async", "compression": "adacomp", "compression_rate": 0.05})
+    two = run(tmp_path / "2", **sharded(2, name="ps_async", compression="adacomp", compression_rate=0.05))
+    assert one.status == two.status == "finished"
+    assert len(metric(two, "staleness", 0)) == len(metric(two, "staleness", 1)) == len(metric(one, "staleness", 0))
+    for s in (0, 1):
+        ps = metric(two, "param_staleness_mean", s)
+        assert len(ps) == 1 and 0 < ps[0] < metric(two, "staleness_mean", s)[0]  # sparse pushes overlap less
+    acc = lambda r: r.epochs[r.epochs["node"] == "0"]["test_acc"].iloc[-1]  # noqa: E731
+    assert acc(two) > 0.5 and abs(acc(two) - acc(one)) < 0.1
 
 
 def test_shards_need_as_many_servers_in_the_topology():
