@@ -34,7 +34,7 @@ from ..core.scenario import ComputeSpec, NetworkSpec, Scenario, check_nodes
 from ..core.schema import ConfigError, from_dict, to_dict
 from ..core.units import parse_duration
 
-PARTITIONS = ("iid", "dirichlet", "k_classes", "shards")
+PARTITIONS = ("iid", "dirichlet", "k_classes", "shards", "fegan")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class DatasetSpec:
     download: bool = True
     """Let torchvision download when the files are missing (needs network)."""
     partition: str = field(default="iid", metadata={"choices": PARTITIONS})
-    """How training data is split over the nodes that hold data."""
+    """How training data is split over the nodes that hold data (fegan: FeGAN's skewed, overlapping
+    sampling, see simbench.data.partition.fegan)."""
     alpha: float = 0.5
     """Dirichlet concentration (partition: dirichlet); small = more skewed."""
     classes_per_node: int = 2
@@ -55,7 +56,7 @@ class DatasetSpec:
     shard_size: int = 50
     """Samples per file (partition: shards, seed 002's layout)."""
     max_per_class: Optional[int] = None
-    """Cap of samples per class on each node (FeGAN's magic_num)."""
+    """Cap of samples per class on each node (FeGAN's magic_num; partition fegan: its magic_num, default 5000)."""
     val_fraction: float = field(default=0.1, metadata={"check": (lambda x: 0 <= x < 1, "must be in [0, 1)")})
     """Validation split carved from each node's shard."""
     max_train: Optional[int] = None
