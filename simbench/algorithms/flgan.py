@@ -17,8 +17,8 @@ int(E/2) local steps in each round it is picked and then answers, at full speed 
 size; the server weighs its update like any other. (The seed's ``dist-lsgan.py`` has no weak
 devices.) Which devices are weak is simbench's rule, the same for every algorithm: a uniform
 draw of ``fraction`` of the devices, or the ids in ``nodes``; the seed takes the fixed ranks
-1, 1 + s, 1 + 2s, ... with s = round(1 / weak_percent), which ``nodes`` reproduces (the
-devices are nodes 1..K here, as the seed's ranks). ``mode: slow`` (compute at ``speed``,
+1, 1 + s, 1 + 2s, ... with s = round(1 / weak_percent), which ``nodes`` reproduces (with one
+server the devices are nodes 1..K, the seed's ranks). ``mode: slow`` (compute at ``speed``,
 batch x ``batch_scale``) is the model every other algorithm uses.
 
 Devices send their class counts to the servers once, at the start (the seed's
