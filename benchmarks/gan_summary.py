@@ -11,6 +11,9 @@ last epoch's samples; of seed 0 only when there are seeds).
 ``compute_s_total`` is the simulated compute time of all nodes together (``events.csv``), to
 compare runs at equal compute; a matrix over ``nodes`` gets one series per algorithm and size
 (a ``train.epochs`` axis is a budget, not a setting: it is dropped from the labels).
+``--kl-weights MATRIX`` writes ``kl_weights.csv``: per seed of the matrix and per device, its
+images, FeGAN's score e_k and the exp and linear weights times K (1 = the plain average), from
+the split each seed's cells train on (the same for every algorithm of a seed).
 ``--updates ALGORITHM=N`` (repeatable) gives the generator updates per epoch of the series
 whose name starts with ALGORITHM: the curves get a ``g_updates`` column (epoch x N) and
 ``fid_vs_updates.png`` is drawn, to compare runs at the same number of generator updates.
@@ -183,7 +186,31 @@ def plot(curves: pd.DataFrame, x: str, path: Path, xlabel: str) -> None:
     plt.close(fig)
 
 
-def main(root: str, updates: dict[str, int] | None = None) -> None:
+def kl_table(matrix: str) -> pd.DataFrame:
+    """FeGAN's per-device scores and weights on each seed's split of ``matrix``."""
+    import numpy as np
+
+    from simbench.algorithms.fegan import kl_scores, kl_weights
+    from simbench.experiment.build import build_nodes
+    from simbench.experiment.matrix import load_matrix
+
+    rows, seen = [], set()
+    for cell in load_matrix(matrix).cells:
+        if cell.cfg.algorithm != "fegan" or cell.cfg.seed in seen:
+            continue
+        seen.add(cell.cfg.seed)
+        nodes = build_nodes(cell.cfg).nodes
+        devices = nodes[0].clients
+        counts = np.stack([nodes[d].learner.class_counts().numpy() for d in devices])
+        e = kl_scores(counts)
+        k = len(devices)
+        for d, n, score, we, wl in zip(devices, counts.sum(1), e, kl_weights(e, "exp"), kl_weights(e, "linear")):
+            rows.append({"seed": cell.cfg.seed, "device": d, "images": int(n), "e_k": score,
+                         "exp_weight_x_K": we * k, "linear_weight_x_K": wl * k})
+    return pd.DataFrame(rows)
+
+
+def main(root: str, updates: dict[str, int] | None = None, kl_matrix: str | None = None) -> None:
     root = Path(root)
     curves = load(root)
     if curves.empty:
@@ -202,6 +229,8 @@ def main(root: str, updates: dict[str, int] | None = None) -> None:
         names = sorted(table["algorithm"].unique())  # FL-GAN, else the centralized baseline
         reference = "flgan" if "flgan" in names else next((a for a in names if a.startswith("gan_single")), names[0])
         paired(table, reference).to_csv(root / "fid_paired.csv", index=False, float_format="%.4g")
+    if kl_matrix:
+        kl_table(kl_matrix).to_csv(root / "kl_weights.csv", index=False, float_format="%.4g")
     plot(curves, "time_s", root / "fid_vs_time.png", "simulated time [s]")
     plot(curves, "bytes_total", root / "fid_vs_bytes.png", "bytes sent by all nodes [MB]")
     if updates:
@@ -226,5 +255,6 @@ if __name__ == "__main__":
     cli.add_argument("root", nargs="?", default="results/gans")
     cli.add_argument("--updates", action="append", default=[], metavar="ALGORITHM=N",
                      help="generator updates per epoch of the series starting with ALGORITHM")
+    cli.add_argument("--kl-weights", metavar="MATRIX", help="write FeGAN's per-device weights on the matrix's splits")
     args = cli.parse_args()
-    main(args.root, {k: int(v) for k, v in (u.split("=", 1) for u in args.updates)})
+    main(args.root, {k: int(v) for k, v in (u.split("=", 1) for u in args.updates)}, args.kl_weights)
