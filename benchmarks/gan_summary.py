@@ -1,15 +1,22 @@
 """Summarise a GAN matrix (``results/gans``): FID tables, FID-vs-time/bytes figures, final grids.
 
-Usage: ``python benchmarks/gan_summary.py results/gans``. Reads every finished cell's
+Usage: ``python benchmarks/gan_summary.py results/gans [--updates ALGORITHM=N ...]``. Reads every finished cell's
 ``cell.json`` labels and ``epochs.csv`` (the ``avg`` rows are the global generator), writes
 ``fid_curves.csv`` (one row per cell and epoch), ``fid_summary.csv`` (one row per cell),
 ``fid_by_seed.csv`` (a matrix over ``seed``: one row per setting, mean and standard deviation
 over the seeds, and how many seeds reached each FID level), ``fid_vs_time.png``,
-``fid_by_seed.md`` (that table for README), ``fid_paired.csv`` (each algorithm against FL-GAN
-on the same setting and seed), ``fid_vs_bytes.png`` (seed means, with the seeds' range shaded) and ``grids/<cell>.png`` (the
+``fid_by_seed.md`` (that table for README), ``fid_paired.csv`` (each algorithm against FL-GAN,
+or gan_single where there is no FL-GAN, on the same setting and seed), ``fid_vs_bytes.png`` (seed means, with the seeds' range shaded) and ``grids/<cell>.png`` (the
 last epoch's samples; of seed 0 only when there are seeds).
 ``compute_s_total`` is the simulated compute time of all nodes together (``events.csv``), to
-compare runs at equal compute; a matrix over ``nodes`` gets one series per algorithm and size.
+compare runs at equal compute; a matrix over ``nodes`` gets one series per algorithm and size
+(a ``train.epochs`` axis is a budget, not a setting: it is dropped from the labels).
+``--kl-weights MATRIX`` writes ``kl_weights.csv``: per seed of the matrix and per device, its
+images, FeGAN's score e_k and the exp and linear weights times K (1 = the plain average), from
+the split each seed's cells train on (the same for every algorithm of a seed).
+``--updates ALGORITHM=N`` (repeatable) gives the generator updates per epoch of the series
+whose name starts with ALGORITHM: the curves get a ``g_updates`` column (epoch x N) and
+``fid_vs_updates.png`` is drawn, to compare runs at the same number of generator updates.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ def load(root: Path) -> pd.DataFrame:
         totals = ev.loc[ev["metric"] == "compute_s_total", "value"] if len(ev) else []
         compute = float(totals.sum()) if len(totals) else float("nan")  # runs before the event: unknown
         labels = {k.split(".")[-1]: v for k, v in labels.items()}
+        labels.pop("epochs", None)
         if "nodes" in labels:  # a matrix over node counts: one series per algorithm and size
             labels["algorithm"] = f"{labels['algorithm']} ({labels.pop('nodes')})"
         for r in avg.itertuples():
@@ -64,7 +72,7 @@ def load(root: Path) -> pd.DataFrame:
 
 def summarise(curves: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in curves.columns if c not in ("epoch", "time_s", "bytes_total", "fid", "class_score", "coverage",
-                                                   "compute_s")]
+                                                   "compute_s", "g_updates")]
     out = []
     for key, g in curves.groupby(keys, sort=False):
         g = g.sort_values("epoch")
@@ -108,11 +116,12 @@ def paired(table: pd.DataFrame, reference: str = "flgan") -> pd.DataFrame:
     keys = [c for c in ("dataset", "scenario", "nodes", "seed") if c in table.columns]
     ref = table.loc[table["algorithm"] == reference, [*keys, "fid_best", "fid_final"]]
     rows = []
-    for (algo, data), g in table[table["algorithm"] != reference].groupby(["algorithm", "dataset"], sort=True):
+    data = table["dataset"] if "dataset" in table.columns else pd.Series("", index=table.index)
+    for (algo, dset), g in table[table["algorithm"] != reference].groupby(["algorithm", data], sort=True):
         g = g.merge(ref, on=keys, suffixes=("", "_ref"))
         if g.empty:
             continue
-        rows.append({"algorithm": algo, "dataset": data, "reference": reference, "pairs": len(g),
+        rows.append({"algorithm": algo, "dataset": dset, "reference": reference, "pairs": len(g),
                      "best_fid_diff_mean": (g.fid_best - g.fid_best_ref).mean(),
                      "final_fid_diff_mean": (g.fid_final - g.fid_final_ref).mean(),
                      "best_fid_lower_in": int((g.fid_best < g.fid_best_ref).sum())})
@@ -132,7 +141,7 @@ def markdown(seeded: pd.DataFrame) -> str:
             "| MB to FID 600 | sim time s | MB total |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for _, r in seeded.iterrows():
-        lines.append(f"| {r.dataset} | {r.get('scenario', 'none')} | {r.algorithm} | {pm(r, 'fid_final')} | {pm(r, 'fid_best')} "
+        lines.append(f"| {r.get('dataset', '—')} | {r.get('scenario', 'none')} | {r.algorithm} | {pm(r, 'fid_final')} | {pm(r, 'fid_best')} "
                      f"| {pm(r, 'coverage_final', 2)} | {r.reached_fid600}/{r.seeds} | {mean(r.time_to_fid600_s_mean)} "
                      f"| {mean(r.MB_to_fid600_mean)} | {mean(r.sim_time_s_mean)} | {mean(r.bytes_total_MB_mean)} |")
     return "\n".join(lines) + "\n"
@@ -142,7 +151,7 @@ def plot(curves: pd.DataFrame, x: str, path: Path, xlabel: str) -> None:
     """One panel per setting (rows x columns when there are two facets); per algorithm the
     mean FID over seeds at each evaluation, against the seeds' mean x, the range shaded."""
     facets = [c for c in curves.columns if c not in ("cell", "algorithm", "epoch", "time_s", "bytes_total", "fid",
-                                                       "class_score", "coverage", "seed", "compute_s")]
+                                                       "class_score", "coverage", "seed", "compute_s", "g_updates")]
     rows_of = sorted(curves[facets[0]].unique()) if len(facets) == 2 else [None]
     cols_of = sorted(curves[facets[1]].unique()) if len(facets) == 2 else [None]
     groups = {}
@@ -177,11 +186,38 @@ def plot(curves: pd.DataFrame, x: str, path: Path, xlabel: str) -> None:
     plt.close(fig)
 
 
-def main(root: str) -> None:
+def kl_table(matrix: str) -> pd.DataFrame:
+    """FeGAN's per-device scores and weights on each seed's split of ``matrix``."""
+    import numpy as np
+
+    from simbench.algorithms.fegan import kl_scores, kl_weights
+    from simbench.experiment.build import build_nodes
+    from simbench.experiment.matrix import load_matrix
+
+    rows, seen = [], set()
+    for cell in load_matrix(matrix).cells:
+        if cell.cfg.algorithm != "fegan" or cell.cfg.seed in seen:
+            continue
+        seen.add(cell.cfg.seed)
+        nodes = build_nodes(cell.cfg).nodes
+        devices = nodes[0].clients
+        counts = np.stack([nodes[d].learner.class_counts().numpy() for d in devices])
+        e = kl_scores(counts)
+        k = len(devices)
+        for d, n, score, we, wl in zip(devices, counts.sum(1), e, kl_weights(e, "exp"), kl_weights(e, "linear")):
+            rows.append({"seed": cell.cfg.seed, "device": d, "images": int(n), "e_k": score,
+                         "exp_weight_x_K": we * k, "linear_weight_x_K": wl * k})
+    return pd.DataFrame(rows)
+
+
+def main(root: str, updates: dict[str, int] | None = None, kl_matrix: str | None = None) -> None:
     root = Path(root)
     curves = load(root)
     if curves.empty:
         sys.exit(f"no finished cells under {root}")
+    if updates:
+        per_epoch = curves["algorithm"].map(lambda a: next((n for k, n in updates.items() if a.startswith(k)), None))
+        curves["g_updates"] = curves["epoch"] * per_epoch.astype(float)
     curves.to_csv(root / "fid_curves.csv", index=False, float_format="%.6g")
     table = summarise(curves)
     table.to_csv(root / "fid_summary.csv", index=False, float_format="%.4g")
@@ -190,9 +226,15 @@ def main(root: str) -> None:
         means = by_seed(table)
         means.to_csv(root / "fid_by_seed.csv", index=False, float_format="%.4g")
         (root / "fid_by_seed.md").write_text(markdown(means))
-        paired(table).to_csv(root / "fid_paired.csv", index=False, float_format="%.4g")
+        names = sorted(table["algorithm"].unique())  # FL-GAN, else the centralized baseline
+        reference = "flgan" if "flgan" in names else next((a for a in names if a.startswith("gan_single")), names[0])
+        paired(table, reference).to_csv(root / "fid_paired.csv", index=False, float_format="%.4g")
+    if kl_matrix:
+        kl_table(kl_matrix).to_csv(root / "kl_weights.csv", index=False, float_format="%.4g")
     plot(curves, "time_s", root / "fid_vs_time.png", "simulated time [s]")
     plot(curves, "bytes_total", root / "fid_vs_bytes.png", "bytes sent by all nodes [MB]")
+    if updates:
+        plot(curves, "g_updates", root / "fid_vs_updates.png", "generator updates, all nodes")
     grids = root / "grids"
     grids.mkdir(exist_ok=True)
     for cell in sorted(root.glob("runs/*/*/cell.json")):
@@ -208,4 +250,11 @@ def main(root: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results/gans")
+    import argparse
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("root", nargs="?", default="results/gans")
+    cli.add_argument("--updates", action="append", default=[], metavar="ALGORITHM=N",
+                     help="generator updates per epoch of the series starting with ALGORITHM")
+    cli.add_argument("--kl-weights", metavar="MATRIX", help="write FeGAN's per-device weights on the matrix's splits")
+    args = cli.parse_args()
+    main(args.root, {k: int(v) for k, v in (u.split("=", 1) for u in args.updates)}, args.kl_weights)

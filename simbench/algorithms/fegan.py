@@ -3,14 +3,20 @@ Middleware 2020): FL-GAN (:mod:`simbench.algorithms.flgan`) plus balanced sampli
 devices and KL-divergence weighting of their updates.
 
 Source of the exact rules: the paper's full text was not available offline, so the rules
-are those of the authors' implementation, seed 001 (LPD-EPFL/FeGAN, ``dist-lsgan.py``:
-``init_groups``, ``average_models``, the ``entropies`` line), restated here.
+are those of the authors' implementation, seed 001 (LPD-EPFL/FeGAN): ``dist-lsgan.py``
+(``init_groups``, ``average_models``, the ``entropies`` line), ``dist-dcgan.py`` (weak
+devices) and ``datasets.py`` (``DatasetManager.get_train_set``, the non-iid split), restated
+here.
 
 **Class statistics.** Each device k sends its class counts c_k (length L) once. With
-n_k = sum(c_k), N = sum_k n_k and the global class distribution q = sum_k c_k / N (the seed
-hard-codes MNIST's training proportions; we use the devices' union, which is the same for a
-full split), device k's score is ``e_k = KL(c_k / n_k || q) · n_k / N`` with
+n_k = sum(c_k), device k's score is ``e_k = KL(c_k / n_k || q) · n_k / N`` with
 KL(p || q) = sum_l p_l log(p_l / q_l) and 0 log 0 = 0 (``scipy.stats.entropy(p, q)``).
+simbench takes q and N from the devices' union, q = sum_k c_k / N and N = sum_k n_k; the seed
+hard-codes MNIST's training-set proportions for q and N = 60000 (``dist-lsgan.py``; uniform q
+and N = 500 · classes in ``dist-dcgan.py``). The two agree for a disjoint split of the whole
+training set; on a subset, or on FeGAN's overlapping split (``dataset.partition: fegan``,
+where the union counts shared images once per device), simbench's N is smaller, so its
+scores are larger and ``exp`` is further from uniform than the seed's.
 
 **KL weighting** (``weight_avg: true``). For the devices S heard from in a round, the server
 averages G and D with weights w_k, sum_{k in S} w_k = 1:
@@ -19,29 +25,37 @@ averages G and D with weights w_k, sum_{k in S} w_k = 1:
 * ``linear``: w_k = e_k / sum_{j in S} e_j;
 * ``dirac``:  the linear weights, then every w_k < 0.5 is set to 0 and the rest renormalised
   (the seed's threshold), i.e. all weight on a device holding at least half of the linear
-  mass. Where the seed would divide by zero we fall back: when no weight reaches 0.5, all
-  weight goes to the largest (a Dirac at the arg-max); when every e_k is 0 (identical
-  class distributions), ``linear`` and ``dirac`` use the plain average.
+  mass.
+
+Two cases are **simbench's own rules**, not the seed's: when no device reaches 0.5, ``dirac``
+puts all weight on the device with the largest score (the seed's server crashes there:
+``list /= 0`` raises a TypeError; it cannot happen with the seed's README runs, whose rounds
+pick 2 devices, but can from 3 on); and when every e_k is 0 (identical class
+distributions), ``linear`` and ``dirac`` use the plain average (the seed divides 0 by 0 and
+the model becomes NaN).
 
 ``weight_avg: false`` is the plain average of FL-GAN.
 
 **Balanced sampling** (``sample: true``). The server keeps ``taken``, the number of samples
 of each class held by the devices picked so far (over all rounds), and per class l a
-queue of the devices holding class l, in id order. To fill a group of m devices it repeats
-m times: take the class l with the smallest ``taken`` (lowest index on ties), rotate
-l's queue until a device not yet in this group comes up (a rotated device goes to the back
-of the queue), add it, and add its class counts to ``taken``; when every device of the
-queue is already in the group, class l is skipped for the rest of this group (the seed
-would leave the slot empty). (The seed keeps ``taken`` in a Python
-list, so ``+=`` appends instead of adding and the class picked is always 0; we implement
-the intended rule.) ``sample: false`` samples uniformly as in FL-GAN.
+queue of the devices holding class l. To fill a group of m devices it repeats m times:
+take the class l with the smallest ``taken`` (lowest index on ties), rotate l's queue until
+a device not yet in this group comes up (a rotated device goes to the back of the queue),
+add it, and add its class counts to ``taken``. Deviations from the seed: the queues are in
+ascending id order (the seed fills them from the highest rank down, the server included);
+when every device of l's queue is already in the group, class l is skipped for the rest of
+this group (the seed leaves the slot empty, so its group is smaller); groups are drawn each
+round (the seed precomputes 101 groups and cycles through them). ``sample: false`` samples
+uniformly as in FL-GAN.
 
-**Other seed flags.** ``magic_num`` (max samples per class per device) is
-``dataset.max_per_class``; ``iid: 1`` is ``dataset.partition: iid`` and ``iid: 0`` a
-non-iid split (``dirichlet`` or ``k_classes``) with the cap; ``weak_workers`` is
-``scenario.weak_workers`` (speed factor and smaller batch); ``timeout`` bounds the
-server's wait for its sub-group; ``num_servers`` > 1 adds backup servers that take over
-from the last replicated state when the primary falls silent (see :mod:`.flgan`).
+**Other seed flags.** ``iid: 1`` is ``dataset.partition: iid``; ``iid: 0`` is
+``dataset.partition: fegan`` (the seed's split: device r gets min(10, floor(200 r / K) + 1)
+classes with random per-class caps growing as r^2, see :func:`simbench.data.partition.fegan`),
+whose ``magic_num`` is ``dataset.max_per_class``. Weak devices (``--weak_percent``) are
+``scenario.weak_workers`` with ``mode: half_steps``, what ``auto`` means here (see
+:mod:`.flgan`). ``timeout`` bounds the server's wait for its sub-group; ``num_servers`` > 1
+adds backup servers that take over from the last replicated state when the primary falls
+silent (see :mod:`.flgan`). Unlike the seed, the server holds no data and is never sampled.
 """
 
 from __future__ import annotations

@@ -11,6 +11,16 @@ an average device's steps per pass over its shard, so one epoch does as many dev
 as K devices each going once over their data (the seed scales ``n_epochs`` for the same
 reason). The server is evaluated (FID, classifier score, coverage, grid) after each epoch.
 
+**Weak devices** (``scenario.weak_workers``; its ``mode: auto`` is ``half_steps`` here).
+``half_steps`` is seed 001's rule (``dist-dcgan.py``, ``--weak_percent``): a weak device runs
+int(E/2) local steps in each round it is picked and then answers, at full speed and batch
+size; the server weighs its update like any other. (The seed's ``dist-lsgan.py`` has no weak
+devices.) Which devices are weak is simbench's rule, the same for every algorithm: a uniform
+draw of ``fraction`` of the devices, or the ids in ``nodes``; the seed takes the fixed ranks
+1, 1 + s, 1 + 2s, ... with s = round(1 / weak_percent), which ``nodes`` reproduces (with one
+server the devices are nodes 1..K, the seed's ranks). ``mode: slow`` (compute at ``speed``,
+batch x ``batch_scale``) is the model every other algorithm uses.
+
 Devices send their class counts to the servers once, at the start (the seed's
 ``gather_lbl_count``); FeGAN (:mod:`simbench.algorithms.fegan`) uses them. With several
 servers (FeGAN's ``num_servers``) the lowest-id live server is the primary: after every
@@ -122,7 +132,9 @@ class FedGanServer(FederatedServer):
 
 class FedGanDevice(FederatedClient):
     def local_steps(self) -> int:
-        return self.params.local_steps
+        """E, or int(E/2) (at least 1) on a weak device of mode ``half_steps`` (FeGAN's seed)."""
+        share = getattr(self.ctx.profile, "local_steps", 1.0)
+        return max(1, int(self.params.local_steps * share))
 
     def update_meta(self) -> dict:
         d_loss, g_loss = self.learner.last_losses
@@ -141,6 +153,7 @@ class FLGan(ServerAlgorithm):
     summary = "FL-GAN: FedAvg over generator and discriminator, random device sampling"
     example = {"algorithm": {"frac_workers": 0.5, "local_steps": 3, "timeout": "1s"}}
     workload = "gan"
+    weak_modes = ("half_steps", "slow")
 
     @classmethod
     def roles(cls, graph, params):

@@ -2,41 +2,57 @@
 Schmiedlechner, Hemberg, O'Reilly, "Towards distributed coevolutionary GANs", AAAI Fall
 Symposium 2018; Schmiedlechner et al., "Lipizzaner: A System That Scales Robust Generative
 Adversarial Network Training", NeurIPS 2018 SysML workshop; seed 004). The rules follow
-the reference code (ALFA-group/lipizzaner-gan: ``training/ea/lipizzaner_gan_trainer.py``,
-``distribution/neighbourhood.py``) with its MNIST configuration's defaults
-(``population_size: 1``, ``tournament_size: 2``, ``mutation_probability: 0.5``,
-``alpha: 0.0001``, ``mixture_sigma: 0.01``, ``fitness_mode: average``, score ``fid``).
+the reference code, ALFA-group/lipizzaner-gan (under ``src/``):
+``training/ea/lipizzaner_gan_trainer.py`` (``train``, ``update_genomes``,
+``evaluate_fitness``, ``mutate_hyperparams``, ``mutate_mixture_weights_with_score``),
+``training/ea/ea_trainer.py`` (``tournament_selection``), ``helpers/population.py``
+(``replacement``), ``distribution/neighbourhood.py``, ``data/data_loader.py``,
+``networks/competetive_net.py`` and ``training/mixture/mixed_generator_dataset.py``, with
+the defaults of its MNIST configuration ``configuration/lipizzaner-gan/mnist.yml``
+(``population_size: 1``, ``tournament_size: 2``, ``discriminator_skip_each_nth_step: 1``,
+``mutation_probability: 0.5``, ``alpha: 0.0001``, ``mixture_sigma: 0.01``,
+``fitness_sample_size: 1000``, ``fitness_mode: average``, score ``fid``).
 
 The N nodes are the cells of a k x k grid (N = k^2, k >= 2), numbered row-major; the grid
 wraps around (a torus). Cell c holds one generator G_c and one discriminator D_c, each with
-its own Adam state and learning rate, and trains on its own data shard. Its neighbourhood
-is itself, then north, south, east and west (:func:`neighbourhood`; duplicates removed, so
-a 2 x 2 cell has 3 distinct members). Generation t of cell c (one per ``train.epochs``):
+its own Adam state and learning rate. Every cell trains on the **whole training set**,
+shuffled by its own random stream (the reference's ``DataLoader(shuffle=True)`` per client;
+``data: partition`` gives each cell its part of ``dataset.partition`` instead). Its
+neighbourhood is itself, then north, south, east and west (:func:`neighbourhood`;
+duplicates removed, so a 2 x 2 cell has 3 distinct members). Generation t of cell c (one per
+``train.epochs``):
 
 1. Gather: the latest (G, D, learning rates) each neighbour published. Cells publish after
    every generation and run asynchronously; a cell waits only for a first copy of each
    neighbour (up to ``peer_timeout``, once), so a crashed cell's neighbours continue with
    the copies they have (or without it, if it never published).
-2. Fitness (``fitness_mode: average``): on ``fitness_samples`` real images and noise
-   vectors, a generator's fitness is its loss averaged over the neighbourhood's
-   discriminators, a discriminator's its loss averaged over the generators (lower is fitter).
-3. Tournament selection: |neighbourhood| times, draw ``tournament_size`` distinct members
-   uniformly and copy the fittest; separately for generators and discriminators.
-4. Training, for each of ``batches`` minibatches (default: one pass over the shard):
-   mutate the learning rate of every selected generator (with probability
+2. Fitness (``fitness_mode: average``): on ``fitness_samples`` real images drawn anew each
+   generation, a generator's fitness is its loss averaged over the neighbourhood's
+   discriminators, a discriminator's its loss averaged over the generators (lower is
+   fitter). Every (G, D) pair is scored on its own fresh noise.
+3. Tournament selection: ``population_size`` times (default 1), draw ``tournament_size``
+   distinct members of the whole neighbourhood uniformly and copy the fittest; separately
+   for generators and discriminators. Only these copies are trained.
+4. Training, for each of ``batches`` minibatches b = 0, 1, ... (default: one pass over the
+   cell's data): mutate the learning rate of every selected generator (with probability
    ``mutation_probability``: lr <- max(0, lr + alpha * delta), delta ~ N(-lr0/10, lr0^2),
    lr0 = ``lr``), then take one Adam step of each against one discriminator drawn from the
-   selected ones; the same for the discriminators (mutate, one step each on one real
-   minibatch against the images of one selected generator drawn at random).
+   selected ones. If ``discriminator_skip_each_nth_step`` (s) is 0 or b % (s + 1) == 0, the
+   same for the discriminators (mutate, one step each on minibatch b against the images of
+   one selected generator drawn at random): with the default s = 1, D trains on every
+   other batch.
 5. Replacement (``n_replacements: 1``): the trained copies are re-scored against the
-   gathered neighbourhood; the best replaces the cell's own network if it is fitter
-   (the optimizer state travels with it).
+   gathered neighbourhood on the same real images; the best replaces the cell's own
+   network if its loss is strictly lower than the own network's fitness from step 2 (the
+   optimizer state travels with it).
 6. Mixture weights, a (1+1)-evolution strategy on FID: the cell's generator and its
    neighbours' copies form a mixture with weights w (a probability vector, uniform at the
-   start). ``es_generations`` times: w' = clip(w + N(0, mixture_sigma^2 I), 0) / sum; the
-   mixture's samples (exact proportions of ``fid_batch`` noise vectors,
-   :func:`mixture_counts`) are scored with FID; w' replaces w if its FID is lower.
-   Both candidates are scored on the same noise with this generation's generators.
+   start). Each generation (``es_generations`` times; the reference: once):
+   w' = clip(w + N(0, mixture_sigma^2 I), 0) / sum; **both** w and w' are scored with FID,
+   each on its own fresh noise (``fid_batch`` vectors, split over the generators in exact
+   proportions, :func:`mixture_counts`); w' replaces w only if its FID is strictly lower,
+   and the cell's score is the FID of the weights it keeps. ``es_generations: 0`` scores w
+   once and never mutates it.
 7. Publish (G, D, learning rates) to the neighbours.
 
 Node 0 is also the master: after its last generation it collects every cell's mixture
@@ -46,10 +62,27 @@ directory's ``mixture/`` (``generator_<cell>.npy`` and ``mixture.json``, no pick
 master's own mixture is what the run reports each generation; every cell logs its
 ``mixture_fid``.
 
-Deviations from the reference code: Adam moments of copies taken from neighbours start
-fresh each generation (cells exchange parameters and learning rates only); the ES compares
-the mutated weights with the current weights re-scored on the same generation (the
-reference compares with the previous generation's score); no discriminator mixture.
+Options that restore simbench's earlier rules: ``population_size: null`` (one tournament
+per neighbourhood member, all trained), ``discriminator_skip_each_nth_step: 0`` (D on every
+batch), ``data: partition`` (a shard per cell).
+
+Deviations from the reference code: a cell holds one G and one D (the reference's
+``population_size`` also sizes the cell's own population; here it only sets how many
+selected copies are trained, and the best of them may replace the cell's network); Adam
+moments of copies taken from neighbours start fresh each generation (cells exchange
+parameters and learning rates only; the reference ships the optimizer state, and its
+``load_state_dict`` also restores the first learning rate, so its mutated learning rates
+never reach Adam, where here they do); the discriminator's loss is the learner's
+1/2 (real + fake) (the reference's sum: a constant factor, the same ranking); a (G, D)
+pair's G and D losses share that pair's noise (the reference draws separately); the
+mixture's generators are the copies gathered at the start of the generation (the
+reference fetches the neighbours' best at the end) and its sample counts are exact
+(the reference shuffles ceil(n w_i) copies and truncates); the mixture FID uses the run's
+FID network and test images (the reference: its MNIST classifier's logits on the first
+1000 training images); the torus is the intended von Neumann one (the reference's
+``neighbourhood.py`` transposes the cell of off-diagonal cells for k >= 3; on 2 x 2 they
+agree); the master is cell 0 and picks the lowest of the cells' own last scores (the
+reference's separate master re-scores every cell's mixture); no discriminator mixture.
 """
 
 from __future__ import annotations
@@ -73,8 +106,14 @@ from .gan_common import GanParams
 from .kit import drain
 
 
+DATA = ("whole", "partition")
+
+
 @dataclass(frozen=True)
 class LipizzanerParams(GanParams):
+    population_size: Optional[int] = field(default=1, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    """Tournament winners trained per generation, of G and of D each (reference ``population_size``);
+    null: one per neighbourhood member (simbench's earlier rule)."""
     tournament_size: int = field(default=2, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
     """Contestants of each tournament (reference ``tournament_size``)."""
     mutation_probability: float = field(default=0.5, metadata={"check": (lambda x: 0 <= x <= 1, "must be in [0, 1]")})
@@ -85,10 +124,14 @@ class LipizzanerParams(GanParams):
     """Standard deviation of the mixture-weight mutation (reference ``mixture_sigma``)."""
     es_generations: int = field(default=1, metadata={"check": (lambda x: x >= 0, "must be >= 0")})
     """(1+1)-ES steps on the mixture weights per generation (0: weights stay uniform)."""
-    fitness_samples: int = field(default=100, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
-    """Real images and noise vectors of a fitness evaluation (reference ``fitness_sample_size``)."""
+    fitness_samples: int = field(default=1000, metadata={"check": (lambda x: x >= 1, "must be >= 1")})
+    """Real images (and noise vectors per pair) of a fitness evaluation (reference ``fitness_sample_size``)."""
+    discriminator_skip_each_nth_step: int = field(default=1, metadata={"check": (lambda x: x >= 0, "must be >= 0")})
+    """s: the discriminators train on batches b with b % (s + 1) == 0; 1 = every other batch (reference), 0 = every batch."""
+    data: str = field(default="whole", metadata={"choices": DATA})
+    """whole: every cell trains on the whole training set (reference); partition: its part of dataset.partition."""
     batches: Optional[int] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
-    """Minibatches per generation (reference ``n_batches``); null: one pass over the shard."""
+    """Minibatches per generation (reference ``n_batches``); null: one pass over the cell's data."""
     peer_timeout: Optional[float] = field(default=None, metadata={"parse": parse_duration})
     """Seconds a cell waits for a neighbour's first copy before going on without it; null waits forever."""
     result_timeout: Optional[float] = field(default=None, metadata={"parse": parse_duration})
@@ -137,6 +180,11 @@ def tournament(fitness, size: int, rounds: int, rng: np.random.Generator) -> lis
     k = min(size, len(fitness))
     return [int(min(rng.choice(len(fitness), size=k, replace=False), key=lambda i: (fitness[i], i)))
             for _ in range(rounds)]
+
+
+def d_batches(batches: int, skip: int) -> int:
+    """How many of batches 0..batches-1 train the discriminators: those with b % (skip + 1) == 0."""
+    return -(-batches // (skip + 1))
 
 
 def mutate_lrs(lrs, lr0: float, alpha: float, prob: float, rng: np.random.Generator) -> list[float]:
@@ -282,20 +330,26 @@ class LipizzanerCell(Node):
     def cost(self) -> Work:
         lr, p = self.learner, self.params
         n = len(self.members())
+        k = p.population_size or n
         nb = p.batches or lr.steps_per_epoch
-        fwd = lr.flops_per_step("gen") * math.ceil(p.fitness_samples / lr.batch_size)
-        evals = fwd * 3 * n * n + lr.flops_per_step("gen") * (1 + p.es_generations) * math.ceil(p.fid_batch / lr.batch_size)
-        return Work(flops=n * nb * lr.flops_per_step("both") + evals, steps=n * nb)
+        nd = d_batches(nb, p.discriminator_skip_each_nth_step)
+        gen = lr.flops_per_step("gen")
+        pairs = n * n + 2 * k * n  # fitness before training, the copies' after
+        evals = gen * 3 * pairs * math.ceil(p.fitness_samples / lr.batch_size)
+        mixture = gen * (2 * p.es_generations or 1) * math.ceil(p.fid_batch / lr.batch_size)
+        train = nb * k * lr.flops_per_step("g") + nd * (k * lr.flops_per_step("d") + gen)
+        return Work(flops=train + evals + mixture, steps=(nb + nd) * k)
 
-    def losses(self, gens: list[Individual], discs: list[Individual], real, z) -> tuple[np.ndarray, np.ndarray]:
-        """(D losses, G losses), both indexed [generator, discriminator]."""
+    def losses(self, gens: list[Individual], discs: list[Individual], real) -> tuple[np.ndarray, np.ndarray]:
+        """(D losses, G losses), both indexed [generator, discriminator]; each pair on its own
+        fresh noise (the reference's ``compute_loss_against`` draws ``noise`` per call)."""
         L = self.learner
         d_loss, g_loss = np.zeros((len(gens), len(discs))), np.zeros((len(gens), len(discs)))
         for i, g in enumerate(gens):
             L.set_g(g.params)
             for j, d in enumerate(discs):
                 L.set_d(d.params)
-                d_loss[i, j], g_loss[i, j] = L.eval_losses(real, z)
+                d_loss[i, j], g_loss[i, j] = L.eval_losses(real, L.noise(len(real)))
         return d_loss, g_loss
 
     def evolve(self, rng: np.random.Generator) -> None:
@@ -305,34 +359,37 @@ class LipizzanerCell(Node):
         discs = [self.d] + [self.copies[j][1] for j in cells[1:]]
         n = len(cells)
         idx = torch.from_numpy(rng.choice(L.num_samples, size=min(p.fitness_samples, L.num_samples), replace=False))
-        real, z = L.x[idx.to(L.device)], L.noise(len(idx))
-        d_loss, g_loss = self.losses(gens, discs, real, z)
+        real = L.x[idx.to(L.device)]
+        d_loss, g_loss = self.losses(gens, discs, real)
         for i, ind in enumerate(gens):
             ind.fitness = float(g_loss[i].mean())
         for j, ind in enumerate(discs):
             ind.fitness = float(d_loss[:, j].mean())
-        win_g = tournament([x.fitness for x in gens], p.tournament_size, n, rng)
-        win_d = tournament([x.fitness for x in discs], p.tournament_size, n, rng)
-        sel_g = self._copies(gens, win_g, "g")
-        sel_d = self._copies(discs, win_d, "d")
-        for _ in range(p.batches or L.steps_per_epoch):
+        k = p.population_size or n
+        sel_g = self._copies(gens, tournament([x.fitness for x in gens], p.tournament_size, k, rng), "g")
+        sel_d = self._copies(discs, tournament([x.fitness for x in discs], p.tournament_size, k, rng), "d")
+        every = p.discriminator_skip_each_nth_step + 1
+        for b in range(p.batches or L.steps_per_epoch):
+            batch = L.next_batch()  # the reference iterates its loader: every batch is drawn, D uses some
             self._mutate(sel_g, rng)
-            L.set_d(sel_d[int(rng.integers(n))].params)
+            L.set_d(sel_d[int(rng.integers(len(sel_d)))].params)
             for ind in sel_g:
                 L.set_g(ind.params)
                 ind.opt.param_groups[0]["lr"] = ind.lr
                 L.g_step(ind.opt)
                 ind.params = L.get_g()
+            if b % every:
+                continue
             self._mutate(sel_d, rng)
-            L.set_g(sel_g[int(rng.integers(n))].params)
-            fake, batch = L.sample(L.batch_size), L.next_batch()
+            L.set_g(sel_g[int(rng.integers(len(sel_g)))].params)
+            fake = L.sample(len(batch))
             for ind in sel_d:
                 L.set_d(ind.params)
                 ind.opt.param_groups[0]["lr"] = ind.lr
                 L.d_step(fake, ind.opt, batch)
                 ind.params = L.get_d()
-        self._replace(sel_g, self.losses(sel_g, discs, real, z)[1].mean(axis=1), "g")
-        self._replace(sel_d, self.losses(gens, sel_d, real, z)[0].mean(axis=0), "d")
+        self._replace(sel_g, self.losses(sel_g, discs, real)[1].mean(axis=1), "g")
+        self._replace(sel_d, self.losses(gens, sel_d, real)[0].mean(axis=0), "d")
         self._evolve_weights(cells, rng)
         L.set_g(self.g.params)
         L.set_d(self.d.params)
@@ -379,17 +436,19 @@ class LipizzanerCell(Node):
         return Mixture(self.learner, gens, self.weight_vector(cells) if weights is None else weights, cells)
 
     def _evolve_weights(self, cells: list[int], rng) -> None:
+        """The reference's ``mutate_mixture_weights_with_score``: the current and the mutated
+        weights are both scored, each on its own fresh noise; the mutated ones are kept only
+        on a strictly lower FID."""
         ev, p = self.ctx.workload, self.params
         w = self.weight_vector(cells)
         if ev is not None:
-            z = self.learner.noise(p.fid_batch)
-            score = ev.fid(self.mixture(cells, w).sample(z=z))
+            if p.es_generations == 0:
+                self.score = float(ev.fid(self.mixture(cells, w).sample(p.fid_batch)))
             for _ in range(p.es_generations):
                 w_new = mutate_weights(w, p.mixture_sigma, rng)
-                s = ev.fid(self.mixture(cells, w_new).sample(z=z))
-                if s < score:
-                    w, score = w_new, s
-            self.score = float(score)
+                old = ev.fid(self.mixture(cells, w).sample(p.fid_batch))
+                new = ev.fid(self.mixture(cells, w_new).sample(p.fid_batch))
+                w, self.score = (w_new, float(new)) if new < old else (w, float(old))
         self.weights = dict(zip(cells, w.tolist()))
 
     # -- the life cycle ----------------------------------------------------------------------
@@ -462,6 +521,10 @@ class Lipizzaner(Algorithm):
     @classmethod
     def data_roles(cls):
         return ("master", "cell")
+
+    @classmethod
+    def whole_data(cls, params) -> bool:
+        return params.data == "whole"
 
     @classmethod
     def reporting_roles(cls):

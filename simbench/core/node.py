@@ -50,6 +50,9 @@ class NodeContext:
     selection: str = "online"
     """Whom a federated server samples from: the clients online now (``online``, through
     ``rt.online``) or all of them (``any``); the config's ``population.selection``."""
+    profile: Any = None
+    """This node's :class:`~simbench.core.scenario.NodeProfile` (speed, batch scale, share of
+    local steps of a weak worker); None when built by hand (a normal node)."""
     workload: Any = None
     """The run's :class:`~simbench.workloads.Workload`: it evaluates the node's learner at
     epoch ends, scores samples for algorithms that judge generators themselves and keeps
@@ -107,6 +110,9 @@ class Algorithm:
     Params: ClassVar[type]
     summary: ClassVar[str] = ""
     workload: ClassVar[Any] = "classifier"
+    weak_modes: ClassVar[tuple[str, ...]] = ("slow",)
+    """What ``scenario.weak_workers.mode`` may be for this algorithm; the first is what ``auto``
+    means (see :class:`~simbench.core.scenario.WeakWorkers`)."""
     example: ClassVar[dict] = {}
     """Changes to the workload's tiny config that make a quick run of this algorithm (what
     :func:`simbench.testing.check_algorithm` and the device check run): e.g. a star topology
@@ -121,6 +127,12 @@ class Algorithm:
     def data_roles(cls) -> tuple[str, ...]:
         """Roles that get a shard of the training data."""
         return ("worker",)
+
+    @classmethod
+    def whole_data(cls, params: Any) -> bool:
+        """True: every data holder trains on the whole training set (``dataset.partition`` is
+        not used; ``max_per_class`` still caps it), as Lipizzaner's cells do."""
+        return False
 
     @classmethod
     def model_roles(cls) -> tuple[str, ...]:

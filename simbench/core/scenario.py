@@ -158,18 +158,33 @@ class Stragglers:
     """Factor (>= 1) drawn per compute call."""
 
 
+WEAK_MODES = ("auto", "slow", "half_steps")
+
+
 @dataclass(frozen=True)
 class WeakWorkers:
-    """Permanently slow devices with little memory (FeGAN's weak workers)."""
+    """Weak devices, drawn from the workers; what "weak" means is the ``mode``:
+
+    * ``slow``: permanently slow devices with little memory: compute at ``speed``, batch
+      size x ``batch_scale``. Every algorithm.
+    * ``half_steps``: FeGAN's seed (``dist-dcgan.py --weak_percent``): a weak device runs
+      int(E/2) of the E local steps of a round, at full speed and batch size, and its update
+      keeps its weight. Only algorithms with local rounds that declare it (flgan, fegan).
+    * ``auto``: the algorithm's own model (``Algorithm.weak_modes[0]``): ``half_steps`` for
+      flgan and fegan, ``slow`` for every other algorithm.
+    """
 
     fraction: float = field(default=0.0, metadata={"check": (_prob, "must be in [0, 1]")})
     """Of the workers (data holders; never a server), drawn per run: see ``node_profiles``."""
     nodes: tuple[int, ...] = ()
     """Explicit weak ids, any role (added to the random fraction)."""
+    mode: str = field(default="auto", metadata={"choices": WEAK_MODES})
+    """What a weak worker does: slow (speed, batch_scale), half_steps (FeGAN's seed: int(E/2) local
+    steps), auto (the algorithm's own: half_steps for flgan/fegan, slow otherwise)."""
     speed: float = field(default=0.25, metadata={"check": (_positive, "must be > 0")})
-    """Compute speed relative to a normal node."""
+    """Compute speed relative to a normal node (mode slow)."""
     batch_scale: float = field(default=0.5, metadata={"check": (lambda x: 0 < x <= 1, "must be in (0, 1]")})
-    """Their batch size is this fraction of the configured one."""
+    """Their batch size is this fraction of the configured one (mode slow)."""
 
 
 @dataclass(frozen=True)
@@ -228,19 +243,25 @@ def check_nodes(scenario: Scenario, n: int) -> None:
 
 @dataclass(frozen=True)
 class NodeProfile:
-    """What the scenario made of one node: its speed, batch scale and straggler status."""
+    """What the scenario made of one node: its speed, batch scale, share of local steps and
+    straggler status."""
 
     speed: float = 1.0
     batch_scale: float = 1.0
     straggler: bool = False
     weak: bool = False
     sleep_factor: float = 0.0
+    local_steps: float = 1.0
+    """Share of a round's local steps the node runs (a weak worker in mode half_steps: 0.5)."""
 
 
 def node_profiles(scenario: Scenario, n: int, rng: np.random.Generator,
                   base_speed: Mapping[int, float] | None = None,
-                  workers: Collection[int] | None = None) -> list[NodeProfile]:
+                  workers: Collection[int] | None = None, weak_mode: str = "slow") -> list[NodeProfile]:
     """Choose stragglers and weak workers with the faults' own random stream.
+
+    ``weak_mode`` is the resolved ``scenario.weak_workers.mode`` (``slow`` or ``half_steps``,
+    see :func:`resolve_weak_mode`).
 
     A ``fraction`` is a fraction of the *workers* (the nodes that hold data: every node of a
     peer-to-peer run, the devices of a server-based one): round(fraction x workers) of them,
@@ -262,17 +283,31 @@ def node_profiles(scenario: Scenario, n: int, rng: np.random.Generator,
 
     stragglers = pick(scenario.stragglers.fraction, scenario.stragglers.nodes)
     weak = pick(scenario.weak_workers.fraction, scenario.weak_workers.nodes)
+    slow = weak_mode == "slow"
     out = []
     for i in range(n):
         speed = (base_speed or {}).get(i, 1.0)
-        if i in weak:
+        if i in weak and slow:
             speed *= scenario.weak_workers.speed
         out.append(NodeProfile(
             speed=speed,
-            batch_scale=scenario.weak_workers.batch_scale if i in weak else 1.0,
+            batch_scale=scenario.weak_workers.batch_scale if i in weak and slow else 1.0,
             straggler=i in stragglers, weak=i in weak, sleep_factor=scenario.sleep_factor,
+            local_steps=0.5 if i in weak and not slow else 1.0,
         ))
     return out
+
+
+def resolve_weak_mode(scenario: Scenario, algorithm: str, modes: tuple[str, ...]) -> str:
+    """``scenario.weak_workers.mode`` for an algorithm that supports ``modes`` (its first is
+    its own, what ``auto`` means); ConfigError naming the field when it does not support it."""
+    mode = scenario.weak_workers.mode
+    if mode == "auto":
+        return modes[0]
+    if mode not in modes:
+        raise ConfigError(f"scenario.weak_workers.mode: {algorithm} has no weak workers of mode {mode!r}; "
+                          f"allowed: auto, {', '.join(modes)}")
+    return mode
 
 
 def crash_schedule(scenario: Scenario, n: int, horizon: float, rng: np.random.Generator) -> list[Crash]:

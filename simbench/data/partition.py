@@ -1,7 +1,8 @@
 """Partitioners: pure, seeded functions that split sample indices over nodes.
 
 Each takes the label array and a ``numpy.random.Generator`` and returns one sorted index
-array per node, disjoint from the others. Nothing here touches tensors or files, so they are
+array per node, disjoint from the others, except :func:`fegan` (FeGAN's own sampling, whose
+nodes share samples, as in the seed). Nothing here touches tensors or files, so they are
 easy to test alone.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEMES = ("iid", "dirichlet", "k_classes", "shards")
+SCHEMES = ("iid", "dirichlet", "k_classes", "shards", "fegan")
 
 # Parameters each scheme of :func:`partition` accepts, with their defaults.
 _PARAMS = {
@@ -17,6 +18,7 @@ _PARAMS = {
     "dirichlet": {"alpha": 0.5, "min_size": 1},
     "k_classes": {"k": 2},
     "shards": {"shard_size": 50},
+    "fegan": {"magic_num": 5000},
 }
 
 
@@ -185,6 +187,57 @@ def shards_of(labels: np.ndarray, shard_size: int, n_nodes: int) -> list[np.ndar
     return [np.arange(n * span, (n + 1) * span, dtype=np.int64) for n in range(n_nodes)]
 
 
+def fegan(labels: np.ndarray, n_nodes: int, rng: np.random.Generator, magic_num: int = 5000) -> list[np.ndarray]:
+    """FeGAN's non-iid sampling (seed 001, LPD-EPFL/FeGAN ``datasets.py``,
+    ``DatasetManager.get_train_set`` with ``iid = 0``): class proportions and sizes that
+    differ from node to node, growing with the node's rank.
+
+    With K = ``n_nodes``, C classes and node i the seed's device rank r = i + 1:
+
+    * r gets num_cls(r) = min(C, floor(200 r / K) + 1) classes, drawn uniformly without
+      replacement (so for K <= 22 every node has every class, and the skew is in the caps);
+    * a cap per class, cap(r, l) ~ U{1, ..., r^2}; a cap above ``magic_num`` becomes
+      ceil((r + 1) · magic_num / (K + 1));
+    * r takes the first cap(r, l) samples of each of its classes l in index order (all of
+      them when the class has fewer).
+
+    Hence node r holds about num_cls · r^2 / 2 samples in normalised-uniform class
+    proportions, and the nodes' sets **overlap**: a smaller cap's samples are a prefix of a
+    larger one's (the seed's sampling, not a partition). Differences from the seed: the
+    seed's server (rank 0) also holds data (all classes, caps U{1..magic_num}, at most 7500
+    samples), simbench's servers hold none; the seed draws from Python's unseeded ``random``,
+    this from ``rng``; the seed's "first" is the data set's order, here the label array's.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels.
+    n_nodes : int
+    rng : np.random.Generator
+    magic_num : int
+        The seed's ``--magic_num`` (default 5000; its README runs use 3000 and 500).
+
+    Returns
+    -------
+    list of np.ndarray
+        Sorted index arrays, overlapping between nodes; none is empty.
+    """
+    _check_nodes(n_nodes)
+    if int(magic_num) < 1:
+        raise ValueError(f"magic_num must be >= 1, got {magic_num}")
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    by_class = [np.flatnonzero(labels == c) for c in classes]
+    k, c = int(n_nodes), len(classes)
+    out = []
+    for r in range(1, k + 1):
+        chosen = rng.choice(c, size=min(c, 200 * r // k + 1), replace=False)
+        caps = rng.integers(1, r * r + 1, size=c)
+        caps = np.where(caps > magic_num, -(-(r + 1) * int(magic_num) // (k + 1)), caps)
+        out.append(np.sort(np.concatenate([by_class[l][:caps[l]] for l in chosen])).astype(np.int64))
+    return out
+
+
 def cap_per_class(parts: list[np.ndarray], labels: np.ndarray, cap: int) -> list[np.ndarray]:
     """Keep at most ``cap`` samples of each class on each node (FeGAN's ``magic_num``).
 
@@ -253,7 +306,7 @@ def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Gene
     rng : np.random.Generator
     **params
         ``dirichlet``: ``alpha`` (0.5), ``min_size`` (1); ``k_classes``: ``k`` (2);
-        ``shards``: ``shard_size`` (50); ``iid``: none.
+        ``shards``: ``shard_size`` (50); ``fegan``: ``magic_num`` (5000); ``iid``: none.
 
     Returns
     -------
@@ -278,6 +331,8 @@ def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Gene
         return dirichlet(labels, n_nodes, kw["alpha"], rng, kw["min_size"])
     if scheme == "k_classes":
         return k_classes(labels, n_nodes, kw["k"], rng)
+    if scheme == "fegan":
+        return fegan(labels, n_nodes, rng, kw["magic_num"])
     return shards_of(labels, kw["shard_size"], n_nodes)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..core.node import NodeContext
 from ..core.population import Population, resolve
-from ..core.scenario import NodeProfile, node_profiles
+from ..core.scenario import NodeProfile, node_profiles, resolve_weak_mode
 from ..core.schema import ConfigError
 from ..core.seeding import RunStreams
 from ..data import partition as parts
@@ -75,19 +75,26 @@ def build_graph(cfg: ExperimentConfig, streams: RunStreams | None = None) -> nx.
 
 
 def check_roles(cfg: ExperimentConfig) -> dict[int, str]:
-    """The checks a build makes before any data loads: topology, roles and model kind."""
+    """The checks a build makes before any data loads: topology, roles, model kind, weak workers."""
     cfg.workload_class().check_model(cfg)
-    return cfg.algorithm_class().roles(build_graph(cfg), cfg.algorithm_params)
+    algo = cfg.algorithm_class()
+    resolve_weak_mode(cfg.scenario, cfg.algorithm, algo.weak_modes)
+    return algo.roles(build_graph(cfg), cfg.algorithm_params)
 
 
 def split_data(cfg: ExperimentConfig, data: Dataset, holders: list[int], rng: np.random.Generator) -> dict[int, NodeData]:
-    """Each data holder's training and validation indices."""
+    """Each data holder's training and validation indices (all of them, for an algorithm
+    whose nodes share the whole training set)."""
     labels = data.y_train.numpy()
     spec = cfg.dataset
     kw = {"iid": {}, "dirichlet": {"alpha": spec.alpha}, "k_classes": {"k": spec.classes_per_node},
-          "shards": {"shard_size": spec.shard_size}}[spec.partition]
+          "shards": {"shard_size": spec.shard_size},
+          "fegan": {} if spec.max_per_class is None else {"magic_num": spec.max_per_class}}[spec.partition]
     try:
-        shards = parts.partition(labels, len(holders), spec.partition, rng, **kw)
+        if cfg.algorithm_class().whole_data(cfg.algorithm_params):
+            shards = [np.arange(len(labels), dtype=np.int64) for _ in holders]
+        else:
+            shards = parts.partition(labels, len(holders), spec.partition, rng, **kw)
         if spec.max_per_class is not None:
             shards = parts.cap_per_class(shards, labels, spec.max_per_class)
     except ValueError as exc:
@@ -124,7 +131,8 @@ def build_nodes(cfg: ExperimentConfig, on_epoch: Callable | None = None, *, only
         cfg.workload_class().check_model(cfg)
         workload = make_workload(cfg, load_data(cfg), run_dir, streams)
     holders = [i for i in range(n) if roles[i] in algo.data_roles()]
-    profiles = node_profiles(cfg.scenario, n, streams.faults, speeds, workers=holders)
+    weak_mode = resolve_weak_mode(cfg.scenario, cfg.algorithm, algo.weak_modes)
+    profiles = node_profiles(cfg.scenario, n, streams.faults, speeds, workers=holders, weak_mode=weak_mode)
     split = split_data(cfg, workload.data, holders, streams.data)
     learner_seeds = streams.learner_seeds(n)
     mean_shard = np.mean([len(split[i].train) for i in holders])
@@ -142,7 +150,7 @@ def build_nodes(cfg: ExperimentConfig, on_epoch: Callable | None = None, *, only
         ctx = NodeContext(
             node_id=i, role=roles[i], params=cfg.algorithm_params, learner=learner, epochs=cfg.train.epochs,
             graph=graph, roles=shared_roles, steps_per_epoch=max(1, math.ceil(mean_shard / cfg.train.batch_size)),
-            on_epoch=on_epoch, network=cfg.network, compute=cfg.compute, workload=workload,
+            on_epoch=on_epoch, network=cfg.network, compute=cfg.compute, profile=profiles[i], workload=workload,
             selection=cfg.population.selection if cfg.population is not None else "online", **sets,
         )
         return ctx, algo.make_node(ctx)

@@ -35,7 +35,7 @@ from ..core.schema import ConfigError, above, at_least, from_dict, path_componen
 from ..core.units import parse_duration
 from ..core.yamlio import load_yaml_file, parse_override
 
-PARTITIONS = ("iid", "dirichlet", "k_classes", "shards")
+PARTITIONS = ("iid", "dirichlet", "k_classes", "shards", "fegan")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class DatasetSpec:
     download: bool = True
     """Let torchvision download when the files are missing (needs network)."""
     partition: str = field(default="iid", metadata={"choices": PARTITIONS})
-    """How training data is split over the nodes that hold data."""
+    """How training data is split over the nodes that hold data (fegan: FeGAN's skewed, overlapping
+    sampling, see simbench.data.partition.fegan)."""
     alpha: float = field(default=0.5, metadata={"check": above(0)})
     """Dirichlet concentration (partition: dirichlet); small = more skewed."""
     classes_per_node: int = field(default=2, metadata={"check": at_least(1)})
@@ -56,7 +57,7 @@ class DatasetSpec:
     shard_size: int = field(default=50, metadata={"check": at_least(1)})
     """Samples per file (partition: shards, seed 002's layout)."""
     max_per_class: Optional[int] = field(default=None, metadata={"check": at_least(1)})
-    """Cap of samples per class on each node (FeGAN's magic_num)."""
+    """Cap of samples per class on each node (FeGAN's magic_num; partition fegan: its magic_num, default 5000)."""
     val_fraction: float = field(default=0.1, metadata={"check": (lambda x: 0 <= x < 1, "must be in [0, 1)")})
     """Validation split carved from each node's shard."""
     max_train: Optional[int] = field(default=None, metadata={"check": at_least(1)})

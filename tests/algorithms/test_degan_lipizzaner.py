@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from simbench.algorithms.lipizzaner import (grid_side, mixture_counts, mutate_lrs, mutate_weights, neighbourhood,
-                                            tournament)
+from simbench.algorithms.lipizzaner import (LipizzanerParams, d_batches, grid_side, mixture_counts, mutate_lrs,
+                                            mutate_weights, neighbourhood, tournament)
 from simbench.core.message import Message
 from simbench.core.schema import ConfigError
 from simbench.experiment.config import parse_config
@@ -92,6 +92,116 @@ def test_tournament_picks_the_fittest_contestant_and_lrs_never_go_negative():
     assert mutate_lrs([1e-3] * 4, 2e-4, 0.0, 1.0, rng) == [1e-3] * 4  # alpha 0: no change
     assert min(mutate_lrs([1e-6] * 100, 1.0, 1.0, 1.0, rng)) == 0.0   # clipped at zero
     assert mutate_lrs([1e-3] * 3, 2e-4, 1.0, 0.0, rng) == [1e-3] * 3  # probability 0: no change
+
+
+# -- one generation, against the reference (ALFA-group/lipizzaner-gan, src/) ---------------------
+def built_cell(**changes):
+    """Cell 0 of a 2×2 grid with its two neighbours' networks gathered, and a counter of the
+    G and D steps its learner takes."""
+    cfg = parse_config({**LIPI, "algorithm": {**LIPI["algorithm"], **changes}})
+    built = build_nodes(cfg)
+    cell = built.nodes[0]
+    for j in cell.nbhd[1:]:
+        cell.copies[j] = (built.nodes[j].g.copy(), built.nodes[j].d.copy())
+    steps = {"g": 0, "d": 0}
+    learner = cell.learner
+    g_step, d_step = learner.g_step, learner.d_step
+
+    def count(part, step):
+        def counted(*a, **k):
+            steps[part] += 1
+            return step(*a, **k)
+        return counted
+    learner.g_step, learner.d_step = count("g", g_step), count("d", d_step)
+    return cell, built, steps
+
+
+def test_the_defaults_are_the_reference_mnist_configuration():
+    """configuration/lipizzaner-gan/mnist.yml: population_size 1, tournament_size 2,
+    discriminator_skip_each_nth_step 1, fitness_sample_size 1000; data/data_loader.py: the
+    whole training set per cell."""
+    p = LipizzanerParams()
+    assert (p.population_size, p.tournament_size, p.discriminator_skip_each_nth_step, p.fitness_samples, p.data) == \
+        (1, 2, 1, 1000, "whole")
+    assert [d_batches(5, 1), d_batches(6, 1), d_batches(5, 0), d_batches(7, 2)] == [3, 3, 5, 3]
+
+
+def test_a_generation_trains_one_winner_of_g_and_of_d_and_d_on_every_other_batch():
+    """training/ea/lipizzaner_gan_trainer.py (train): population_size tournament winners are
+    trained (ea_trainer.py tournament_selection), and D only on batches b with
+    b % (discriminator_skip_each_nth_step + 1) == 0: of 5 batches, 5 G steps and 3 D steps
+    (b = 0, 2, 4). The earlier rule trained a copy per neighbourhood member (3 on a 2×2
+    grid) and D on every batch: 15 and 15, still reachable by options."""
+    cell, _, steps = built_cell(batches=5)
+    cell.ctx.workload = None  # no mixture scoring
+    cell.evolve(np.random.default_rng(0))
+    assert steps == {"g": 5, "d": 3}
+    cell, _, steps = built_cell(batches=5, population_size=None, discriminator_skip_each_nth_step=0)
+    cell.ctx.workload = None
+    cell.evolve(np.random.default_rng(0))
+    assert steps == {"g": 15, "d": 15}
+
+
+def test_every_cell_trains_on_the_whole_training_set_in_its_own_order():
+    """data/data_loader.py: each client loads the full training set with shuffle=True and its
+    own seed. ``data: partition`` gives each cell its part of dataset.partition instead."""
+    _, built, _ = built_cell()
+    total = len(built.workload.data.y_train)
+    learners = [built.nodes[c].learner for c in range(4)]
+    assert [lr.num_samples for lr in learners] == [total] * 4
+    firsts = [lr.next_batch() for lr in learners]
+    assert not any(torch.equal(firsts[0], f) for f in firsts[1:])  # independent shuffles
+    _, shards, _ = built_cell(data="partition")
+    sizes = [shards.nodes[c].learner.num_samples for c in range(4)]
+    assert sum(sizes) == total and max(sizes) - min(sizes) <= 1  # iid shards
+
+
+def test_fitness_scores_every_pair_on_its_own_noise():
+    """networks/competetive_net.py: compute_loss_against draws ``noise`` at every call, so
+    identical networks get different losses; a shared noise batch (the earlier rule) gave
+    them all the same."""
+    cell, _, _ = built_cell()
+    same = [cell.g.copy() for _ in range(3)]
+    real = cell.learner.x[:64]
+    d_loss, g_loss = cell.losses(same, [cell.d.copy() for _ in range(3)], real)
+    assert len(np.unique(g_loss)) == 9 and len(np.unique(d_loss)) == 9
+
+
+class RecordingFid:
+    """A workload whose FID returns the given scores in turn and keeps what it scored."""
+
+    def __init__(self, scores):
+        self.scores, self.seen = list(scores), []
+
+    def fid(self, samples):
+        self.seen.append(samples.clone())
+        return self.scores.pop(0)
+
+
+def test_mixture_es_rescores_both_weight_vectors_each_on_fresh_noise_and_keeps_the_new_only_if_lower():
+    """lipizzaner_gan_trainer.py mutate_mixture_weights_with_score: every generation the
+    current and the mutated weights are scored, each on a MixedGeneratorDataset with its own
+    noise (mixed_generator_dataset.py: z=None draws noise); the new weights are kept only on
+    a strictly lower FID. With identical generators and a mutation too small to move a
+    sample between them, shared noise (the earlier rule) scored two identical sample sets."""
+    import dataclasses
+    cell, _, _ = built_cell(es_generations=1, mixture_sigma=1e-9)
+    for j in cell.nbhd[1:]:
+        cell.copies[j] = (cell.g.copy(), cell.d.copy())
+    cells = cell.members()
+    start = cell.weight_vector(cells)
+    cell.ctx.workload = RecordingFid([50.0, 50.0])  # a tie keeps the current weights
+    cell._evolve_weights(cells, np.random.default_rng(3))
+    first, second = cell.ctx.workload.seen
+    assert first.shape == second.shape == (LIPI["algorithm"]["fid_batch"], 1, 8, 8)
+    assert not torch.allclose(first, second)
+    assert [cell.weights[c] for c in cells] == pytest.approx(start, abs=0) and cell.score == 50.0
+    cell.params = dataclasses.replace(cell.params, mixture_sigma=0.3)
+    cell.ctx.workload = RecordingFid([50.0, 49.0])  # strictly lower: the mutated weights
+    cell._evolve_weights(cells, np.random.default_rng(3))
+    kept = np.array([cell.weights[c] for c in cells])
+    assert kept == pytest.approx(mutate_weights(start, 0.3, np.random.default_rng(3)))
+    assert cell.score == 49.0 and not np.allclose(kept, start)
 
 
 # -- end to end -------------------------------------------------------------------------------

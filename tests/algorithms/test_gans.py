@@ -8,11 +8,13 @@ import torch
 from simbench.algorithms.fegan import BalancedSampler, kl_scores, kl_weights
 from simbench.core.schema import ConfigError
 from simbench.data.datasets import load_dataset
+from simbench.data.partition import class_histogram, partition
 from simbench.experiment.config import parse_config
 from simbench.workloads.gan import gan_range
 from simbench.experiment.run import run_experiment
 from simbench.gan.fidnet import load_fid_net
 from simbench.gan.metrics import GanEvaluator, class_coverage, classifier_score, frechet_distance
+from simhelpers import run_config_world
 
 torch.set_num_threads(1)
 
@@ -101,6 +103,7 @@ def test_kl_weights_follow_each_scheme():
     assert kl_weights(e, "linear") == pytest.approx([0.0, 0.75, 0.25])
     assert kl_weights(e, "dirac") == pytest.approx([0.0, 1.0, 0.0])          # only 0.75 >= 0.5 survives
     assert kl_weights([0.3, 0.3, 0.4], "dirac") == pytest.approx([0, 0, 1])  # none reaches 0.5: the arg-max
+    # (simbench's rule: the seed's dist-lsgan.py average_models raises a TypeError there)
     assert kl_weights([0.0, 0.0], "linear") == pytest.approx([0.5, 0.5])     # identical distributions: plain mean
     assert kl_weights([0.1, 0.1], "dirac") == pytest.approx([0.5, 0.5])      # 0.5 is kept (>= threshold)
     with pytest.raises(ValueError, match="allowed: exp, linear, dirac"):
@@ -116,6 +119,75 @@ def test_balanced_sampling_serves_the_least_represented_class_first():
     again = BalancedSampler(counts, s.state())  # a backup server resumes from the state
     assert again.sample(2) == s.sample(2)
     assert BalancedSampler(counts).sample(9) == [0, 1, 2, 3]  # at most every device once
+
+
+# MNIST's training-set class counts (the seed's dist-lsgan.py hard-codes them for q)
+MNIST_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_fegan_partition_follows_the_seed_rule_on_a_hand_checked_case():
+    """datasets.py get_train_set (iid=0): rank r gets min(10, floor(200 r / K) + 1) classes,
+    caps U{1..r^2} per class (above magic_num: ceil((r+1) magic / (K+1))), the first
+    cap samples of each class; the nodes' sets overlap."""
+    labels = np.repeat(np.arange(10), 50)  # class l is indices 50 l .. 50 l + 49
+    parts = partition(labels, 4, "fegan", np.random.default_rng(0), magic_num=5)
+    hist = class_histogram(parts, labels, 10)
+    assert hist[0].tolist() == [1] * 10                      # r = 1: cap U{1..1} of all 10 classes
+    assert parts[0].tolist() == list(range(0, 500, 50))      # ... the first sample of each
+    assert hist[1].max() <= 4 and (hist[1] >= 1).all()       # r = 2: U{1..4}
+    assert set(hist[2]) <= {1, 2, 3, 4, 5}                   # r = 3: U{1..9}, > 5 becomes ceil(4·5/5) = 4
+    assert set(hist[3]) <= {1, 2, 3, 4, 5}                   # r = 4: U{1..16}, > 5 becomes ceil(5·5/5) = 5
+    assert set(parts[0]) <= set(parts[3])                    # overlapping prefixes, not a partition
+    many = partition(np.repeat(np.arange(10), 2000), 400, "fegan", np.random.default_rng(1))
+    classes = [len(np.unique(p // 2000)) for p in many]
+    assert classes[:3] == [1, 2, 2] and classes[45:] == [10] * 355  # floor(200 r / 400) + 1, at most 10
+
+
+def test_on_the_fegan_split_kl_weights_differ_between_devices():
+    """The point of FeGAN (dist-lsgan.py average_models with the entropies): on its non-iid
+    split the devices' KL scores, hence their linear and dirac weights, differ by orders of
+    magnitude (exp stays near uniform: e_k <= 0.02). On the earlier evidence's split (3
+    classes per device, at most 60 each) every device held 180 images of 3 classes, its
+    score was one of two values 6% apart, and every scheme was close to the plain average."""
+    labels = np.repeat(np.arange(10), MNIST_COUNTS)
+    hist = class_histogram(partition(labels, 16, "fegan", np.random.default_rng(0)), labels, 10)
+    scores = kl_scores(hist)
+    linear, exp = kl_weights(scores, "linear"), kl_weights(scores, "exp")
+    assert len(np.unique(np.round(scores, 12))) == 16
+    assert linear.max() / linear.min() > 100 and np.ptp(exp) > 1e-3
+    assert kl_weights(scores[[0, 3, 15]], "dirac").tolist() == [0.0, 0.0, 1.0]  # 0.02 of 0.0226: kept alone
+    from simbench.data.partition import cap_per_class
+    small = np.repeat(np.arange(10), 480)  # the 4800-image subset
+    earlier = class_histogram(cap_per_class(partition(small, 16, "k_classes", np.random.default_rng(0), k=3),
+                                            small, 60), small, 10)
+    flat = kl_scores(earlier)
+    assert len(np.unique(np.round(flat, 12))) == 2 and flat.max() / flat.min() < 1.07
+    assert kl_weights(flat, "linear").max() / kl_weights(flat, "linear").min() < 1.07
+    assert np.ptp(kl_weights(flat, "exp")) < 5e-4
+
+
+def test_weak_devices_of_the_federated_gans_run_half_the_local_steps(tmp_path):
+    """dist-dcgan.py: a weak rank trains int(E/2) local steps per round (same batch, same
+    weight) — scenario.weak_workers' ``auto`` mode for flgan and fegan; ``slow`` is the
+    speed-and-batch model of every other algorithm."""
+    cfg = {**BASE, "algorithm": {**BASE["algorithm"], "frac_workers": 1.0}, "train": {**BASE["train"], "epochs": 1}}
+    nodes, _ = run_config_world(parse_config({**cfg, "scenario": {"weak_workers": {"nodes": [1]}}}))
+    assert [nodes[i].learner.steps_done for i in (1, 2, 3, 4)] == [2 * 2, 5 * 2, 5 * 2, 5 * 2]  # 2 rounds, E = 5
+    assert nodes[1].learner.batch_size == 32
+    nodes, _ = run_config_world(parse_config({**cfg, "scenario": {"weak_workers": {"nodes": [1], "mode": "slow"}}}))
+    assert nodes[1].learner.steps_done == 10 and nodes[1].learner.batch_size == 16
+    with pytest.raises(ConfigError, match=r"scenario.weak_workers.mode: mdgan has no weak workers of mode "
+                                          r"'half_steps'; allowed: auto, slow"):
+        run(tmp_path, algorithm={"name": "mdgan", **GAN}, scenario={"weak_workers": {"nodes": [1], "mode": "half_steps"}})
+
+
+def test_mdgan_workers_take_the_seeds_12_discriminator_steps_per_round():
+    """md-gan.py: L = 12 local discriminator steps per round (hard-coded)."""
+    cfg = parse_config({**BASE, "nodes": 4, "algorithm": {"name": "mdgan", **GAN}, "train": {**BASE["train"], "epochs": 1}})
+    nodes, _ = run_config_world(cfg)
+    rounds = nodes[0].rounds_per_epoch()
+    assert rounds == -(-nodes[0].ctx.steps_per_epoch // 12)
+    assert [nodes[i].learner.steps_done for i in (1, 2, 3)] == [12 * rounds] * 3
 
 
 # -- end to end --------------------------------------------------------------------------------
