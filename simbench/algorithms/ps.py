@@ -308,6 +308,7 @@ class PSWorker(Node):
             self.learner.set_flat(self.servers.assemble(pulled))
             await self.local_grad(rt)
             await self.push(rt, pulled, "round")
+            self.learner.idle()  # the next pull brings the whole model again
 
 
 class PSAlgorithm(ServerAlgorithm):

@@ -287,6 +287,7 @@ class PSAsyncWorker(PSWorker):
             learner.set_flat(servers.assemble(pulled))
             await self.local_grad(rt)
             await self.push(rt, pulled, "version")
+            learner.idle()  # the next pull brings the whole model again
             pulled = await servers.collect(rt, "params")
         if pulled is not None:
             await servers.send_all(rt, Message("done"))

@@ -387,10 +387,13 @@ def batch_key(learner: Any, op: str, args: tuple) -> tuple | None:
     return (id(learner.template), op, args, learner.data_x.data_ptr(), learner.device.type)
 
 
-CHUNK_BYTES = 64 * 2**20
-"""Parameters of at most this many bytes go through one vectorized call (their gradients,
-activations and the stacked copy are allocated per call): a group of 1,024 nodes runs in
-chunks rather than as one 1,024-row stack."""
+CHUNK_BYTES = 12 * 2**20
+"""Parameters of at most this many bytes go through one vectorized call. Each learner's
+weights are its own, so a call streams all of them through the cache on every step: a
+chunk that fits the CPU's cache (the 2NN on MNIST: 15 learners) ran a step in 1.2-1.3 ms per
+learner against 1.9 ms for chunks of 64 and 2.1 ms for a plain loop (one core of the
+development machine). It also bounds what a call allocates (stacked parameters,
+gradients, activations)."""
 
 
 def batched_run(learners: Sequence[FlatLearner], op: str, args: tuple) -> list[Any]:
