@@ -231,7 +231,7 @@ class Execution:
     def record(self, wall_clock: bool) -> dict:
         b = self.batcher
         return {"requested": self.requested, "used": self.used, "reason": self.reason,
-                "batched_steps": b.calls if b is not None else 0,
+                "batched_steps": b.steps if b is not None else 0,
                 "vectorized_steps": b.vectorized if b is not None else 0,
                 "startup_s": round(self.startup_s, 3) if wall_clock else None}
 

@@ -29,7 +29,9 @@ dropout (its random masks would be drawn in another order).
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
 from typing import Any, Callable, Sequence
 
 import torch
@@ -64,6 +66,8 @@ class ModelTemplate:
     def __init__(self, module: nn.Module, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.module = module.to(self.device)
+        self._owner = threading.get_ident()
+        self._local = threading.local()
         named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.shapes = [tuple(p.shape) for _, p in named]
@@ -84,6 +88,17 @@ class ModelTemplate:
             self.layers.append((name, offset, offset + n, kinds.get(name, "fc")))
             offset += n
 
+    def _module(self) -> nn.Module:
+        """The module to run in this thread. ``functional_call`` swaps the parameters in and
+        out of the module it is given, so threads that compute at once (the nodes of an
+        in-process real run) each run their own copy."""
+        if threading.get_ident() == self._owner:
+            return self.module
+        module = getattr(self._local, "module", None)
+        if module is None:
+            module = self._local.module = copy.deepcopy(self.module)
+        return module
+
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """The parameters as named views of ``flat`` (no copy)."""
         out, offset = {}, 0
@@ -93,11 +108,11 @@ class ModelTemplate:
         return out
 
     def _loss(self, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(torch.func.functional_call(self.module, params, (x,)), y)
+        return self.loss_fn(torch.func.functional_call(self._module(), params, (x,)), y)
 
     def grad_and_loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradient (flat) and the loss of one minibatch at ``flat``, in training mode."""
-        self.module.train()
+        self._module().train()
         params = {name: p.detach().requires_grad_(True) for name, p in self.views(flat).items()}
         loss = self._loss(params, x, y)
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
@@ -117,7 +132,7 @@ class ModelTemplate:
                               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Per row of ``flats`` [K, D], the gradient (named [K, *shape] tensors) and the loss
         [K] on its minibatch ``xs[k]``, ``ys[k]``: one vectorized call."""
-        self.module.train()
+        self._module().train()
 
         def one(flat, x, y):
             return torch.func.grad_and_value(lambda p: self._loss(p, x, y))(self.views(flat))
@@ -126,17 +141,18 @@ class ModelTemplate:
 
     @torch.no_grad()
     def evaluate(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> tuple[float, float]:
-        was = self.module.training
-        self.module.eval()
+        module = self._module()
+        was = module.training
+        module.eval()
         params = self.views(flat)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for lo in range(0, len(y), batch_size):
             xb, yb = x[lo:lo + batch_size].to(self.device), y[lo:lo + batch_size].to(self.device)
-            out = torch.func.functional_call(self.module, params, (xb,))
+            out = torch.func.functional_call(module, params, (xb,))
             total += nn.functional.cross_entropy(out, yb, reduction="sum").double()
             correct += (out.argmax(dim=1) == yb).sum()
-        self.module.train(was)
+        module.train(was)
         n = max(1, len(y))
         return float(total) / n, int(correct) / n
 
@@ -150,7 +166,6 @@ class ModelTemplate:
 
     def _count(self, input_shape, batch_size, dtype) -> float:
         from torch.utils.flop_counter import FlopCounterMode
-        import copy
         model = copy.deepcopy(self.module).train()
         xb = torch.zeros((batch_size, *input_shape), dtype=dtype, device=self.device)
         yb = torch.zeros(batch_size, dtype=torch.long, device=self.device)

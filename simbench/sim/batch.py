@@ -25,10 +25,12 @@ from ..learn.flat import FlatLearner, batch_key, batched_run
 class Job:
     """One put-off call; its result is set by the end of the instant it was queued in."""
 
-    __slots__ = ("batcher", "learner", "op", "args", "key", "value", "error", "done")
+    __slots__ = ("batcher", "learner", "op", "args", "key", "steps", "value", "error", "done")
 
     def __init__(self, batcher: "Batcher", learner: FlatLearner, op: str, args: tuple, key: tuple) -> None:
         self.batcher, self.learner, self.op, self.args, self.key = batcher, learner, op, args, key
+        self.steps = int(args[0]) if op == "train_steps" else 1
+        """Learner steps (minibatches) the call computes."""
         self.value: Any = None
         self.error: BaseException | None = None
         self.done = False
@@ -36,7 +38,7 @@ class Job:
     def run_alone(self) -> None:
         """Run now, on its own (something looks at the learner before the instant ends)."""
         self.learner.job = None
-        self.batcher.alone += 1
+        self.batcher.alone += self.steps
         try:
             self.value = getattr(self.learner, self.op)(*self.args)
         except Exception as exc:  # noqa: BLE001 - the node gets it when it reads its result
@@ -66,10 +68,12 @@ class Batcher:
         self._pending: list[Job] = []
         self.calls = 0
         """Put-off calls so far."""
+        self.steps = 0
+        """Learner steps (minibatches) in those calls."""
         self.vectorized = 0
-        """Of those, the ones that ran in a group of two or more."""
+        """Of those steps, the ones that ran in a group of two or more learners."""
         self.alone = 0
-        """Of those, the ones run early on their own (their learner was looked at)."""
+        """Of those steps, the ones run early on their own (their learner was looked at)."""
 
     def prepare(self, fn: Callable, args: tuple) -> Job | None:
         """A job for ``fn(*args)`` if it is a batchable learner step (else None: run it now)."""
@@ -88,6 +92,7 @@ class Batcher:
         learner.settle()  # its earlier step of this instant comes first
         learner.job = job
         self.calls += 1
+        self.steps += job.steps
         if not self._pending:
             self.kernel.at_tick_end(self.flush)
         self._pending.append(job)
@@ -106,7 +111,7 @@ class Batcher:
                     values = [getattr(group[0].learner, group[0].op)(*group[0].args)]
                 else:
                     values = batched_run([j.learner for j in group], group[0].op, group[0].args)
-                    self.vectorized += len(group)
+                    self.vectorized += sum(j.steps for j in group)
             except Exception as exc:  # noqa: BLE001 - each waiting node gets the error when it reads its result
                 for job in group:
                     job.error, job.done = exc, True
