@@ -277,8 +277,9 @@ class Learner:
     def layer_slices(self) -> list[tuple[str, int, int, str]]:
         """``(name, start, stop, kind)`` of every parameter tensor in the flat vector, in order.
 
-        ``kind`` is ``conv`` for parameters of convolution modules, else ``fc`` (the bin
-        classes of AdaComp).
+        ``kind`` is ``conv`` for parameters of convolution modules, else ``fc``: the two bin
+        sizes of ``adacomp_chen`` (Chen et al.'s AdaComp). Hardy's ``adacomp`` and the others
+        treat every tensor as its own layer whatever its kind.
         """
         kinds = {}
         for mname, module in self.model.named_modules():
