@@ -7,6 +7,8 @@ the whole test set; 10 rounds. The plain loop does exactly that in one process w
 model object; simbench runs it as a simulation (a server and K client nodes on a star).
 Each side runs in its own process (``python benchmarks/many_clients.py --child ...``) so
 its wall time includes start-up and its peak RSS is its own (``wait4``). One torch thread.
+The simbench side runs with the allocator settings ``simbench run`` gives itself
+(``simbench/_malloc.py``); ``TUNED_PLAIN=1`` gives them to the plain loop as well.
 
     python benchmarks/many_clients.py --clients 256 --frac 1.0                 # the 256-client target
     python benchmarks/many_clients.py --clients 1024 --frac 0.1
@@ -116,9 +118,14 @@ def child(args) -> None:
 
 
 # -- the driver ---------------------------------------------------------------------------------------
+from simbench._malloc import MALLOC_ENV  # noqa: E402
+
+
 def measure(side: str, argv: list[str]) -> dict:
     """Run one side in a child process: its wall time, peak RSS (from ``wait4``) and what it printed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if side == "simbench" or os.environ.get("TUNED_PLAIN"):
+        env.update(MALLOC_ENV)  # what `simbench run` sets for itself (simbench/_malloc.py)
     launched = time.time()
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:

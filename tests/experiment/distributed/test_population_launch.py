@@ -39,7 +39,7 @@ def test_the_trace_takes_a_real_node_offline_and_back(tmp_path):
     flips = ev[ev["metric"].isin(["offline", "online"])]
     assert list(zip(flips["node"], flips["metric"])) == [("1", "offline"), ("1", "online")]
     t_off, t_on = flips["time_s"].tolist()
-    assert 0.5 <= t_off < 0.8 and 1.5 <= t_on < 1.8, flips  # never early; late on a busy box
+    assert 0.5 <= t_off < 1.0 and 1.5 <= t_on < 2.0, flips  # never early; up to 0.5 s late on a busy box
     node1 = ev[(ev["node"] == "1") & (ev["time_s"] > t_off) & (ev["time_s"] < t_on)]
     assert set(node1["metric"]) == {"drop_offline"}  # asleep: it only drops what arrives
     assert len(node1) >= 6 and set(node1["value"]) == {0.0, 2.0, 3.0}
