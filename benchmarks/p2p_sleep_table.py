@@ -1,10 +1,9 @@
 """Per-node rests of seed 003's ``--sleep_factor`` in the ``p2p_sleep`` matrix.
 
 For every cell of ``benchmarks/matrices/p2p_sleep.yaml`` and every node: its rests
-(``sleep_proc`` events, one per epoch but the last), their total, the node's own training
-time per epoch (its rest over ``0.5 + 0.5 f u`` cannot be read back, so the table shows the
-rest as a multiple of the mean epoch time), when the node finished and its final test
-accuracy. Writes ``sleep.md`` next to the matrix tables.
+(``sleep_proc`` events, one per epoch; the last epoch's is never slept, the node has
+finished), their total and range, when the node finished and its final test accuracy.
+Writes ``sleep.md`` next to the matrix tables.
 
 Usage (after ``simbench matrix benchmarks/matrices/p2p_sleep.yaml --out results/p2p``)::
 
