@@ -51,7 +51,7 @@ def _catalogue() -> str:
         "scenario:    stragglers {fraction, nodes, slowdown}, weak_workers {fraction, nodes, mode (auto|slow|half_steps),\n"
         "             speed, batch_scale},\n"
         "             crashes [{node, at, recover_at}], crash_rate, recover_after, partitions [{edges, start, end}],\n"
-        "             sleep_factor (seed 003: sleep that many times each compute step)\n"
+        "             sleep_factor (seed 003: sleep T(0.5+0.5 f u) after each epoch of time T)\n"
         "network:     latency, jitter, bandwidth, uplink, downlink, loss\n"
         "population:  devices {trace | profile: mobile | flops_per_s, uplink, downlink}, availability {trace |\n"
         "             profile: churn | online, offline, start_online; period}, mapping (index, sample, column),\n"

@@ -1,41 +1,46 @@
 """Edge-consensus learning: PDMM and ADMM over the edges of a P2P graph, plain and ISVR.
 
 After Niwa et al., "Edge-consensus Learning: Deep Learning on P2P Networks with Nonhomogeneous
-Data", KDD 2020 (ECL), with the knobs of seed 003's ``PdmmISVR``/``AdmmISVR`` optimizers
-(``use_gcoef``, ``piw``, ``--async_step``, ``swap_timeout``). The paper's PDF was not
-available here; the equations below are the standard PDMM/ADMM edge-consensus updates,
-checked against a public implementation of the seed's ``Ecl`` optimizer (the ``eta`` and
-``gcoef`` formulas and the ``piw == 2`` dual averaging come from it).
+Data", KDD 2020 (ECL), as seed 003 runs it. References: nttcslab/ecl-isvr ``edgecons/ecl.py``
+(``Ecl.step``: the ISVR primal, eta, gcoef, the ``piw == 2`` dual average),
+``edgecons/contract.py`` and ``edgecons/mnw/edge.py`` (when an edge swaps, what it sends and
+receives; see :class:`~simbench.algorithms.kit.EdgeSwaps`), the same code as
+``optimizer/admm_isvr.py``/``pdmm_isvr.py`` and ``connection/`` of etri-clara/etrl-P2PLearning,
+and nttcslab/edge-consensus-learning ``edgecons/admm_sgd.py``/``pdmm_sgd.py`` and ``edge.py``
+(plain ADMM always averages the received duals, ``Edge.dual_avg``; plain PDMM never does).
 
 Problem: min sum_i f_i(x_i)  s.t.  A_{i|j} x_i + A_{j|i} x_j = 0 on every edge (i, j),
-with A_{i|j} = +I if i < j else -I. Node i keeps one dual z_{i|j} per neighbour j
-(scaled, in units of x); E = deg(i), mu = lr, K = ``round_cnt``::
+with A_{i|j} = +I if i < j else -I. Node i keeps, per neighbour j, the last dual z_{i|j} it
+received from j; E = deg(i), mu = lr, K = ``round_cnt``::
 
     eta   = piw / (mu (K E + K - piw E))                  (penalty; must be > 0)
-    zbar  = z_{i|j}            (piw != 2)
-          = running mean of the received duals, zbar <- (zbar + z_{i|j}) / 2   (piw == 2)
+    zbar  = z_{i|j}                                        (no dual average)
+          = running mean, zbar <- (zbar + z_{i|j}) / 2 at every step, zbar_0 = x_0
+                      (``dual_avg``; default: plain ADMM always, the ISVR variants when piw == 2)
 
-    ISVR  (inexact, one linearised proximal step, closed form):
+    ISVR  (inexact, one linearised proximal step, closed form), every step:
       x_i <- ( x_i / mu - c g_i(x_i) + eta sum_j A_{i|j} zbar_{i|j} ) / ( 1/mu + E eta )
       c = 1 - mu eta E (K/piw - 1) if use_gcoef else 1
-    plain (inexact argmin of f_i(x) + eta sum_j (|x|^2/2 - <A_{i|j} z_{i|j}, x>) by
-      ``local_steps`` optimizer steps, gradient g_i(x) + eta (E x - sum_j A_{i|j} z_{i|j}))
+    plain (simbench's inexact argmin of f_i(x) + eta sum_j (|x|^2/2 - <A_{i|j} zbar_{i|j}, x>)
+      by ``local_steps`` optimizer steps, gradient g_i(x) + eta (E x - sum_j A_{i|j} zbar_{i|j}))
 
-    y_{i|j} = z_{i|j} - 2 A_{i|j} x_i          sent to j
-    z_{i|j} <- y_{j|i}                              PDMM  (theta = 1)
-    z_{i|j} <- (1 - theta) z_{i|j} + theta y_{j|i}   ADMM  (theta = 1/2, Douglas-Rachford)
+    y_{i|j} = z_{i|j} - 2 A_{i|j} x_i          the send buffer of edge (i, j), every step
+    z_{i|j} <- y_{j|i}                          on a swap (theta = 1, the reference)
+    z_{i|j} <- (1 - theta) z_{i|j} + theta y_{j|i}   with option ``theta`` (1/2: Douglas-Rachford)
+
+Each edge swaps once per round of K steps at each of its ends (:class:`EdgeSwaps`); between
+swaps every step uses the last received duals. So K is both the period of the exchange and the
+K of eta, as in the reference (``round`` of its node list is both). In the reference
+``AdmmISVR`` and ``PdmmISVR`` are the same code (``drs`` only allocates the average), so they
+differ only when piw == 2; ``pdmm_isvr`` with piw 2 averages too (the reference would fail).
+The dual average starts from the model's parameters, as the reference's (``copy.deepcopy(p)``).
 
 At a fixed point z_{i|j} = y_{j|i} and z_{j|i} = y_{i|j}, whose sum gives
 A_{i|j} x_i + A_{j|i} x_j = 0 (consensus), and sum_i grad f_i(x) = 0 (the global optimum).
 
-By default (the seed's round step) a node waits up to ``swap_timeout`` s for its
-neighbours' round-r duals and keeps the old dual of those that stay silent; ``async_step:
-true`` (seed ``--async_step``) never waits and uses the latest duals that have arrived.
-
-Stability (measured on f_i = |x - c_i|^2/2, L = 1, 4-ring, derived eta): plain PDMM
-diverges once lr L > ~1 (lr (L + eta E) < 2 is necessary; the dual coupling tightens it),
-plain ADMM's averaging tolerates a little more (~1.1); the ISVR closed-form step stays
-stable to lr L ~ 2. A fixed large ``eta`` with a large lr diverges first (eta = 1, lr = 0.5).
+By default (the seed's round step) a node waits at the end of each round of K steps for its
+neighbours' round, up to ``swap_timeout``; ``async_step: true`` (seed ``--async_step``) never
+waits there. A swap itself always waits for the answer, up to ``swap_timeout``.
 
 Note: the seed's "ISVR" step as implemented is the linearised (inexact) proximal step
 above with the optional gradient coefficient; no SVRG-style snapshot/full-gradient
@@ -49,11 +54,10 @@ from typing import Optional
 
 import torch
 
-from ..core.message import Message
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
-from .kit import StepClock, collect_round, drain_latest
+from .kit import EdgeSwaps, StepClock
 
 
 @dataclass(frozen=True)
@@ -62,16 +66,22 @@ class EdgeConsensusParams:
     """Seed's ``--piw``: penalty weight in eta = piw / (lr (K E + K - piw E)); 2 also averages received duals."""
     use_gcoef: bool = False
     """Seed's ``--use_gcoef``: scale the gradient by 1 - lr eta E (K/piw - 1) (ISVR variants)."""
-    round_cnt: int = field(default=2, metadata={"check": (lambda k: k >= 1, "must be >= 1")})
-    """K in the eta formula (inner rounds per outer round in ECL); 2 keeps eta > 0 for every piw and degree."""
+    round_cnt: int = field(default=10, metadata={"check": (lambda k: k >= 1, "must be >= 1")})
+    """K: each edge swaps once per K steps at each end, and K enters eta (seed's ``round``, 10 in its
+    ``conf/node_list.json``); eta needs K (E + 1) > piw E."""
+    theta: float = field(default=1.0, metadata={"check": (lambda t: 0 < t <= 1, "must be in (0, 1]")})
+    """On a swap z <- (1 - theta) z + theta y; 1 (the seed) replaces the dual, 1/2 is Douglas-Rachford."""
+    dual_avg: Optional[bool] = None
+    """Primal step with the running average of the received duals; null: the seed's rule (admm:
+    always; admm_isvr, pdmm_isvr: when piw == 2; pdmm: never)."""
     eta: Optional[float] = field(default=None, metadata={"check": (lambda e: e is None or e > 0, "must be > 0")})
     """Penalty override; null derives it from lr, piw, K and the degree as above."""
     local_steps: int = field(default=1, metadata={"check": (lambda k: k >= 1, "must be >= 1")})
-    """Plain admm/pdmm: optimizer steps on the augmented local objective per dual exchange."""
+    """Plain admm/pdmm: optimizer steps on the augmented local objective per step of the schedule."""
     async_step: bool = False
-    """Seed's ``--async_step``: never wait, use the latest duals that have arrived (default: rounds, wait up to swap_timeout)."""
+    """Seed's ``--async_step``: no wait for the neighbours at the end of each round of K steps."""
     swap_timeout: Optional[float] = field(default=1.0, metadata={"parse": parse_duration})
-    """Seconds to wait for a neighbour's dual before going on with the old one; null waits forever."""
+    """Seconds to wait for a swap's answer (and at a round's end) before going on; null waits forever."""
 
 
 def edge_sign(i: int, j: int) -> float:
@@ -116,27 +126,39 @@ def dual_out(z: torch.Tensor, x: torch.Tensor, sign: float) -> torch.Tensor:
 
 
 def dual_in(z: torch.Tensor, y: torch.Tensor, theta: float) -> torch.Tensor:
-    """z <- (1 - theta) z + theta y, into ``z`` (theta = 1: PDMM, 1/2: ADMM)."""
+    """z <- (1 - theta) z + theta y, into ``z`` (theta = 1: the seed's swap, 1/2: Douglas-Rachford)."""
     if theta == 1.0:
         return z.copy_(y)
     return z.mul_(1.0 - theta).add_(y, alpha=theta)
 
 
+def averages_duals(params: EdgeConsensusParams, always: bool) -> bool:
+    """Whether the primal step uses the running dual average (see the module docstring)."""
+    if params.dual_avg is not None:
+        return params.dual_avg
+    return always or params.piw == 2.0
+
+
 class EdgeConsensusNode(Node):
-    theta: float = 1.0
     isvr: bool = False
 
-    def __init__(self, ctx: NodeContext, theta: float, isvr: bool) -> None:
+    def __init__(self, ctx: NodeContext, isvr: bool, avg_always: bool) -> None:
         super().__init__(ctx)
-        self.theta, self.isvr = theta, isvr
+        self.isvr = isvr
+        self.averaging = averages_duals(self.params, avg_always)
         self.clock = StepClock(self)
-        self.round = 0
         i = ctx.node_id
         nbrs = sorted(ctx.graph.neighbors(i)) if ctx.graph is not None else []
+        n = ctx.graph.number_of_nodes() if ctx.graph is not None else 1
         self.signs = {j: edge_sign(i, j) for j in nbrs}
-        zeros = lambda: torch.zeros_like(self.learner.flat_params())  # noqa: E731  (on the model's device)
-        self.z = {j: zeros() for j in nbrs}
-        self.zbar = {j: zeros() for j in nbrs}
+        x0 = self.learner.flat_params()
+        self.z = {j: torch.zeros_like(x0) for j in nbrs}  # on the model's device
+        self.y = {j: torch.zeros_like(x0) for j in nbrs}
+        self.zbar = {j: x0.detach().clone() for j in nbrs} if self.averaging else self.z
+        self.swaps = EdgeSwaps("dual", i, nbrs, n, self.params.round_cnt, self.y, self.z, self.receive)
+
+    def receive(self, j: int, y: torch.Tensor) -> None:
+        dual_in(self.z[j], y, self.params.theta)
 
     def penalty(self) -> float:
         p = self.params
@@ -144,8 +166,10 @@ class EdgeConsensusNode(Node):
             return p.eta
         return penalty_eta(self.learner.lr, p.piw, max(1, len(self.signs)), p.round_cnt)
 
-    def primal_duals(self) -> dict[int, torch.Tensor]:
-        return self.zbar if self.params.piw == 2.0 else self.z
+    def average_duals(self) -> None:
+        if self.averaging:
+            for j, z in self.z.items():
+                self.zbar[j].add_(z).mul_(0.5)
 
     async def primal(self, rt: Runtime) -> int:
         learner, p = self.learner, self.params
@@ -157,13 +181,16 @@ class EdgeConsensusNode(Node):
             eta = self.penalty()
             gcoef = grad_coef(lr, eta, degree, p.round_cnt, p.piw) if p.use_gcoef else 1.0
             with torch.no_grad():
-                x.copy_(isvr_primal(x, learner.get_grad_flat(), self.primal_duals(), self.signs, lr, eta, degree, gcoef))
+                self.average_duals()
+                x.copy_(isvr_primal(x, learner.get_grad_flat(), self.zbar, self.signs, lr, eta, degree, gcoef))
             return 1
         steps = min(p.local_steps, self.clock.left)
+        with torch.no_grad():
+            self.average_duals()
         for _ in range(steps):
             await self.local_grad(rt)
             with torch.no_grad():
-                g = learner.get_grad_flat().add_(penalty_grad(x, self.primal_duals(), self.signs, self.penalty(), degree))
+                g = learner.get_grad_flat().add_(penalty_grad(x, self.zbar, self.signs, self.penalty(), degree))
             learner.set_grad_flat(g)
             learner.apply_update()
         return steps
@@ -171,56 +198,51 @@ class EdgeConsensusNode(Node):
     async def run(self, rt: Runtime) -> None:
         p = self.params
         self.clock.start(rt)
-        while self.clock.left > 0:
-            r = self.round
-            steps = await self.primal(rt)
-            x = self.learner.flat_params()
-            with torch.no_grad():
-                for j, sign in self.signs.items():
-                    await rt.send(j, Message("dual", {"round": r}, {"y": dual_out(self.z[j], x, sign)}))
-            if not p.async_step:
-                got = await collect_round(rt, "dual", r, set(self.signs), p.swap_timeout, stale=True)
-            else:
-                got = await drain_latest(rt, "dual")
-            with torch.no_grad():
-                for j, msg in got.items():
-                    if j in self.z:
-                        dual_in(self.z[j], msg.tensors["y"], self.theta)
-                        if p.piw == 2.0:
-                            self.zbar[j].add_(self.z[j]).mul_(0.5)
-            self.round += 1
-            self.clock.advance(rt, steps)
+        server = rt.spawn(self.swaps.serve(rt), "swaps")
+        try:
+            while self.clock.left > 0:
+                steps = await self.primal(rt)
+                x = self.learner.flat_params()
+                with torch.no_grad():
+                    for j, sign in self.signs.items():
+                        self.y[j] = dual_out(self.z[j], x, sign)
+                await self.swaps.step(rt, p.swap_timeout, barrier=not p.async_step)
+                self.clock.advance(rt, steps)
+        finally:
+            server.cancel()
 
 
 class _EdgeConsensus(Algorithm):
     Params = EdgeConsensusParams
-    theta: float = 1.0
     isvr: bool = False
+    avg_always: bool = False
+    """The seed's plain ADMM averages the received duals whatever piw is."""
 
     @classmethod
     def make_node(cls, ctx: NodeContext) -> Node:
-        return EdgeConsensusNode(ctx, cls.theta, cls.isvr)
+        return EdgeConsensusNode(ctx, cls.isvr, cls.avg_always)
 
 
 class PDMM(_EdgeConsensus):
     name = "pdmm"
-    theta, isvr = 1.0, False
+    isvr, avg_always = False, False
     summary = "edge-consensus PDMM (ECL, Niwa et al. 2020): local optimizer steps on the augmented objective, z <- y"
 
 
 class ADMM(_EdgeConsensus):
     name = "admm"
-    theta, isvr = 0.5, False
-    summary = "edge-consensus ADMM (ECL, Niwa et al. 2020): local optimizer steps on the augmented objective, z <- (z + y)/2"
+    isvr, avg_always = False, True
+    summary = ("edge-consensus ADMM (ECL, Niwa et al. 2020): local optimizer steps on the augmented objective, "
+               "z <- y, primal with the running dual average")
 
 
 class PdmmISVR(_EdgeConsensus):
     name = "pdmm_isvr"
-    theta, isvr = 1.0, True
+    isvr, avg_always = True, False
     summary = "ECL PDMM-ISVR (seed 003 PdmmISVR): linearised proximal primal step, z <- y"
 
 
 class AdmmISVR(_EdgeConsensus):
     name = "admm_isvr"
-    theta, isvr = 0.5, True
-    summary = "ECL ADMM-ISVR (seed 003 AdmmISVR): linearised proximal primal step, z <- (z + y)/2"
+    isvr, avg_always = True, False
+    summary = "ECL ADMM-ISVR (seed 003 AdmmISVR): linearised proximal primal step, z <- y; dual average with piw 2"

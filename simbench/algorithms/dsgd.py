@@ -1,25 +1,28 @@
-"""Decentralized SGD (D-SGD) as in seed 003: a local step, then average with neighbours.
+"""Decentralized SGD (D-SGD) as in seed 003: a local step, then average with the neighbours'
+last received parameters.
 
-Update of node i in round r (synchronous rounds, seed 003's ``DSGD`` optimizer)::
+Every step of node i (seed 003's ``DSgd`` optimizer)::
 
-    x_i <- x_i - lr * g_i(x_i)                                  (local SGD step)
-    x_i <- (w * x_i + sum_{j in N_i} x_j) / (w + |N_i|)          (mixing = "seed")
-    x_i <- x_i + sum_{j in N_i} W_ij (x_j - x_i)                 (mixing = "metropolis")
+    x_i <- x_i - lr * g_i(x_i)                                   (local SGD step)
+    x_i <- (w * x_i + sum_{j in N_i} r_ij) / (w + |N_i|)          (mixing = "seed")
+    x_i <- x_i + sum_{j in N_i} W_ij (r_ij - x_i)                 (mixing = "metropolis")
 
-``w`` is the seed's ``--weight`` (self weight, 1.0 = plain average over the closed
-neighbourhood); ``W`` are Metropolis–Hastings weights 1/(1 + max(d_i, d_j)). A node waits
-at most ``swap_timeout`` simulated seconds for its neighbours' round-r parameters and
-mixes with those that arrived (seed 003's ``--swap_timeout``), so a crashed neighbour
-slows its peers down but does not block them. A neighbour that missed the deadline but
-whose parameters of an earlier round arrived meanwhile is mixed in with those (stale but
-unused): otherwise a node that once ran ahead of a slower neighbour would never mix with it
-again (see :func:`collect_round`).
+where r_ij is the last state node i *received* from j (x_j's initial value copied at the
+start, as the reference's receive buffers are copies of the node's own model). The mixed x_i
+is the send buffer of every edge; an edge swaps (both ends receive the other's send buffer)
+only once per round of ``round_cnt`` steps at each of its ends
+(:class:`~simbench.algorithms.kit.EdgeSwaps`), so most steps mix with states up to a round
+old. ``w`` is the seed's ``--weight`` (1.0: plain average over the closed neighbourhood; the
+reference's ``DSgd.step`` always averages uniformly); ``W`` are Metropolis-Hastings weights
+1/(1 + max(d_i, d_j)).
 
-``async_step: true`` (seed 003's ``--async_step``): a node never waits; it mixes with the
-latest parameters it has heard from each neighbour (possibly several rounds old), draining
-what has arrived with ``recv(timeout=0)``; a neighbour silent for longer than
-``swap_timeout`` is left out until it is heard from again (a crashed peer's last model is
-not mixed in forever).
+References: nttcslab/ecl-isvr ``edgecons/d_sgd.py`` (``DSgd.step``), ``edgecons/contract.py``
+and ``edgecons/mnw/edge.py`` (the swap schedule), the same as ``optimizer/dsgd.py`` and
+``connection/`` of etri-clara/etrl-P2PLearning.
+
+By default (the seed's round step) a node waits at the end of each round for its neighbours'
+round, up to ``swap_timeout``; ``async_step: true`` (seed ``--async_step``) never waits there.
+A swap waits for its answer up to ``swap_timeout`` and otherwise keeps the old state.
 """
 
 from __future__ import annotations
@@ -29,11 +32,10 @@ from typing import Optional
 
 import torch
 
-from ..core.message import Message
 from ..core.node import Algorithm, Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
-from .kit import collect_round, drain
+from .kit import EdgeSwaps
 
 MIXINGS = ("seed", "metropolis")
 
@@ -44,10 +46,12 @@ class DSGDParams:
     """Self weight in the neighbourhood average (seed 003 ``--weight``)."""
     mixing: str = field(default="seed", metadata={"choices": MIXINGS})
     """``seed``: (w x_i + sum x_j)/(w + deg); ``metropolis``: Metropolis–Hastings weights."""
+    round_cnt: int = field(default=10, metadata={"check": (lambda k: k >= 1, "must be >= 1")})
+    """Each edge swaps once per this many steps at each end (seed's ``round``, 10 in its ``conf/node_list.json``)."""
     swap_timeout: Optional[float] = field(default=1.0, metadata={"parse": parse_duration})
-    """Seconds to wait for a neighbour's parameters before mixing without them; null waits forever."""
+    """Seconds to wait for a swap's answer (and at a round's end) before going on; null waits forever."""
     async_step: bool = False
-    """Seed 003's ``--async_step``: never wait; mix with the latest parameters heard from each neighbour."""
+    """Seed 003's ``--async_step``: no wait for the neighbours at the end of each round."""
 
 
 def mix_seed(x: torch.Tensor, neighbours: list[torch.Tensor], weight: float) -> torch.Tensor:
@@ -74,17 +78,13 @@ class DSGDNode(Node):
         self.round = 0
         g = ctx.graph
         i = ctx.node_id
-        self.w_row = {j: 1.0 / (1 + max(g.degree(i), g.degree(j))) for j in g.neighbors(i)} if g is not None else {}
-        self.latest: dict[int, tuple[float, torch.Tensor]] = {}
-        """Async mode: (arrival time, parameters) of the latest message from each neighbour."""
-
-    async def heard(self, rt: Runtime) -> dict[int, torch.Tensor]:
-        """Async mode: fold every queued ``params`` message into ``latest`` (never waits); the
-        latest parameters of the neighbours heard from within ``swap_timeout``."""
-        for msg in await drain(rt, "params"):
-            self.latest[msg.src] = (rt.now(), msg.tensors["x"])
-        limit, now = self.params.swap_timeout, rt.now()
-        return {j: x for j, (t, x) in self.latest.items() if limit is None or now - t <= limit}
+        nbrs = sorted(g.neighbors(i)) if g is not None else []
+        self.w_row = {j: 1.0 / (1 + max(g.degree(i), g.degree(j))) for j in nbrs}
+        x0 = self.learner.flat_params().detach()
+        self.rcv = {j: x0.clone() for j in nbrs}
+        self.snd = {j: x0 for j in nbrs}  # one tensor, refreshed every step, shared by the edges
+        n = g.number_of_nodes() if g is not None else 1
+        self.swaps = EdgeSwaps("params", i, nbrs, n, self.params.round_cnt, self.snd, self.rcv)
 
     async def run(self, rt: Runtime) -> None:
         learner, p = self.learner, self.params
@@ -92,26 +92,25 @@ class DSGDNode(Node):
         total = self.ctx.epochs * spe
         if self.round == 0:
             self.end_epoch(rt, 0)  # the starting point, so curves begin at t = 0
-        while self.round < total:
-            r = self.round
-            await self.local_step(rt)
-            x = learner.flat_params()  # sending encodes a copy at once, so mixing may overwrite x
-            msg = Message("params", {"round": r}, {"x": x})
-            for j in rt.neighbors:
-                await rt.send(j, msg)
-            if not p.async_step:
-                got = {j: m.tensors["x"] for j, m in
-                       (await collect_round(rt, "params", r, set(rt.neighbors), p.swap_timeout, stale=True)).items()}
-            else:
-                got = await self.heard(rt)
-            with torch.no_grad():
-                if p.mixing == "seed":
-                    mix_seed(x, list(got.values()), p.weight)
-                else:
-                    mix_metropolis(x, got, self.w_row)
-            self.round += 1
-            if self.round % spe == 0:
-                self.end_epoch(rt, self.round // spe)
+        server = rt.spawn(self.swaps.serve(rt), "swaps")
+        try:
+            while self.round < total:
+                await self.local_step(rt)
+                x = learner.flat_params()
+                with torch.no_grad():
+                    if p.mixing == "seed":
+                        mix_seed(x, list(self.rcv.values()), p.weight)
+                    else:
+                        mix_metropolis(x, self.rcv, self.w_row)
+                    sent = x.detach().clone()
+                for j in self.snd:
+                    self.snd[j] = sent
+                await self.swaps.step(rt, p.swap_timeout, barrier=not p.async_step)
+                self.round += 1
+                if self.round % spe == 0:
+                    self.end_epoch(rt, self.round // spe)
+        finally:
+            server.cancel()
 
 
 class DSGD(Algorithm):

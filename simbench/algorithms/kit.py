@@ -82,6 +82,104 @@ async def drain_latest(rt: Runtime, match: Match) -> dict[int, Message]:
     return {m.src: m for m in await drain(rt, match)}
 
 
+# -- seed 003's edge swaps -------------------------------------------------------------------
+def swap_slots(node: int, neighbours: Sequence[int], n: int, period: int) -> dict[int, int]:
+    """The step of each round of ``period`` steps at which ``node`` starts a swap with each
+    neighbour: neighbours taken from the nearest below (cyclically, ``(node - j) mod n``), the
+    k-th at ``(node + k * max(1, period // deg)) mod period``. On a ring this is seed 003's
+    hand-written schedule (``conf/node_list.n8.ring.round8.json`` of nttcslab/ecl-isvr: node i
+    swaps with i-1 at step i and with i+1 at step i+4 of 8): the nodes' swaps are spread over
+    the round instead of all falling on one step."""
+    order = sorted(neighbours, key=lambda j: (node - j) % max(n, 1))
+    gap = max(1, period // max(1, len(order)))
+    return {j: (node + k * gap) % period for k, j in enumerate(order)}
+
+
+class EdgeSwaps:
+    """Seed 003's edge exchange: each edge end keeps a send and a receive buffer; every step the
+    node computes with the last state it *received* on each edge and refreshes what it would
+    send, but an edge swaps only once per round of ``period`` steps, at its slot
+    (:func:`swap_slots`). A swap is a request (this node's send buffer) answered at once by the
+    peer's server task with its own current send buffer, so both ends receive; each end starts
+    one swap per round, so an edge carries 2 x 2 messages per round and a node sends
+    2 deg messages per round.
+
+    Reference: nttcslab/ecl-isvr ``edgecons/contract.py`` (``Contract.swap_params`` swaps the edges
+    whose ``is_swap_cnt(round_cnt)``; ``round_update`` wraps ``round_cnt`` at ``round`` and, unless
+    ``--async_step``, waits at the wrap for the other nodes' round), ``edgecons/mnw/edge.py``
+    (``Edge.swap_params`` sends ``snd`` and receives ``rcv``; ``swap_receive_params`` is the
+    server side) and ``edgecons/gateway.py`` (the server thread answering swaps at any time);
+    the same files under ``connection/`` in etri-clara/etrl-P2PLearning.
+
+    The reference drops an edge for good when a swap times out; here a swap that gets no
+    answer within ``timeout`` leaves the receive buffer as it was (``<kind>_timeouts``) and
+    the edge is tried again at its next slot. The reference's round barrier spans every host
+    over its control channel; simbench has links only along the topology, so the barrier
+    (:meth:`barrier`) waits for the neighbours, up to ``timeout``.
+    """
+
+    def __init__(self, kind: str, node: int, neighbours: Sequence[int], n: int, period: int,
+                 snd: dict[int, torch.Tensor], rcv: dict[int, torch.Tensor], on_receive=None) -> None:
+        self.kind, self.period = kind, period
+        self.slots = swap_slots(node, neighbours, n, period)
+        self.snd, self.rcv = snd, rcv
+        self.on_receive = on_receive
+        """``f(j, tensor)`` storing what ``j`` sent (default: ``rcv[j] = tensor``)."""
+        self.count = 0
+        """Steps of the current round done (the reference's ``round_cnt``)."""
+        self.rounds = 0
+
+    def _store(self, j: int, x: torch.Tensor) -> None:
+        if self.on_receive is None:
+            self.rcv[j] = x
+        else:
+            self.on_receive(j, x)
+
+    async def serve(self, rt: Runtime) -> None:
+        """The server side: answer every swap request with this end's send buffer (spawned)."""
+        req = f"{self.kind}_swap"
+        while True:
+            msg = await rt.recv(match=req)
+            if msg.src in self.snd:
+                with torch.no_grad():
+                    self._store(msg.src, msg.tensors["x"])
+                await rt.send(msg.src, Message(f"{self.kind}_reply", {}, {"x": self.snd[msg.src]}))
+
+    async def step(self, rt: Runtime, timeout: float | None, barrier: bool) -> None:
+        """After a step: swap the edges whose slot this is, advance the round counter and, at a
+        round's end with ``barrier``, wait for the neighbours' round."""
+        due = [j for j, s in self.slots.items() if s == self.count]
+        for j in due:
+            await rt.send(j, Message(f"{self.kind}_swap", {}, {"x": self.snd[j]}))
+        pending = set(due)
+        deadline = None if timeout is None else rt.now() + timeout
+        while pending:
+            left = None if deadline is None else deadline - rt.now()
+            if left is not None and left <= 0:
+                break
+            msg = await rt.recv(timeout=left, match=f"{self.kind}_reply")
+            if msg is None:
+                break
+            with torch.no_grad():
+                self._store(msg.src, msg.tensors["x"])  # a late answer to an earlier swap is news too
+            pending.discard(msg.src)
+        if pending:
+            rt.log(f"{self.kind}_timeouts", len(pending))
+        self.count += 1
+        if self.count >= self.period:
+            self.count = 0
+            self.rounds += 1
+            if barrier:
+                await self.barrier(rt, timeout)
+
+    async def barrier(self, rt: Runtime, timeout: float | None) -> None:
+        """Seed 003's round step: tell the neighbours this round is done and wait for theirs."""
+        r = self.rounds
+        for j in self.slots:
+            await rt.send(j, Message(f"{self.kind}_round", {"round": r}))
+        await collect_round(rt, f"{self.kind}_round", r, set(self.slots), timeout)
+
+
 # -- local work --------------------------------------------------------------------------------
 
 

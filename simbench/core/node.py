@@ -93,8 +93,12 @@ class Node:
         return self.ctx.workload.evaluate(rt, self.ctx, epoch, learner)
 
     def end_epoch(self, rt: Runtime, epoch: int) -> None:
-        """Evaluate and tell the observer (which may build the average model)."""
+        """Evaluate, tell the observer (which may build the average model) and the runtime (whose
+        ``sleep_factor`` rest follows a finished epoch)."""
         self.evaluate(rt, epoch)
+        epoch_end = getattr(rt, "epoch_end", None)  # hand-made runtimes of tests may lack it
+        if epoch_end is not None:
+            epoch_end(epoch)
         if self.ctx.on_epoch is not None:
             self.ctx.on_epoch(self.node_id, epoch, self.learner)
 

@@ -18,6 +18,9 @@ Contract (checked by ``tests/test_runtime_conformance.py`` against both):
   simulation the node's clock advances by the modelled cost of ``cost`` (seconds, or a
   :class:`Work` of FLOPs/steps), never by wall time; ``cost=None`` costs nothing
   (bookkeeping, evaluation). In real runs wall time passes, plus any straggler delay.
+* ``epoch_end(epoch)`` tells the runtime a node finished a training epoch (``Node.end_epoch``
+  calls it). With ``scenario.sleep_factor`` > 0 the node then rests before its next compute
+  (:class:`EpochRest`); otherwise it does nothing.
 * A crashed node's processes stop; peers learn of it only through timeouts. So do a node's
   when its population's availability takes it offline, but ``online`` tells who is online.
 """
@@ -80,6 +83,47 @@ def take_first(box: MutableSequence[Message], pred: Callable[[Message], bool] | 
     return None
 
 
+class EpochRest:
+    """Seed 003's ``--sleep_factor``: after each epoch a node sleeps ``T (0.5 + 0.5 f u)``, where
+    ``T`` is the time its epoch of training took (computing and waiting on the network, from
+    the end of its previous rest), ``f`` the factor and ``u`` a uniform draw from the node's own
+    stream; nothing when ``f`` = 0.
+
+    Reference: ``trainer/abstracts.py`` ``Trainer.train`` of nttcslab/ecl-isvr (the same in
+    ``util/dist_trainer.py`` of etri-clara/etrl-P2PLearning): ``sleep_proc = train_proc * (0.5 +
+    0.5 * sleep_factor * random_state.rand())`` once per epoch, with ``random_state`` seeded by
+    the node's own seed (``main.py`` draws a different one per node), so nodes rest differently.
+    The rest is simulated time in the simulator and wall time in real runs; it is taken at the
+    node's next compute call (the start of its next epoch), after the epoch's evaluation.
+    """
+
+    def __init__(self, factor: float, rng: np.random.Generator | None) -> None:
+        self.factor = float(factor)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.start: float | None = None
+        self.due = 0.0
+
+    def epoch_end(self, now: float, epoch: int) -> float:
+        """Record the end of ``epoch`` at ``now``; the rest it earns (0 for epoch 0, the start)."""
+        if self.factor <= 0:
+            return 0.0
+        if epoch == 0 or self.start is None:
+            self.start = now
+            return 0.0
+        rest = (now - self.start) * (0.5 + 0.5 * self.factor * float(self.rng.random()))
+        self.due += rest
+        self.start = now
+        return rest
+
+    def take(self) -> float:
+        """The rest due now (and clear it); the caller sleeps it, then calls :meth:`resumed`."""
+        due, self.due = self.due, 0.0
+        return due
+
+    def resumed(self, now: float) -> None:
+        self.start = now
+
+
 @runtime_checkable
 class Task(Protocol):
     """A handle on a coroutine started with :meth:`Runtime.spawn`."""
@@ -135,6 +179,10 @@ class Runtime(Protocol):
 
     def log(self, metric: str, value: float, *, epoch: int | None = None) -> None:
         """Record ``metric`` = ``value`` for this node at ``now()``."""
+        ...
+
+    def epoch_end(self, epoch: int) -> None:
+        """This node finished training epoch ``epoch`` (0: it starts); see :class:`EpochRest`."""
         ...
 
     def online(self, nodes: Iterable[int]) -> list[int]:

@@ -218,8 +218,9 @@ class Scenario:
     """With ``crash_rate``: a crashed node restarts after this long."""
     partitions: tuple[Partition, ...] = ()
     sleep_factor: float = field(default=0.0, metadata={"check": (lambda x: x >= 0, "must be >= 0")})
-    """Seed 003's ``--sleep_factor``: after every compute call a node sleeps this many times the
-    compute time it was charged (it still receives meanwhile); 0 = no sleep."""
+    """Seed 003's ``--sleep_factor`` f: after each epoch a node sleeps T (0.5 + 0.5 f u), T the
+    time its epoch of training took, u a uniform draw of its own (it still receives meanwhile;
+    see :class:`~simbench.core.runtime.EpochRest`); 0 = no sleep."""
 
 
 def check_nodes(scenario: Scenario, n: int) -> None:

@@ -13,7 +13,8 @@ is added; node 3's algorithm draws stay the same when node 7 becomes a straggler
       ├─ world ─┬─ network (latency jitter, loss)    WorldStreams.network / .network_of(i)
       │         ├─ faults  (random crash times)      WorldStreams.faults
       │         ├─ nodes   (rt.rng, one per node)    WorldStreams.node(i)
-      │         └─ stragglers (slowdowns, per node)  WorldStreams.straggler(i)
+      │         ├─ stragglers (slowdowns, per node)  WorldStreams.straggler(i)
+      │         └─ sleep   (sleep_factor, per node)  WorldStreams.sleep(i)
       ├─ learners (batch order, one per node)        RunStreams.learner_seed(i)
       └─ population (trace sampling, device and      RunStreams.population
                      session draws)
@@ -79,6 +80,8 @@ class NodeStreams:
     network: np.random.Generator
     faults: np.random.Generator
     """The world's fault stream (the same in every node: it draws the crash schedule)."""
+    sleep: np.random.Generator | None = None
+    """Node ``i``'s ``sleep_factor`` draws (one per epoch)."""
 
 
 class WorldStreams:
@@ -86,9 +89,11 @@ class WorldStreams:
 
     def __init__(self, world_seed: int, n: int) -> None:
         self.n = n
-        self._net, self._faults, self._nodes, self._strag = np.random.SeedSequence(int(world_seed)).spawn(4)
+        # spawn(5)'s first four children are spawn(4)'s: the sleep streams shift no other
+        self._net, self._faults, self._nodes, self._strag, self._sleep = np.random.SeedSequence(int(world_seed)).spawn(5)
         self._node_seqs = self._nodes.spawn(n)
         self._strag_seqs = self._strag.spawn(n)
+        self._sleep_seqs = self._sleep.spawn(n)
         self._net_seqs: list | None = None
 
     @property
@@ -109,6 +114,10 @@ class WorldStreams:
         """Node ``i``'s straggler slowdown draws."""
         return np.random.default_rng(self._strag_seqs[i])
 
+    def sleep(self, i: int) -> np.random.Generator:
+        """Node ``i``'s draws of ``scenario.sleep_factor``'s rest after each epoch."""
+        return np.random.default_rng(self._sleep_seqs[i])
+
     def network_of(self, i: int) -> np.random.Generator:
         """Node ``i``'s own network stream (a real node injects latency and loss itself)."""
         if self._net_seqs is None:
@@ -117,4 +126,4 @@ class WorldStreams:
 
     def node_streams(self, i: int) -> NodeStreams:
         return NodeStreams(rng=self.node(i), straggler=self.straggler(i), network=self.network_of(i),
-                           faults=self.faults)
+                           faults=self.faults, sleep=self.sleep(i))

@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from ..core.message import Message
-from ..core.runtime import Cost, Match, Work, matcher, take_first
+from ..core.runtime import Cost, EpochRest, Match, Work, matcher, take_first
 from ..core.scenario import NodeProfile, Stragglers
 from .faults import FaultLayer, LinkFaults, NO_FAULTS
 from .transport import Transport
@@ -60,7 +60,7 @@ class RealRuntime:
                  rng: np.random.Generator, profile: NodeProfile, straggler_rng: np.random.Generator,
                  stragglers: Stragglers, transport: Transport, clock: Clock, recorder: Any,
                  faults: LinkFaults = NO_FAULTS, net_rng: np.random.Generator | None = None,
-                 population: Any = None) -> None:
+                 population: Any = None, sleep_rng: np.random.Generator | None = None) -> None:
         self.node_id = node_id
         self.role = role
         self.neighbors = tuple(neighbors)
@@ -72,6 +72,7 @@ class RealRuntime:
         self.clock = clock
         self.recorder = recorder
         self._straggler_rng = straggler_rng
+        self._rest = EpochRest(profile.sleep_factor, sleep_rng)
         self._mailbox: deque[Message] = deque()
         self._waiters: list[list] = []  # [future, predicate]
         self._tasks: set[asyncio.Task] = set()
@@ -165,7 +166,16 @@ class RealRuntime:
         self._mailbox.append(msg)
 
     # -- compute -------------------------------------------------------------------
+    def epoch_end(self, epoch: int) -> None:
+        rest = self._rest.epoch_end(self.now(), epoch)
+        if rest > 0:
+            self.log("sleep_proc", rest, epoch=epoch)
+
     async def compute(self, fn: Callable[..., Any], *args: Any, cost: Cost = None) -> Any:
+        rest = self._rest.take()
+        if rest > 0:  # sleep_factor: the rest earned by the last epoch, before this one's work
+            await asyncio.sleep(rest)
+            self._rest.resumed(self.now())
         t0 = time.perf_counter()
         result = await asyncio.to_thread(fn, *args)
         elapsed = time.perf_counter() - t0
@@ -174,8 +184,6 @@ class RealRuntime:
         if extra > 0:
             await asyncio.sleep(extra)
         self.compute_s += elapsed + max(0.0, extra)
-        if self.profile.sleep_factor and self._slowdown_applies(cost):
-            await asyncio.sleep(self.profile.sleep_factor * (elapsed + max(0.0, extra)))
         return result
 
     @staticmethod

@@ -143,6 +143,7 @@ class RealWorld:
                 i, self.roles.get(i, "worker"), tuple(sorted(self.graph.neighbors(i))), tuple(range(n)),
                 rng=s.rng, profile=self.profiles[i], straggler_rng=s.straggler, stragglers=self.scenario.stragglers,
                 transport=transports[i], clock=self.clock, recorder=self.recorder, faults=faults, net_rng=s.network,
+                sleep_rng=s.sleep,
                 population=self.population))
         for i, node in self.nodes.items():
             self.runtimes[i].device = node_device(node)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import numpy as np
 
 from ..core.message import Message, Wire
-from ..core.runtime import Cost, Match, Work, matcher, take_first
+from ..core.runtime import Cost, EpochRest, Match, Work, matcher, take_first
 from ..core.scenario import NodeProfile
 from ..core.units import SECOND_TICKS, to_ticks
 from .kernel import Process, SimFuture, gather
@@ -42,7 +42,7 @@ class SimRuntime:
 
     def __init__(self, world: "SimWorld", node_id: int, role: str, neighbors: tuple[int, ...],
                  nodes: tuple[int, ...], rng: np.random.Generator, profile: NodeProfile,
-                 straggler_rng: np.random.Generator) -> None:
+                 straggler_rng: np.random.Generator, sleep_rng: np.random.Generator | None = None) -> None:
         self.world = world
         self.kernel = world.kernel
         self.node_id = node_id
@@ -52,6 +52,7 @@ class SimRuntime:
         self.rng = rng
         self.profile = profile
         self._straggler_rng = straggler_rng
+        self._rest = EpochRest(profile.sleep_factor, sleep_rng)
         self._mailbox: deque[Message] = deque()
         self._waiters: list[list] = []  # [future, predicate, timeout handle]
         self._ticks: dict[float, int] = {}  # recv timeouts seen -> ticks (algorithms reuse a few)
@@ -130,7 +131,16 @@ class SimRuntime:
         self._mailbox.append(msg)
 
     # -- compute -------------------------------------------------------------------
+    def epoch_end(self, epoch: int) -> None:
+        rest = self._rest.epoch_end(self.now(), epoch)
+        if rest > 0:
+            self.log("sleep_proc", rest, epoch=epoch)
+
     async def compute(self, fn: Callable[..., Any], *args: Any, cost: Cost = None) -> Any:
+        rest = self._rest.take()
+        if rest > 0:  # sleep_factor: the rest earned by the last epoch, before this one's work
+            await self._hold(to_ticks(rest))
+            self._rest.resumed(self.now())
         batcher = self.world.batcher
         job = batcher.prepare(fn, args) if batcher is not None else None
         if job is None:
@@ -148,8 +158,6 @@ class SimRuntime:
         if seconds > 0:
             self.compute_s += seconds
             await self._hold(to_ticks(seconds))
-            if self.profile.sleep_factor:
-                await self._hold(to_ticks(seconds * self.profile.sleep_factor))
         return result if job is None else job.result()
 
     def _cost_seconds(self, cost: Cost) -> float:

@@ -119,7 +119,7 @@ class SimWorld:
         all_nodes = tuple(range(n))
         self.runtimes = [
             SimRuntime(self, i, roles.get(i, "worker"), tuple(sorted(graph.neighbors(i))), all_nodes,
-                       streams.node(i), profiles[i], streams.straggler(i))
+                       streams.node(i), profiles[i], streams.straggler(i), streams.sleep(i))
             for i in range(n)
         ]
         for i, node in self.nodes.items():

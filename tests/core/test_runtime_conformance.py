@@ -21,6 +21,7 @@ import torch
 from simbench.core.message import Message, encode
 from simbench.core.population import Population, Sessions, TraceTimeline
 from simbench.core.scenario import ComputeSpec, Crash, Dist, NetworkSpec, NodeProfile, Scenario, Stragglers
+from simbench.core.seeding import WorldStreams
 from simbench.metrics.recorder import Recorder
 from simbench.real.world import RealWorld
 from simbench.sim.world import SimWorld
@@ -320,16 +321,25 @@ def test_received_tensors_land_on_the_receivers_model_device(world):
     assert logs[1] == [("meta", (4,))] and logs[2] == [("cpu", (4,))]
 
 
-def test_sleep_factor_sleeps_that_many_times_the_compute_time(world):
-    """Seed 003's sleep_factor: after a compute charged 0.1 s the node sleeps 2 x 0.1 s more."""
+def test_sleep_factor_rests_after_an_epoch_by_the_seeds_formula(world):
+    """Seed 003's sleep_factor (nttcslab/ecl-isvr ``trainer/abstracts.py``, ``Trainer.train``):
+    after an epoch whose training took T = 0.1 s, the node rests T (0.5 + 0.5 f u) with u the
+    first draw of its own sleep stream, before its next compute; computing alone never rests."""
     async def node(rt, log):
-        t0 = rt.now()
+        rt.epoch_end(0)
         await rt.compute(lambda: time.sleep(0.1) if world.kind == "real" else None, cost=0.1)
-        log.append(rt.now() - t0)
+        t1 = rt.now()
+        rt.epoch_end(1)
+        await rt.compute(lambda: None, cost=None)
+        log.append((t1, rt.now() - t1))
 
     profile = NodeProfile(sleep_factor=2.0)
     w, logs = world(pair(), {0: node}, profiles=[profile, NodeProfile()])
-    assert logs[0][0] == pytest.approx(0.3, abs=1e-9 if world.kind == "sim" else 0.08)
+    u = WorldStreams(0, 2).sleep(0).random()
+    (t1, rest), = logs[0]
+    tol = 1e-9 if world.kind == "sim" else 0.08
+    assert t1 == pytest.approx(0.1, abs=tol)  # no rest after a mere compute call (the old rule slept 0.2 s here)
+    assert rest == pytest.approx(t1 * (0.5 + 0.5 * 2.0 * u), abs=tol)
 
 
 def test_an_offline_node_drops_what_arrives_and_runs_again_when_back(world):

@@ -297,6 +297,7 @@ class NodeProcess:
                               profile=self.profiles[i], straggler_rng=streams.straggler,
                               stragglers=cfg.scenario.stragglers, transport=self.transport, clock=self.clock,
                               recorder=self.recorder, faults=faults, net_rng=streams.network,
+                              sleep_rng=streams.sleep,
                               population=self.population)
         self.rt.device = node_device(self.node)
         try:
