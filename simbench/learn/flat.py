@@ -68,6 +68,9 @@ class ModelTemplate:
         self.module = module.to(self.device)
         self._owner = threading.get_ident()
         self._local = threading.local()
+        self._pristine = copy.deepcopy(self.module)
+        """Never run: the source of other threads' copies (``self.module`` may be mid-call,
+        its parameters swapped for a learner's, when another thread first needs one)."""
         named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.shapes = [tuple(p.shape) for _, p in named]
@@ -96,7 +99,7 @@ class ModelTemplate:
             return self.module
         module = getattr(self._local, "module", None)
         if module is None:
-            module = self._local.module = copy.deepcopy(self.module)
+            module = self._local.module = copy.deepcopy(self._pristine)
         return module
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -174,7 +177,7 @@ class ModelTemplate:
 
     def _count(self, input_shape, batch_size, dtype) -> float:
         from torch.utils.flop_counter import FlopCounterMode
-        model = copy.deepcopy(self.module).train()
+        model = copy.deepcopy(self._pristine).train()
         xb = torch.zeros((batch_size, *input_shape), dtype=dtype, device=self.device)
         yb = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         counter = FlopCounterMode(display=False)

@@ -148,3 +148,31 @@ def test_what_cannot_be_flat_or_batched(digits):
     assert batch_blocker(net) is None
     assert "dropout" in batch_blocker(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)))
     assert batch_blocker(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.0))) is None
+
+
+def test_threads_compute_at_once_on_their_own_copy_of_the_module():
+    """The nodes of an in-process real run compute in threads while the main thread
+    evaluates: a thread's first step, taken while the shared module is mid-call with a
+    learner's parameters swapped in, still trains (and leaves the evaluation's numbers alone)."""
+    import threading
+
+    torch.manual_seed(0)
+    seen = {}
+
+    class Hook(torch.nn.Module):
+        def forward(self, h):
+            if not seen:  # once: another thread steps while this call is under way
+                seen["started"] = True
+                worker = threading.Thread(target=lambda: seen.update(grad=template.grad_and_loss(flat, x, y)))
+                worker.start()
+                worker.join()
+            return h
+
+    template = ModelTemplate(torch.nn.Sequential(torch.nn.Linear(4, 3), Hook()))
+    flat = template.initial.clone()
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    loss, acc = template.evaluate(flat, x, y)
+    grad, step_loss = seen["grad"]
+    expected, expected_loss = ModelTemplate(torch.nn.Sequential(torch.nn.Linear(4, 3))).grad_and_loss(flat, x, y)
+    assert torch.equal(grad, expected) and grad.abs().sum() > 0
+    assert float(step_loss) == pytest.approx(float(expected_loss)) and loss == pytest.approx(float(expected_loss))
