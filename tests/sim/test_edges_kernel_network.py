@@ -1,0 +1,211 @@
+"""Edge cases of the kernel and the network that decide simulated times: an expired receive,
+a sender that crashes mid-transfer, and how latencies and transfer times round to ticks.
+
+Each test pins one rule on inputs where a plausible wrong rule gives another number (see
+docs/mutation.md for the mutant each one kills)."""
+
+import math
+
+import networkx as nx
+import pytest
+import torch
+
+from simbench.core.message import Message
+from simbench.core.scenario import Crash, Scenario
+from simbench.core.units import SECOND_TICKS
+from simbench.sim.kernel import Kernel
+
+from simhelpers import Idle, events, make_world, net
+
+
+def blob(n: int, **meta) -> Message:
+    return Message("blob", meta, tensors={"x": torch.zeros(n, dtype=torch.uint8)})
+
+
+class SendAt:
+    def __init__(self, dst, size, at=0.0, **meta):
+        self.dst, self.size, self.at, self.meta = dst, size, at, meta
+
+    async def run(self, rt):
+        await rt.sleep(self.at)
+        await rt.send(self.dst, blob(self.size, **self.meta))
+
+
+class Ticks:
+    """Receives ``count`` messages; ``log`` holds ``(src, tick of arrival)`` of each."""
+
+    def __init__(self, count):
+        self.count, self.log = count, []
+
+    async def run(self, rt):
+        while len(self.log) < self.count:
+            m = await rt.recv()
+            self.log.append((m.src, rt.kernel.now))
+
+
+# -- receives ----------------------------------------------------------------------------------
+def test_an_expired_recv_does_not_swallow_the_next_message():
+    """A recv that timed out at 0.1 s is withdrawn: the message arriving at 0.2 s goes to the
+    next recv (or the mailbox), not to the dead waiter."""
+    got = []
+
+    class Waiter:
+        async def run(self, rt):
+            first = await rt.recv(timeout=0.1, match="blob")
+            got.append((rt.now(), first))
+            second = await rt.recv(match="blob")
+            got.append((rt.now(), second["k"]))
+
+    make_world(nx.path_graph(2), {0: Waiter(), 1: SendAt(0, 4, at=0.2, k=7)}).run()
+    assert got == [(0.1, None), (0.2, 7)]
+
+
+def test_a_message_that_arrives_between_two_receives_waits_in_the_mailbox():
+    """The first recv expires at 0.1 s; the message arrives at 0.2 s while the node sleeps; the
+    next recv (at 0.5 s) returns it at once."""
+    got = []
+
+    class Late:
+        async def run(self, rt):
+            got.append(await rt.recv(timeout=0.1))
+            await rt.sleep(0.4)
+            m = await rt.recv(timeout=0.0)
+            got.append((rt.now(), m["k"]))
+
+    make_world(nx.path_graph(2), {0: Late(), 1: SendAt(0, 4, at=0.2, k=3)}).run()
+    assert got == [None, (0.5, 3)]
+
+
+def test_a_recv_timeout_is_exact_to_the_tick_for_a_repeated_timeout_value():
+    """Timeouts of one value are converted once and reused: the second 0.3 s wait also ends
+    exactly 0.3 s after it began."""
+    times = []
+
+    class Twice:
+        async def run(self, rt):
+            for _ in range(2):
+                await rt.recv(timeout=0.3)
+                times.append(rt.kernel.now)
+
+    make_world(nx.path_graph(2), {0: Twice(), 1: Idle()}).run()
+    assert times == [300_000_000, 600_000_000]
+
+
+def test_a_killed_sleep_does_not_move_the_clock():
+    """A helper sleeping 100 s is cancelled at 1 s: its timer is withdrawn, so the run ends at
+    1 s, not 100 s."""
+
+    class Main:
+        async def run(self, rt):
+            async def nap():
+                await rt.sleep(100.0)
+            task = rt.spawn(nap())
+            await rt.sleep(1.0)
+            task.cancel()
+
+    world = make_world(nx.path_graph(2), {0: Main(), 1: Idle()})
+    world.run()
+    assert world.kernel.now == SECOND_TICKS
+
+
+def test_kernel_timeout_future_resolves_with_its_value_at_its_tick():
+    k = Kernel()
+    fut = k.timeout(5, "v")
+    k.run()
+    assert (k.now, fut.result()) == (5, "v")
+
+
+# -- a sender that crashes mid-transfer ------------------------------------------------------
+def test_a_crashed_senders_share_of_a_downlink_goes_to_the_other_flow():
+    """Nodes 1 and 2 each send W bytes to node 0, whose downlink carries W bytes/s: each flow
+    gets W/2. Node 1 crashes at 0.25 s (an eighth of each message is through); node 2's
+    remaining 7W/8 then go at the full W/s: arrival at 0.25 + 0.875 = 1.125 s (2.0 s if the
+    crashed flow kept its share)."""
+    size = 1000
+    wire = len(blob(size).encode(2))
+    sink = Ticks(1)
+    world = make_world(nx.star_graph(2), {0: sink, 1: SendAt(0, size), 2: SendAt(0, size)},
+                       network=net(0.0, math.inf, downlink=float(wire)),
+                       scenario=Scenario(crashes=(Crash(node=1, at=0.25),)))
+    world.run()
+    assert sink.log == [(2, 1_125_000_000)]
+    assert [(t, node) for t, node, _ in events(world, "drop_sender_crashed")] == [(0.25, 0)]
+
+
+def test_a_node_going_offline_frees_the_uplink_it_shared():
+    """Node 0 sends W bytes to each of 1 and 2 through its W bytes/s uplink (W/2 each); node 1
+    goes offline at 0.5 s, which drops the message on its way to it (``abort_to``); the other
+    then gets the whole uplink: arrival at 0.5 + 0.75 = 1.25 s."""
+    size = 1000
+    wire = len(blob(size).encode(0))
+
+    class Both:
+        async def run(self, rt):
+            await rt.send(1, blob(size))
+            await rt.send(2, blob(size))
+
+    class GoesOffline:
+        async def run(self, rt):
+            await rt.sleep(0.5)
+            dropped.append(rt.world.network.abort_to(rt.node_id))
+
+    dropped = []
+    sink = Ticks(1)
+    make_world(nx.star_graph(2), {0: Both(), 1: GoesOffline(), 2: sink},
+               network=net(0.0, math.inf, uplink=float(wire))).run()
+    assert dropped == [1]
+    assert sink.log == [(0, int(1.25 * SECOND_TICKS))]
+
+
+# -- rounding to ticks ------------------------------------------------------------------------
+@pytest.mark.parametrize("latency,ticks", [(2.4e-9, 2), (2.6e-9, 3), (0.4e-9, 0), (0.7e-9, 1),
+                                           (0.001, 1_000_000), (0.0029999999999, 3_000_000)])
+def test_latency_rounds_to_the_nearest_tick(latency, ticks):
+    sink = Ticks(1)
+    make_world(nx.path_graph(2), {0: sink, 1: SendAt(0, 4)}, network=net(latency)).run()
+    assert sink.log == [(1, ticks)]
+
+
+def test_transfer_time_rounds_up_to_the_next_tick():
+    """W bytes at 7 bytes/s take W/7 s; when that is not a whole number of ticks the last
+    byte leaves at the next tick (never early), and latency adds on top."""
+    size = 100
+    wire = len(blob(size).encode(1))
+    assert (wire * SECOND_TICKS) % 7  # not a whole tick
+    sink = Ticks(1)
+    make_world(nx.path_graph(2), {0: sink, 1: SendAt(0, size)}, network=net(0.002, 7.0)).run()
+    assert sink.log == [(1, -(-wire * SECOND_TICKS // 7) + 2_000_000)]
+
+
+def test_a_whole_number_of_ticks_is_not_rounded_up():
+    """W bytes at W bytes/s: exactly one second, not one tick more."""
+    size = 100
+    wire = len(blob(size).encode(1))
+    sink = Ticks(1)
+    make_world(nx.path_graph(2), {0: sink, 1: SendAt(0, size)}, network=net(0.0, float(wire))).run()
+    assert sink.log == [(1, SECOND_TICKS)]
+
+
+def test_jittered_latencies_never_reorder_a_link():
+    """The second message draws a shorter latency than the first: it arrives with the first
+    (FIFO per link), not before it."""
+    from simbench.core.scenario import Dist
+    lat = Dist("uniform", low=0.0, high=1.0)
+
+    class Many:
+        async def run(self, rt):
+            for k in range(20):
+                await rt.send(0, blob(4, k=k))
+
+    got = []
+
+    class Keep:
+        async def run(self, rt):
+            for _ in range(20):
+                m = await rt.recv()
+                got.append((m["k"], rt.kernel.now))
+
+    make_world(nx.path_graph(2), {0: Keep(), 1: Many()}, network=net(lat)).run()
+    assert [k for k, _ in got] == list(range(20))
+    ticks = [t for _, t in got]
+    assert ticks == sorted(ticks) and len(set(ticks)) < 20  # some arrivals were held back to keep the order
