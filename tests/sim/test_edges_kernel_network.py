@@ -13,7 +13,7 @@ import torch
 from simbench.core.message import Message
 from simbench.core.scenario import Crash, Scenario
 from simbench.core.units import SECOND_TICKS
-from simbench.sim.kernel import Kernel
+from simbench.sim.kernel import Deadlock, Kernel, Killed, SimFuture, _describe
 
 from simhelpers import Idle, events, make_world, net
 
@@ -209,3 +209,141 @@ def test_jittered_latencies_never_reorder_a_link():
     assert [k for k, _ in got] == list(range(20))
     ticks = [t for _, t in got]
     assert ticks == sorted(ticks) and len(set(ticks)) < 20  # some arrivals were held back to keep the order
+
+
+# -- the kernel: failures, kills and deadlock reports ------------------------------------------
+def test_a_process_that_dies_of_a_kill_it_awaited_does_not_fail_the_run():
+    """A watcher awaiting a killed process's ``done`` gets Killed and ends with it; Killed is
+    how crashes stop nodes, so it never surfaces from run() (any other exception does)."""
+    k = Kernel()
+
+    async def victim():
+        await k.timeout(100)
+
+    async def watcher(p):
+        await p.done
+
+    v = k.spawn(victim(), "victim")
+    w = k.spawn(watcher(v), "watcher")
+    k.schedule(3, v.kill)
+    k.run(stop_when_done=True)
+    assert k.now == 3 and not w.alive and isinstance(w.done._exc, Killed)
+
+
+def test_after_a_failure_surfaces_the_kernel_runs_on():
+    """run() raises a process's exception once; a later run() goes on with the other events."""
+    k = Kernel()
+    seen = []
+
+    async def bad():
+        await k.timeout(2)
+        raise KeyError("boom")
+
+    async def good():
+        await k.timeout(5)
+        seen.append(k.now)
+
+    k.spawn(bad(), "bad")
+    k.spawn(good(), "good")
+    with pytest.raises(KeyError):
+        k.run()
+    k.run()
+    assert seen == [5]
+
+
+def test_deadlock_reports_what_each_process_waits_on():
+    k = Kernel()
+
+    async def wait(fut):
+        await fut
+
+    futures = [SimFuture(k, ("recv", 0, None)), SimFuture(k, ("recv", 1, ("a", "b"))),
+               SimFuture(k, ("recv", 2, lambda m: True)), SimFuture(k, "lock"), SimFuture(k)]
+    for i, f in enumerate(futures):
+        k.spawn(wait(f), f"p{i}")
+    k.spawn(wait(SimFuture(k, "daemon's")), "zz", daemon=True)
+    with pytest.raises(Deadlock) as info:
+        k.run()
+    assert str(info.value) == (
+        "deadlock at t=0.000000000s: every process waits and nothing is scheduled: "
+        "p0 (waiting on recv of any message), p1 (waiting on recv of ('a', 'b')), "
+        "p2 (waiting on recv of a predicate), p3 (waiting on lock), p4 (waiting on a future)")
+    assert _describe(None) == "nothing"
+
+
+def test_a_deadlock_report_names_twenty_processes_and_counts_the_rest():
+    k = Kernel()
+
+    async def wait(fut):
+        await fut
+
+    for i in range(23):
+        k.spawn(wait(SimFuture(k, "x")), f"p{i:02d}")
+    with pytest.raises(Deadlock) as info:
+        k.run()
+    msg = str(info.value)
+    assert msg.endswith("p19 (waiting on x) and 3 more") and "p20" not in msg
+
+
+# -- node tasks and put-off steps -------------------------------------------------------------
+def test_a_crashed_node_cannot_spawn_and_the_task_is_closed():
+    world = make_world(nx.path_graph(2), {0: Idle(), 1: Idle()})
+    rt = world.runtimes[1]
+    rt.crash()
+
+    async def helper():
+        return 1
+
+    coro = helper()
+    with pytest.raises(RuntimeError, match=r"^node 1 is crashed and cannot spawn$"):
+        rt.spawn(coro)
+    assert coro.cr_frame is None  # closed: no "never awaited" warning, nothing left running
+
+
+def test_a_helper_task_is_named_after_its_node_in_deadlocks_and_unfinished_runs():
+    class WithHelper:
+        async def run(self, rt):
+            task = rt.spawn(rt.recv(match="never"), name="listener")
+            await rt.gather(task)
+
+    world = make_world(nx.path_graph(2), {0: WithHelper(), 1: Idle()})
+    with pytest.raises(Deadlock, match=r"node0 \(waiting on gather\), node0\.listener \(waiting on recv of 'never'\)$"):
+        world.run()
+    world = make_world(nx.path_graph(2), {0: WithHelper(), 1: Idle()})
+    world.run(until=1.0)
+    assert world.unfinished() == [0]
+
+
+def test_a_step_run_alone_keeps_its_error_for_the_node():
+    from simbench.sim.batch import Batcher, Job
+
+    class Failing:
+        job = None
+
+        def train_step(self):
+            raise FloatingPointError("nan loss")
+
+    job = Job(Batcher(Kernel()), Failing(), "train_step", (), ())
+    job.run_alone()
+    with pytest.raises(FloatingPointError, match="nan loss"):
+        job.result()
+    assert job.batcher.alone == 1
+
+
+def test_finished_helper_tasks_are_forgotten():
+    """A node that spawns a helper per message must not keep every finished one: only the
+    running processes stay on the node's list (the ones a crash kills)."""
+    left = []
+
+    class ManyHelpers:
+        async def run(self, rt):
+            async def short(k):
+                await rt.sleep(0.01 * k)
+
+            tasks = [rt.spawn(short(k), name=f"h{k}") for k in range(5)]
+            await rt.gather(*tasks)
+            await rt.sleep(0.1)
+            left.append(sorted(p.name for p in rt._procs))
+
+    make_world(nx.path_graph(2), {0: ManyHelpers(), 1: Idle()}).run()
+    assert left == [["node0"]]
