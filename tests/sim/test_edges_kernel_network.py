@@ -347,3 +347,114 @@ def test_finished_helper_tasks_are_forgotten():
 
     make_world(nx.path_graph(2), {0: ManyHelpers(), 1: Idle()}).run()
     assert left == [["node0"]]
+
+
+def test_gather_fails_with_the_first_failed_task_once_all_are_done():
+    """A gather over a task that finishes and one killed meanwhile fails with Killed, at the
+    time the last of them is done; over finished tasks it returns their results in order."""
+    seen = []
+
+    class Main:
+        async def run(self, rt):
+            async def nap(s, v):
+                await rt.sleep(s)
+                return v
+
+            slow, fast = rt.spawn(nap(2.0, "slow")), rt.spawn(nap(1.0, "fast"))
+            seen.append(await rt.gather(slow, fast))
+            a, b = rt.spawn(nap(1.0, "a")), rt.spawn(nap(10.0, "b"))
+            await rt.sleep(0.5)
+            b.cancel()
+            try:
+                await rt.gather(a, b)
+            except Killed as exc:
+                seen.append((rt.now(), type(exc).__name__, str(exc)))
+
+    make_world(nx.path_graph(2), {0: Main(), 1: Idle()}).run()
+    assert seen == [["slow", "fast"], (3.0, "Killed", "node0.task")]
+
+
+def test_kernel_step_runs_one_event_at_a_time_and_skips_cancelled_ones():
+    k = Kernel()
+    log = []
+    k.schedule(2, log.append, "a")
+    dropped = k.schedule(3, log.append, "x")
+    k.schedule(5, log.append, "b")
+    k.cancel(dropped)
+    assert k.step() and (k.now, log, k.events_processed) == (2, ["a"], 1)
+    assert k.step() and (k.now, log, k.events_processed) == (5, ["a", "b"], 2)  # the cancelled one is skipped
+    assert not k.step() and k.now == 5
+
+
+def test_a_process_shows_its_name_and_state():
+    k = Kernel()
+
+    async def body():
+        await k.timeout(1)
+
+    p = k.spawn(body(), "worker3")
+    assert repr(p) == "<Process worker3 alive>"
+    k.run()
+    assert repr(p) == "<Process worker3 done>"
+
+
+def test_the_infinite_network_has_latency_only():
+    from simbench.sim.world import infinite_network
+    spec = infinite_network()
+    assert (spec.bandwidth, spec.uplink, spec.downlink) == (math.inf, math.inf, math.inf)
+
+
+# -- offline spells: the stand-in that keeps the run waiting ----------------------------------
+class Worker:
+    """Works ``steps`` times 0.1 s (its count survives offline spells) and notes when it ends."""
+
+    def __init__(self, steps):
+        self.steps, self.done, self.ended = steps, 0, None
+
+    async def run(self, rt):
+        while self.done < self.steps:
+            await rt.sleep(0.1)
+            self.done += 1
+        self.ended = round(rt.now(), 9)
+
+
+def _offline_world(nodes, spells, scenario=None):
+    import numpy as np
+
+    from simbench.core.population import Population, Sessions, TraceTimeline
+    from simbench.core.scenario import ComputeSpec, node_profiles
+    from simbench.metrics.recorder import Recorder
+    from simbench.sim.world import SimWorld
+    timelines = {}
+    for node, windows in spells.items():  # offline windows [t1, t2)
+        starts = [0.0] + [t2 for _, t2 in windows]
+        ends = [t1 for t1, _ in windows] + [math.inf]
+        timelines[node] = TraceTimeline(Sessions(list(zip(starts, ends))))
+    scenario = scenario or Scenario()
+    return SimWorld(nx.path_graph(len(nodes)), nodes, roles={}, network=net(), compute=ComputeSpec(),
+                    scenario=scenario, profiles=node_profiles(scenario, len(nodes), np.random.default_rng(0)),
+                    recorder=Recorder("t", wall_clock=False), seed=0,
+                    population=Population(tuple(spells), {}, timelines, horizon=1e6))
+
+
+def test_a_node_back_online_leaves_no_stand_in_behind():
+    """Node 1 is offline in [1, 2) and [3, 4): a step due at the instant it goes offline is
+    cut off, so 9 of its 60 steps are done at 1 s, 9 more at 3 s, the last 42 end at 8.2 s.
+    Each spell's stand-in (which keeps the run waiting for the node) goes when the node is
+    back, so the run ends at 8.2 s; a stand-in left behind would keep it going to a crash
+    planned at 50 s."""
+    w1 = Worker(60)
+    world = _offline_world({0: Worker(1), 1: w1}, {1: [(1.0, 2.0), (3.0, 4.0)]},
+                           scenario=Scenario(crashes=(Crash(node=0, at=50.0),)))
+    world.run()
+    assert w1.ended == 8.2 and world.now == 8.2 and not events(world, "crash")
+
+
+def test_a_crash_ending_inside_an_offline_spell_keeps_the_run_waiting_for_the_node():
+    """Node 1 goes offline at 1 s (back at 3 s), crashes at 1.5 s and recovers at 2 s, still
+    offline: the run still waits for it; it restarts at 3 s and does its last 11 steps by 4.1 s."""
+    w1 = Worker(20)
+    world = _offline_world({0: Worker(1), 1: w1}, {1: [(1.0, 3.0)]},
+                           scenario=Scenario(crashes=(Crash(node=1, at=1.5, recover_at=2.0),)))
+    world.run()
+    assert w1.ended == 4.1 and world.now == 4.1
