@@ -5,6 +5,7 @@ Each test pins one rule on inputs where a plausible wrong rule gives another num
 docs/mutation.md for the mutant each one kills)."""
 
 import math
+from types import SimpleNamespace
 
 import networkx as nx
 import pytest
@@ -418,7 +419,7 @@ class Worker:
         self.ended = round(rt.now(), 9)
 
 
-def _offline_world(nodes, spells, scenario=None):
+def _offline_world(nodes, spells, scenario=None, fresh_node=None, reporters=None):
     import numpy as np
 
     from simbench.core.population import Population, Sessions, TraceTimeline
@@ -433,8 +434,9 @@ def _offline_world(nodes, spells, scenario=None):
     scenario = scenario or Scenario()
     return SimWorld(nx.path_graph(len(nodes)), nodes, roles={}, network=net(), compute=ComputeSpec(),
                     scenario=scenario, profiles=node_profiles(scenario, len(nodes), np.random.default_rng(0)),
-                    recorder=Recorder("t", wall_clock=False), seed=0,
-                    population=Population(tuple(spells), {}, timelines, horizon=1e6))
+                    recorder=Recorder("t", wall_clock=False), seed=0, fresh_node=fresh_node, reporters=reporters,
+                    population=Population(tuple(spells), {}, timelines, rejoin="fresh" if fresh_node else "keep",
+                                          horizon=1e6))
 
 
 def test_a_node_back_online_leaves_no_stand_in_behind():
@@ -458,3 +460,45 @@ def test_a_crash_ending_inside_an_offline_spell_keeps_the_run_waiting_for_the_no
                            scenario=Scenario(crashes=(Crash(node=1, at=1.5, recover_at=2.0),)))
     world.run()
     assert w1.ended == 4.1 and world.now == 4.1
+
+
+def test_a_fresh_node_is_built_for_its_id_and_its_device_is_taken_again():
+    """``rejoin: fresh``: the node back online is rebuilt by ``fresh_node(id)``, and received
+    tensors go to the rebuilt node's device."""
+    import torch as _torch
+    built = []
+
+    def fresh(i):
+        node = Worker(3)
+        node.learner = SimpleNamespace(device=_torch.device("meta"))
+        built.append(i)
+        return node
+
+    world = _offline_world({0: Worker(1), 1: Worker(20)}, {1: [(1.0, 2.0)]}, fresh_node=fresh)
+    world.run()
+    assert built == [1] and world.nodes[1].ended == 2.3
+    assert world.runtimes[1].device == _torch.device("meta") and world.runtimes[0].device is None
+
+
+def test_a_recovering_node_is_told_before_it_runs_again():
+    calls = []
+
+    class Recovers(Worker):
+        def on_recover(self):
+            calls.append((self.done, "recover"))
+
+    node = Recovers(10)
+    world = make_world(nx.path_graph(2), {0: Worker(20), 1: node},
+                       scenario=Scenario(crashes=(Crash(node=1, at=0.55, recover_at=1.0),)))
+    world.run()
+    assert calls == [(5, "recover")] and node.ended == 1.5
+
+
+def test_offline_nodes_are_not_waited_for_once_every_reporter_finished_or_crashed():
+    """Reporters 0 and 1: node 1 crashes for good at 0.5 s, node 0 finishes at 1 s. Node 2
+    (offline from 0.5 s to 100 s) is then no longer waited for: the run ends at 1 s."""
+    w2 = Worker(20)
+    world = _offline_world({0: Worker(10), 1: Worker(20), 2: w2}, {2: [(0.5, 100.0)]},
+                           scenario=Scenario(crashes=(Crash(node=1, at=0.5),)), reporters={0, 1})
+    world.run()
+    assert world.now == 1.0 and w2.ended is None
