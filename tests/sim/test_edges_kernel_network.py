@@ -152,9 +152,10 @@ def test_a_node_going_offline_frees_the_uplink_it_shared():
 
     dropped = []
     sink = Ticks(1)
-    make_world(nx.star_graph(2), {0: Both(), 1: GoesOffline(), 2: sink},
-               network=net(0.0, math.inf, uplink=float(wire))).run()
-    assert dropped == [1]
+    world = make_world(nx.star_graph(2), {0: Both(), 1: GoesOffline(), 2: sink},
+                       network=net(0.0, math.inf, uplink=float(wire)))
+    world.run()
+    assert dropped == [1] and [(t, n) for t, n, _ in events(world, "drop_offline")] == [(0.5, 1)]
     assert sink.log == [(0, int(1.25 * SECOND_TICKS))]
 
 
@@ -502,3 +503,32 @@ def test_offline_nodes_are_not_waited_for_once_every_reporter_finished_or_crashe
                            scenario=Scenario(crashes=(Crash(node=1, at=0.5),)), reporters={0, 1})
     world.run()
     assert world.now == 1.0 and w2.ended is None
+
+
+def test_once_the_reporters_are_done_no_one_leaves_any_more():
+    """Reporter 0 finishes at 1 s; node 1 (not a reporter) works 100 steps to 10 s. Its trace
+    has it offline in [2, 3), but the run is ending by then: it stays online and ends at 10 s."""
+    w1 = Worker(100)
+    world = _offline_world({0: Worker(10), 1: w1}, {1: [(2.0, 3.0)]}, reporters={0})
+    world.run()
+    assert w1.ended == 10.0 and not events(world, "offline")
+
+
+def test_schedule_at_accepts_now_and_refuses_the_past():
+    k = Kernel()
+    log = []
+    k.schedule(4, lambda: k.schedule_at(4, log.append, k.now))
+    k.run()
+    assert log == [4]
+    with pytest.raises(ValueError, match=r"^cannot schedule into the past \(tick 3 < now 4\)$"):
+        k.schedule_at(3, log.append, 0)
+
+
+def test_a_waiter_added_to_a_resolved_future_runs_at_once_with_the_future():
+    k = Kernel()
+    fut = SimFuture(k, "f")
+    seen = []
+    k.schedule(2, fut.set_result, "v")
+    k.schedule(6, lambda: fut.add_waiter(lambda f: seen.append((k.now, f))))
+    k.run()
+    assert seen == [(6, fut)]
