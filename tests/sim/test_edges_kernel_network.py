@@ -532,3 +532,15 @@ def test_a_waiter_added_to_a_resolved_future_runs_at_once_with_the_future():
     k.schedule(6, lambda: fut.add_waiter(lambda f: seen.append((k.now, f))))
     k.run()
     assert seen == [(6, fut)]
+
+
+def test_a_sender_dropped_without_a_reason_counts_as_crashed():
+    class Drops:
+        async def run(self, rt):
+            await rt.send(0, blob(1000))
+            await rt.sleep(0.5)
+            rt.world.network.abort_from(rt.node_id)
+
+    world = make_world(nx.path_graph(2), {0: Idle(), 1: Drops()}, network=net(0.0, 100.0))
+    world.run()
+    assert [(t, n) for t, n, _ in events(world, "drop_sender_crashed")] == [(0.5, 0)]
