@@ -534,13 +534,19 @@ def test_a_waiter_added_to_a_resolved_future_runs_at_once_with_the_future():
     assert seen == [(6, fut)]
 
 
-def test_a_sender_dropped_without_a_reason_counts_as_crashed():
+def test_a_sender_dropped_without_a_reason_counts_as_crashed_and_every_link_is_counted():
+    """Node 1 has two messages queued to each of nodes 0 and 2 when its transfers are dropped
+    (no reason given: ``sender_crashed``): four are counted, on both links."""
+    dropped = []
+
     class Drops:
         async def run(self, rt):
-            await rt.send(0, blob(1000))
+            for dst in (0, 2, 0, 2):
+                await rt.send(dst, blob(1000))
             await rt.sleep(0.5)
-            rt.world.network.abort_from(rt.node_id)
+            dropped.append(rt.world.network.abort_from(rt.node_id))
 
-    world = make_world(nx.path_graph(2), {0: Idle(), 1: Drops()}, network=net(0.0, 100.0))
+    world = make_world(nx.path_graph(3), {0: Idle(), 1: Drops(), 2: Idle()}, network=net(0.0, 100.0))
     world.run()
-    assert [(t, n) for t, n, _ in events(world, "drop_sender_crashed")] == [(0.5, 0)]
+    assert dropped == [4] and world.network.msgs_dropped == 4
+    assert sorted(n for _, n, _ in events(world, "drop_sender_crashed")) == [0, 0, 2, 2]
