@@ -549,4 +549,16 @@ def test_a_sender_dropped_without_a_reason_counts_as_crashed_and_every_link_is_c
     world = make_world(nx.path_graph(3), {0: Idle(), 1: Drops(), 2: Idle()}, network=net(0.0, 100.0))
     world.run()
     assert dropped == [4] and world.network.msgs_dropped == 4
+    assert not world._in_flight  # a dropped message is let go like a delivered one
     assert sorted(n for _, n, _ in events(world, "drop_sender_crashed")) == [0, 0, 2, 2]
+
+
+def test_a_future_resolves_once():
+    k = Kernel()
+    fut = SimFuture(k, "f")
+    assert fut.set_exception(KeyError("x")) is True and fut.done
+    assert fut.set_exception(KeyError("y")) is False and fut.set_result(1) is False
+    with pytest.raises(KeyError, match="x"):
+        fut.result()
+    ok = SimFuture(k, "g")
+    assert ok.set_result(2) is True and ok.set_exception(KeyError("z")) is False and ok.result() == 2
