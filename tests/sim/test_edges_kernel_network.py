@@ -562,3 +562,29 @@ def test_a_future_resolves_once():
         fut.result()
     ok = SimFuture(k, "g")
     assert ok.set_result(2) is True and ok.set_exception(KeyError("z")) is False and ok.result() == 2
+
+
+def test_the_batcher_counts_calls_and_steps_and_runs_them_at_the_end_of_the_instant():
+    from simbench.sim.batch import Batcher, Job
+
+    class Fake:
+        job = None
+        settled = 0
+
+        def settle(self):
+            self.settled += 1
+
+        def train_steps(self, k):
+            return ("trained", k)
+
+        def train_step(self):
+            return "one"
+
+    k = Kernel()
+    b = Batcher(k)
+    a, c = Fake(), Fake()
+    jobs = [Job(b, a, "train_steps", (3,), ("A",)), Job(b, c, "train_step", (), ("C",))]
+    k.schedule(1, lambda: [b.queue(j) for j in jobs])
+    k.run()
+    assert (b.calls, b.steps, b.vectorized, b.alone) == (2, 4, 0, 0)
+    assert [j.result() for j in jobs] == [("trained", 3), "one"] and a.settled == c.settled == 1
