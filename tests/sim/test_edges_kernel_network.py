@@ -588,3 +588,36 @@ def test_the_batcher_counts_calls_and_steps_and_runs_them_at_the_end_of_the_inst
     k.run()
     assert (b.calls, b.steps, b.vectorized, b.alone) == (2, 4, 0, 0)
     assert [j.result() for j in jobs] == [("trained", 3), "one"] and a.settled == c.settled == 1
+
+
+def test_a_failing_group_gives_each_of_its_nodes_the_error_and_the_other_groups_still_run(monkeypatch):
+    """Three groups in one instant: a pair run as one vectorized call (counted in
+    ``vectorized``, over two flushes), a failing one, and one after it that still runs."""
+    from simbench.sim import batch
+
+    class Fake:
+        job = None
+
+        def settle(self):
+            pass
+
+        def train_step(self):
+            return "one"
+
+        def compute_grad(self):
+            raise FloatingPointError("nan")
+
+    monkeypatch.setattr(batch, "batched_run", lambda learners, op, args: [f"v{i}" for i in range(len(learners))])
+    k = Kernel()
+    b = batch.Batcher(k)
+    first = [batch.Job(b, Fake(), "train_step", (), ("pair",)) for _ in range(2)]
+    bad = batch.Job(b, Fake(), "compute_grad", (), ("bad",))
+    last = batch.Job(b, Fake(), "train_step", (), ("last",))
+    again = [batch.Job(b, Fake(), "train_step", (), ("pair",)) for _ in range(2)]
+    k.schedule(1, lambda: [b.queue(j) for j in [*first, bad, last]])
+    k.schedule(2, lambda: [b.queue(j) for j in again])
+    k.run()
+    assert [j.result() for j in first + again] == ["v0", "v1", "v0", "v1"] and last.result() == "one"
+    with pytest.raises(FloatingPointError, match="nan"):
+        bad.result()
+    assert (b.calls, b.steps, b.vectorized) == (6, 6, 4)
