@@ -56,14 +56,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("groups", nargs="*", default=list(GROUPS))
     ap.add_argument("--survivors", action="store_true", help="list the surviving and untested mutants")
-    ap.add_argument("--names", action="store_true", help="print only the survivors' names, one a line")
+    ap.add_argument("--names", action="store_true", help="print only the names of the survivors (and of mutants no test ran), one a line")
     args = ap.parse_args(argv)
     eq = equivalents()
     res = results(args.groups)
     if args.names:
         for codes in res.values():
             for n, c in sorted(codes.items()):
-                if c in SURVIVED and n not in eq:
+                if (c in SURVIVED or c in NO_TESTS) and n not in eq:
                     print(n)
         return 0
     if not res:

@@ -326,6 +326,8 @@ def test_a_step_run_alone_keeps_its_error_for_the_node():
             raise FloatingPointError("nan loss")
 
     job = Job(Batcher(Kernel()), Failing(), "train_step", (), ())
+    with pytest.raises(RuntimeError, match="^a batched computation was read before its instant ended$"):
+        job.result()
     job.run_alone()
     with pytest.raises(FloatingPointError, match="nan loss"):
         job.result()
