@@ -623,3 +623,21 @@ def test_a_failing_group_gives_each_of_its_nodes_the_error_and_the_other_groups_
     with pytest.raises(FloatingPointError, match="nan"):
         bad.result()
     assert (b.calls, b.steps, b.vectorized) == (6, 6, 4)
+
+
+def test_only_a_flat_learners_own_step_methods_are_put_off():
+    """A subclass's own method, or an override of a step, runs at once (prepare: None)."""
+    from simbench.learn.flat import FlatLearner
+    from simbench.sim.batch import Batcher
+
+    class Sub(FlatLearner):
+        def extra(self):
+            return 1
+
+        def train_step(self):
+            return 2
+
+    sub = Sub.__new__(Sub)  # prepare looks only at the method, never at the learner's state
+    b = Batcher(Kernel())
+    assert b.prepare(sub.extra, ()) is None and b.prepare(sub.train_step, ()) is None
+    assert b.prepare(print, ()) is None
