@@ -131,6 +131,7 @@ def test_a_crashed_senders_share_of_a_downlink_goes_to_the_other_flow():
     world.run()
     assert sink.log == [(2, 1_125_000_000)]
     assert [(t, node) for t, node, _ in events(world, "drop_sender_crashed")] == [(0.25, 0)]
+    assert world.crashed() == [1]
 
 
 def test_a_node_going_offline_frees_the_uplink_it_shared():
