@@ -16,7 +16,9 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+import torch
 
+from simbench.core.message import Message
 from simbench.core.scenario import ComputeSpec, Dist, NetworkSpec, Scenario, node_profiles
 from simbench.metrics.recorder import Recorder
 from simbench.sim.world import SimWorld
@@ -117,6 +119,73 @@ def lockstep(learners: list, steps: int, reduce: str):
         learners[0].apply_update()
         x = learners[0].get_flat()
     return x
+
+
+# -- stand-ins for a learner and a worker -------------------------------------------------------
+class QuadLearner:
+    """f(x) = 1/2 |x - c|^2 with exact (noise=0) or noisy gradients, plain SGD steps."""
+
+    def __init__(self, c: torch.Tensor, x0: torch.Tensor, lr: float, spe: int = 10, noise: float = 0.0, seed: int = 0):
+        self.c, self.flat, self._lr, self.spe, self.noise = c, x0.clone(), lr, spe, noise
+        self.grad = torch.zeros_like(x0)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.num_params = x0.numel()
+        self.steps_done = 0
+
+    steps_per_epoch = property(lambda self: self.spe)
+    lr = property(lambda self: self._lr)
+
+    def flops_per_step(self) -> float:
+        return 1e6
+
+    def flat_params(self):
+        return self.flat
+
+    def get_flat(self):
+        return self.flat.clone()
+
+    def set_flat(self, v):
+        self.flat.copy_(v)
+
+    def compute_grad(self) -> float:
+        self.grad = self.flat - self.c
+        if self.noise:
+            self.grad = self.grad + self.noise * torch.randn(self.flat.shape, generator=self.gen)
+        self.steps_done += 1
+        return float(0.5 * (self.flat - self.c).pow(2).sum())
+
+    def get_grad_flat(self):
+        return self.grad.clone()
+
+    def set_grad_flat(self, g):
+        self.grad = g.clone()
+
+    def apply_update(self) -> None:
+        self.flat.sub_(self.grad, alpha=self._lr)
+
+    def train_step(self) -> float:
+        loss = self.compute_grad()
+        self.apply_update()
+        return loss
+
+
+class Scripted:
+    """A worker that pulls, then pushes the sparse gradients of ``script`` at the given
+    simulated times, each tagged with the version of the latest model it was sent."""
+
+    def __init__(self, server: int, script: list) -> None:
+        self.server, self.script = server, script
+
+    async def run(self, rt):
+        await rt.send(self.server, Message("pull"))
+        version = int((await rt.recv(match="params"))["version"])
+        for at, idx, val in self.script:
+            await rt.sleep(at - rt.now())
+            payload = {"idx": torch.tensor(idx, dtype=torch.int32), "val": torch.tensor(val)}
+            await rt.send(self.server, Message("grad", {"version": version, "n": 1}, payload))
+            version = int((await rt.recv(match="params"))["version"])
+        await rt.send(self.server, Message("done"))
+        await rt.recv(match="stop")
 
 
 # -- deliberately broken algorithms (the contract check must catch them) -----------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from simhelpers import events, make_world, net  # noqa: E402
+from simhelpers import QuadLearner, events, make_world, net  # noqa: E402
 
 from simbench.algorithms import ALGORITHMS  # noqa: E402
 from simbench.algorithms.kit import swap_slots  # noqa: E402
@@ -22,53 +22,6 @@ from simbench.experiment.config import parse_config  # noqa: E402
 DIM = 4
 LAST: dict = {}  # the last simulation's end time
 P2P = ("dsgd", "gossip", "admm", "pdmm", "admm_isvr", "pdmm_isvr", "cadmm")
-
-
-class QuadLearner:
-    """f(x) = 1/2 |x - c|^2 with exact (noise=0) or noisy gradients, plain SGD steps."""
-
-    def __init__(self, c: torch.Tensor, x0: torch.Tensor, lr: float, spe: int = 10, noise: float = 0.0, seed: int = 0):
-        self.c, self.flat, self._lr, self.spe, self.noise = c, x0.clone(), lr, spe, noise
-        self.grad = torch.zeros_like(x0)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.num_params = x0.numel()
-        self.steps_done = 0
-
-    steps_per_epoch = property(lambda self: self.spe)
-    lr = property(lambda self: self._lr)
-
-    def flops_per_step(self) -> float:
-        return 1e6
-
-    def flat_params(self):
-        return self.flat
-
-    def get_flat(self):
-        return self.flat.clone()
-
-    def set_flat(self, v):
-        self.flat.copy_(v)
-
-    def compute_grad(self) -> float:
-        self.grad = self.flat - self.c
-        if self.noise:
-            self.grad = self.grad + self.noise * torch.randn(self.flat.shape, generator=self.gen)
-        self.steps_done += 1
-        return float(0.5 * (self.flat - self.c).pow(2).sum())
-
-    def get_grad_flat(self):
-        return self.grad.clone()
-
-    def set_grad_flat(self, g):
-        self.grad = g.clone()
-
-    def apply_update(self) -> None:
-        self.flat.sub_(self.grad, alpha=self._lr)
-
-    def train_step(self) -> float:
-        loss = self.compute_grad()
-        self.apply_update()
-        return loss
 
 
 def targets(n: int) -> torch.Tensor:

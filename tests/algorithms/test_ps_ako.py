@@ -19,7 +19,7 @@ from simbench.core.schema import ConfigError
 from simbench.experiment.config import load_config, parse_config
 from simbench.experiment.build import build_nodes
 from simbench.experiment.run import run_experiment
-from simhelpers import REPO, lockstep_average, lockstep_sum, run_config_world
+from simhelpers import REPO, Scripted, lockstep_average, lockstep_sum, run_config_world
 
 BASE = {
     "name": "t", "seed": 0, "nodes": 9, "topology": {"kind": "star"}, "algorithm": "ps_async",
@@ -183,25 +183,6 @@ def test_parameter_staleness_counts_the_updates_since_the_pull_that_touched_each
     assert g.tolist() == [8.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     log.forget_before(3)
     assert log.staleness(0, torch.tensor([1])).tolist() == [1]
-
-
-class Scripted:
-    """A worker that pulls, then pushes the sparse gradients of ``script`` at the given
-    simulated times, each tagged with the version of the latest model it was sent."""
-
-    def __init__(self, server: int, script: list) -> None:
-        self.server, self.script = server, script
-
-    async def run(self, rt):
-        await rt.send(self.server, Message("pull"))
-        version = int((await rt.recv(match="params"))["version"])
-        for at, idx, val in self.script:
-            await rt.sleep(at - rt.now())
-            payload = {"idx": torch.tensor(idx, dtype=torch.int32), "val": torch.tensor(val)}
-            await rt.send(self.server, Message("grad", {"version": version, "n": 1}, payload))
-            version = int((await rt.recv(match="params"))["version"])
-        await rt.send(self.server, Message("done"))
-        await rt.recv(match="stop")
 
 
 def _scripted_server_run(algorithm: dict, scripts: dict) -> tuple[torch.Tensor, torch.Tensor]:
