@@ -93,8 +93,9 @@ class Node:
         return self.ctx.workload.evaluate(rt, self.ctx, epoch, learner)
 
     def end_epoch(self, rt: Runtime, epoch: int) -> None:
-        """Evaluate and tell the observer (which may build the average model)."""
-        self.evaluate(rt, epoch)
+        """Evaluate (the metrics stay in ``last_metrics``) and tell the observer (which may
+        build the average model)."""
+        self.last_metrics = self.evaluate(rt, epoch)
         if self.ctx.on_epoch is not None:
             self.ctx.on_epoch(self.node_id, epoch, self.learner)
 
