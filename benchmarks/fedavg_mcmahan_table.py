@@ -54,7 +54,8 @@ def run_rows(results: Path) -> pd.DataFrame:
                     "B": cfg["train"]["batch_size"], "lr": cfg["train"]["lr"], "seed": cfg["seed"],
                     "rounds_run": int(server["epoch"].max()), "cap": algo.get("rounds"),
                     "rounds": int(hit["epoch"].iloc[0]) if len(hit) else math.nan,
-                    "best_acc": float(server["test_acc"].max())})
+                    "best_acc": float(server["test_acc"].max()),
+                    "curve": server[["epoch", "test_acc"]].to_numpy()})
     return pd.DataFrame(out)
 
 
@@ -87,6 +88,29 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def figure(runs: pd.DataFrame, best: pd.DataFrame, path: Path) -> None:
+    """Test accuracy per round of every seed at each row's best lr, the target dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, row in enumerate(best.itertuples(index=False)):
+        key = (runs["model"] == row.model) & (runs["split"] == row.split) & (runs["E"] == row.E) & \
+              (runs["lr"] == float(row._5))
+        for j, curve in enumerate(runs[key]["curve"]):
+            ax.plot(curve[:, 0], curve[:, 1], color=f"C{i}", lw=0.9,
+                    label=f"{row.model} {row.split} E={row.E} lr={row._5}" if j == 0 else None)
+    for target in sorted(set(TARGET[m] for m in best["model"])):
+        ax.axhline(target, color="0.4", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(0.85, 1.0)
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (10,000 images)")
+    ax.legend(fontsize=7, frameon=False)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -98,12 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+", help="matrix results directories (with runs/)")
     ap.add_argument("out", help="the Markdown table to write")
+    ap.add_argument("--figure", default=None, help="also draw the accuracy curves of each row's best lr (PNG)")
     args = ap.parse_args(argv)
     runs = pd.concat([run_rows(Path(r)) for r in args.results], ignore_index=True)
     if runs.empty:
         raise SystemExit("no finished runs found")
-    runs.sort_values(["model", "split", "E", "lr", "seed"]).to_csv(Path(args.out).with_suffix(".runs.csv"), index=False)
-    text = markdown(table(runs))
+    runs.drop(columns="curve").sort_values(["model", "split", "E", "lr", "seed"]).to_csv(
+        Path(args.out).with_suffix(".runs.csv"), index=False)
+    best = table(runs)
+    if args.figure:
+        figure(runs, best, Path(args.figure))
+    text = markdown(best)
     Path(args.out).write_text(text)
     print(text, end="")
     return 0
