@@ -95,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("-o", "--output", default=None,
                       help="picture path, .png/.pdf/.svg (default: results/topologies/NAME.png)")
     show.add_argument("--seed", type=int, default=0, help="seed of a random topology kind")
-    sub.add_parser("list", help="list algorithms, topologies, datasets and scenario knobs")
+    lst = sub.add_parser("list", help="list algorithms, topologies, datasets and scenario knobs")
+    lst.add_argument("--defaults", action="store_true",
+                     help="print every config field's default as a Markdown table (docs/defaults.md)")
     from .experiment.distributed.cli import add_parsers as add_real_parsers  # launch, node, merge (real processes)
     add_real_parsers(sub)
     mat = sub.add_parser("matrix", help="run a benchmark matrix (base config x axes) in parallel, resumably")
@@ -290,6 +292,10 @@ def _main(argv: list[str] | None) -> int:
             print(f"wrote {paths[0]}" if args.grid else f"wrote {len(paths)} images to {args.output}")
             return 0
         if args.command == "list":
+            if args.defaults:
+                from .experiment.defaults import defaults_markdown
+                print(defaults_markdown(), end="")
+                return 0
             print(_catalogue())
             return 0
         parser.print_help()

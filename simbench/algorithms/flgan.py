@@ -2,8 +2,10 @@
 as seed 001's ``dist-lsgan.py`` runs with ``--sample 0 --weight_avg 0``.
 
 Round t: the server picks ``m = max(1, int(C K))`` of its K devices uniformly at random
-(``frac_workers`` = C), sends them (G_t, D_t); each runs ``local_steps`` (E) GAN steps
-(a G step then a D step on a minibatch of B = ``train.batch_size``) from them, keeping
+(``frac_workers`` = C), sends them (G_t, D_t); each runs ``local_steps`` (the seed's E,
+100 when unset) GAN steps, or ``local_epochs`` passes over its shard (E as epochs, the
+way FL papers write it; not both), a step being a G step then a D step on a minibatch of
+B = ``train.batch_size``, from them, keeping
 its own Adam state across rounds, and returns its (G, D); the server sets both to the
 plain average of the updates that arrived within ``timeout`` (the seed divides by the
 group size, not by sample counts). An epoch is ``ceil(K · S / (m · E))`` rounds, S being
@@ -42,19 +44,29 @@ from ..core.node import Node, NodeContext
 from ..core.runtime import Runtime
 from ..core.units import parse_duration
 from .gan_common import GanParams
-from .kit import FederatedClient, FederatedServer, ServerAlgorithm, average, collect_round, fed_roles, holders
+from .kit import (FederatedClient, FederatedServer, ServerAlgorithm, average, check_local_work, collect_round, fed_roles,
+                  holders, local_work)
+
+SEED_LOCAL_STEPS = 100
+"""The seed's ``--local_steps`` default."""
 
 
 @dataclass(frozen=True)
 class FLGanParams(GanParams):
     frac_workers: float = field(default=0.1, metadata={"check": (lambda x: 0 < x <= 1, "must be in (0, 1]")})
     """C: fraction of the devices that train in each round (seed ``--frac_workers``)."""
-    local_steps: int = field(default=100, metadata={"check": (lambda x: x > 0, "must be > 0")})
-    """E: GAN steps a device runs per round (seed ``--local_steps``)."""
+    local_steps: Optional[int] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    """E: GAN steps a device runs per round (seed ``--local_steps``); null = 100 (the seed's
+    default) unless local_epochs is set."""
+    local_epochs: Optional[int] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    """E as passes over the device's shard per round, instead of local_steps (not both)."""
     rounds_per_epoch: Optional[int] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
     """Rounds between evaluations; null = ceil(K·S / (m·E)) (one pass over all data)."""
     timeout: Optional[float] = field(default=None, metadata={"parse": parse_duration})
     """Seconds a server waits for the sub-group's updates (seed ``--timeout``); null waits for all."""
+
+    def __post_init__(self) -> None:
+        check_local_work(self)
 
 
 class FedGanServer(FederatedServer):
@@ -85,7 +97,8 @@ class FedGanServer(FederatedServer):
         p = self.params
         if p.rounds_per_epoch:
             return p.rounds_per_epoch
-        return max(1, math.ceil(len(self.clients) * self.ctx.steps_per_epoch / (self.group_size() * p.local_steps)))
+        steps = local_work(p, self.ctx.steps_per_epoch, SEED_LOCAL_STEPS)
+        return max(1, math.ceil(len(self.clients) * self.ctx.steps_per_epoch / (self.group_size() * steps)))
 
     async def gather_counts(self, rt: Runtime) -> None:
         msgs = await collect_round(rt, "counts", 0, set(self.clients) - set(self.counts), self.params.timeout)
@@ -134,7 +147,7 @@ class FedGanDevice(FederatedClient):
     def local_steps(self) -> int:
         """E, or int(E/2) (at least 1) on a weak device of mode ``half_steps`` (FeGAN's seed)."""
         share = getattr(self.ctx.profile, "local_steps", 1.0)
-        return max(1, int(self.params.local_steps * share))
+        return max(1, int(local_work(self.params, self.learner.steps_per_epoch, SEED_LOCAL_STEPS) * share))
 
     def update_meta(self) -> dict:
         d_loss, g_loss = self.learner.last_losses

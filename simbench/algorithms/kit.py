@@ -210,6 +210,24 @@ class StepClock:
             self.node.end_epoch(rt, epoch)
 
 
+def check_local_work(params) -> None:
+    """ConfigError unless at most one of ``local_steps`` and ``local_epochs`` is set."""
+    if getattr(params, "local_steps", None) is not None and getattr(params, "local_epochs", None) is not None:
+        raise ConfigError(f"algorithm.local_epochs: set local_epochs (E, passes over the shard) or local_steps "
+                          f"(minibatch steps), not both; got local_steps {params.local_steps} and local_epochs "
+                          f"{params.local_epochs}")
+
+
+def local_work(params, steps_per_epoch: int, default: int | None = None) -> int:
+    """Minibatch steps per round: ``local_steps``, else ``local_epochs`` passes over a shard of
+    ``steps_per_epoch`` steps (E n_k / B, McMahan et al.'s u), else ``default`` (None: one pass)."""
+    if params.local_steps is not None:
+        return int(params.local_steps)
+    if params.local_epochs is not None:
+        return int(params.local_epochs) * max(1, int(steps_per_epoch))
+    return max(1, int(steps_per_epoch)) if default is None else int(default)
+
+
 # -- averaging ---------------------------------------------------------------------------------
 def average(vectors: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
     """``sum_k w_k v_k / sum_k w_k`` of flat vectors (uniform when ``weights`` is None), a new

@@ -93,9 +93,9 @@ class Node:
         return self.ctx.workload.evaluate(rt, self.ctx, epoch, learner)
 
     def end_epoch(self, rt: Runtime, epoch: int) -> None:
-        """Evaluate, tell the observer (which may build the average model) and the runtime (whose
-        ``sleep_factor`` rest follows a finished epoch)."""
-        self.evaluate(rt, epoch)
+        """Evaluate (the metrics stay in ``last_metrics``), tell the observer (which may build
+        the average model) and the runtime (whose ``sleep_factor`` rest follows a finished epoch)."""
+        self.last_metrics = self.evaluate(rt, epoch)
         epoch_end = getattr(rt, "epoch_end", None)  # hand-made runtimes of tests may lack it
         if epoch_end is not None:
             epoch_end(epoch)

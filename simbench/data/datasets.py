@@ -122,22 +122,32 @@ def _standardise_(x: torch.Tensor, mean, std) -> torch.Tensor:
     return x
 
 
-def _images_to_tensor(data, mean, std) -> torch.Tensor:
-    """uint8 N×H×W or N×H×W×C images to a normalised float32 N×C×H×W tensor, in one go."""
-    x = torch.as_tensor(np.asarray(data)).to(torch.float32).div_(255.0)
+NORMALIZE = ("standard", "unit", "none")
+"""Pixel scalings of the built-in image sets (``dataset.normalize``)."""
+
+
+def _images_to_tensor(data, mean, std, normalize: str = "standard") -> torch.Tensor:
+    """uint8 N×H×W or N×H×W×C images to a float32 N×C×H×W tensor, in one go: standardised
+    with ``mean``/``std`` of the [0, 1] values, in [0, 1] (``unit``) or raw 0..255 (``none``)."""
+    x = torch.as_tensor(np.asarray(data)).to(torch.float32)
+    if normalize != "none":
+        x.div_(255.0)
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-    return _standardise_(x.contiguous(), mean, std)
+    return _standardise_(x.contiguous(), mean, std) if normalize == "standard" else x.contiguous()
 
 
 # -- the loaders -------------------------------------------------------------------------
-def _digits(seed: int) -> Dataset:
+def _digits(seed: int, normalize: str = "standard") -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]  # pixel values are 0..16
+    x = d.images.astype(np.float32)[:, None, :, :]  # pixel values are 0..16
+    if normalize != "none":
+        x = x / 16.0
     xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=seed, stratify=d.target)
-    mean, std = float(xtr.mean()), float(xtr.std())  # training statistics only: no test leakage
+    # training statistics only: no test leakage
+    mean, std = (float(xtr.mean()), float(xtr.std())) if normalize == "standard" else (0.0, 1.0)
 
     def t(a):
         return torch.from_numpy(((a - mean) / std).astype(np.float32))
@@ -180,7 +190,7 @@ def _open_torchvision(cls, root: Path, folder: str, download: bool):
     return cls(str(base), train=True, download=fetch), cls(str(base), train=False, download=fetch)
 
 
-def _torchvision(name: str, root: Path, download: bool) -> Dataset:
+def _torchvision(name: str, root: Path, download: bool, normalize: str = "standard") -> Dataset:
     import torchvision
 
     cls_name, folder, mean, std = _TORCHVISION[name]
@@ -199,8 +209,9 @@ def _torchvision(name: str, root: Path, download: bool) -> Dataset:
             f"set dataset.root or SIMBENCH_DATA to a folder holding {folder}/"
         ) from None
     num_classes = len(getattr(train, "classes", ())) or 10
-    return Dataset(name, _images_to_tensor(train.data, mean, std), torch.as_tensor(np.asarray(train.targets)).long(),
-                   _images_to_tensor(test.data, mean, std), torch.as_tensor(np.asarray(test.targets)).long(),
+    return Dataset(name, _images_to_tensor(train.data, mean, std, normalize),
+                   torch.as_tensor(np.asarray(train.targets)).long(),
+                   _images_to_tensor(test.data, mean, std, normalize), torch.as_tensor(np.asarray(test.targets)).long(),
                    num_classes)
 
 
@@ -209,20 +220,21 @@ Loader = Callable[..., Dataset]
 
 
 def _torchvision_loader(name: str) -> Loader:
-    def load(root: Path, *, download: bool = True, seed: int = 0) -> Dataset:
-        return _torchvision(name, Path(root), download)
+    def load(root: Path, *, download: bool = True, seed: int = 0, normalize: str = "standard") -> Dataset:
+        return _torchvision(name, Path(root), download, normalize)
     load.__doc__ = f"{name} through torchvision (downloaded when online)."
     return load
 
 
 LOADERS: dict[str, Loader] = {
-    "digits": lambda root, *, download=True, seed=0: _digits(seed),
+    "digits": lambda root, *, download=True, seed=0, normalize="standard": _digits(seed, normalize),
     "mnist": _torchvision_loader("mnist"),
     "fashion_mnist": _torchvision_loader("fashion_mnist"),
     "cifar10": _torchvision_loader("cifar10"),
-    "synthetic": lambda root, *, download=True, seed=0: _synthetic(seed),
+    "synthetic": lambda root, *, download=True, seed=0, normalize="standard": _synthetic(seed),
 }
-"""The built-in data sets: name -> loader."""
+"""The built-in data sets: name -> loader (the built-in ones also take ``normalize``;
+``synthetic`` ignores it: its features are drawn as they are)."""
 
 
 # Converted data sets per (name, root, seed): many nodes and runs in one process share one
@@ -232,13 +244,14 @@ _CACHE_SIZE = 8
 _CACHE_LOCK = threading.Lock()
 
 
-def _load_full(name: str, loader: Loader, root: Path, download: bool, seed: int) -> Dataset:
-    key = (name, str(root), seed)
+def _load_full(name: str, loader: Loader, root: Path, download: bool, seed: int, normalize: str = "standard") -> Dataset:
+    key = (name, str(root), seed, normalize)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        data = loader(root, download=download, seed=seed)
+        kw = {"normalize": normalize} if any(loader is v for v in LOADERS.values()) else {}
+        data = loader(root, download=download, seed=seed, **kw)
         if not isinstance(data, Dataset):
             raise DatasetError(f"dataset {name}: the loader returned {type(data).__name__}, not a simbench.data.Dataset")
         _CACHE[key] = data
@@ -270,8 +283,9 @@ def _stratified_subset(labels: torch.Tensor, k: int | None, seed: int, what: str
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = True, seed: int = 0,
-                 max_train: int | None = None, max_test: int | None = None, loader: Loader | None = None) -> Dataset:
-    """Load data set ``name`` as normalised float32 tensors.
+                 max_train: int | None = None, max_test: int | None = None, loader: Loader | None = None,
+                 normalize: str = "standard") -> Dataset:
+    """Load data set ``name`` as float32 tensors.
 
     Parameters
     ----------
@@ -288,6 +302,10 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
     loader : callable, optional
         ``loader(root, *, download, seed) -> Dataset`` for a data set that is not built in
         (see :mod:`simbench.registry`); ``name`` then only labels it.
+    normalize : str
+        The built-in image sets' pixel scaling, one of :data:`NORMALIZE`: ``standard``
+        (minus the training mean, over its std), ``unit`` ([0, 1]), ``none`` (raw values).
+        A loader that is not built in scales its own data: only ``standard`` is accepted.
 
     Returns
     -------
@@ -302,7 +320,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
         if name not in LOADERS:
             raise DatasetError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
         loader = LOADERS[name]
-    full = _load_full(name, loader, resolve_root(root), download, seed if name not in _TORCHVISION else 0)
+    if normalize not in NORMALIZE:
+        raise DatasetError(f"dataset.normalize: unknown {normalize!r}; allowed: {', '.join(NORMALIZE)}")
+    if normalize != "standard" and not any(loader is v for v in LOADERS.values()):
+        raise DatasetError(f"dataset.normalize: {normalize} applies to the built-in data sets; {name}'s own loader "
+                           f"scales its data (leave normalize: standard)")
+    full = _load_full(name, loader, resolve_root(root), download, seed if name not in _TORCHVISION else 0, normalize)
     tr = _stratified_subset(full.y_train, max_train, seed, "max_train")
     te = _stratified_subset(full.y_test, max_test, seed + 1, "max_test")
     if tr is None and te is None:

@@ -3,21 +3,33 @@
 Each takes the label array and a ``numpy.random.Generator`` and returns one sorted index
 array per node, disjoint from the others, except :func:`fegan` (FeGAN's own sampling, whose
 nodes share samples, as in the seed). Nothing here touches tensors or files, so they are
-easy to test alone.
+easy to test alone. Each scheme's docstring names the paper or code it follows:
+
+* ``iid``: a uniform shuffle cut into equal parts;
+* ``shards``: McMahan et al. 2017's pathological non-IID split (sort by label, equal shards
+  dealt at random);
+* ``k_classes``: k classes drawn at random per node (Li et al. 2022, NIID-Bench's ``#C=k``);
+* ``dirichlet``: Hsu et al. 2019 (per-node class mix ~ Dir(alpha p)); variant ``per_class``
+  (per-class split over nodes ~ Dir(alpha), Yurochkin et al. 2019 / NIID-Bench);
+* ``file_order``: seed 002's layout (the data set in file order, cut into files);
+* ``fegan``: FeGAN's overlapping, skewed sampling (seed 001).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SCHEMES = ("iid", "dirichlet", "k_classes", "shards", "fegan")
+SCHEMES = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan")
+
+DIRICHLET_VARIANTS = ("hsu", "per_class")
 
 # Parameters each scheme of :func:`partition` accepts, with their defaults.
 _PARAMS = {
     "iid": {},
-    "dirichlet": {"alpha": 0.5, "min_size": 1},
+    "shards": {"shards_per_client": 2},
     "k_classes": {"k": 2},
-    "shards": {"shard_size": 50},
+    "dirichlet": {"alpha": 0.5, "variant": "hsu", "min_size": 1},
+    "file_order": {"shard_size": 50},
     "fegan": {"magic_num": 5000},
 }
 
@@ -48,8 +60,22 @@ def iid(labels: np.ndarray, n_nodes: int, rng: np.random.Generator) -> list[np.n
 
 
 def dirichlet(labels: np.ndarray, n_nodes: int, alpha: float, rng: np.random.Generator,
-              min_size: int = 1, max_tries: int = 1000) -> list[np.ndarray]:
-    """Per class, split its samples over nodes in proportions drawn from Dir(alpha).
+              min_size: int = 1, max_tries: int = 1000, variant: str = "hsu") -> list[np.ndarray]:
+    """Label skew drawn from a Dirichlet distribution, as Hsu et al. 2019 (the default) or
+    per class (``variant="per_class"``).
+
+    ``hsu`` (T.-M. H. Hsu, H. Qi, M. Brown, "Measuring the effects of non-identical data
+    distribution for federated visual classification", arXiv:1909.06335, section 3): node i
+    gets an equal share of the samples (sizes differ by at most one) with class proportions
+    q_i ~ Dir(alpha p), p being the data set's class distribution; its samples are drawn
+    without replacement, so when a class runs out a node's draw is renormalised over the
+    classes left (the last nodes may then deviate from their q_i). alpha -> inf gives iid
+    nodes, alpha -> 0 one class per node. Every sample is used once.
+
+    ``per_class`` (Yurochkin et al. 2019; NIID-Bench's ``noniid-labeldir``, Li et al. 2022,
+    ``partition_data`` in Xtra-Computing/NIID-Bench ``utils.py``): each class's samples
+    are split over the nodes in proportions drawn from Dir(alpha); node sizes vary. Draws
+    are repeated until every node has ``min_size`` samples.
 
     Parameters
     ----------
@@ -60,9 +86,11 @@ def dirichlet(labels: np.ndarray, n_nodes: int, alpha: float, rng: np.random.Gen
         Concentration; small values give skewed, non-iid shards.
     rng : np.random.Generator
     min_size : int
-        Redraw until every node has at least this many samples.
+        ``per_class``: redraw until every node has at least this many samples.
     max_tries : int
-        Draws before giving up.
+        ``per_class``: draws before giving up.
+    variant : str
+        ``hsu`` or ``per_class``.
 
     Returns
     -------
@@ -72,12 +100,19 @@ def dirichlet(labels: np.ndarray, n_nodes: int, alpha: float, rng: np.random.Gen
     Raises
     ------
     ValueError
-        ``alpha <= 0``, or no draw in ``max_tries`` met ``min_size``.
+        ``alpha <= 0``, an unknown variant, or (``per_class``) no draw in ``max_tries`` met
+        ``min_size``.
     """
     _check_nodes(n_nodes)
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    if variant not in DIRICHLET_VARIANTS:
+        raise ValueError(f"unknown dirichlet variant {variant!r}; allowed: {', '.join(DIRICHLET_VARIANTS)}")
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    by_class = [np.flatnonzero(labels == c) for c in classes]
+    if variant == "hsu":
+        return _dirichlet_hsu(by_class, len(labels), n_nodes, float(alpha), rng)
     for _ in range(max_tries):
         pieces: list[list[np.ndarray]] = [[] for _ in range(n_nodes)]
         for idx in by_class:
@@ -92,34 +127,87 @@ def dirichlet(labels: np.ndarray, n_nodes: int, alpha: float, rng: np.random.Gen
                      f"in {max_tries} draws; raise alpha or use fewer nodes")
 
 
-def _shard_counts(sizes: np.ndarray, n_shards: int, cap: int, rng: np.random.Generator) -> np.ndarray:
-    """How many shards to cut from each class: every class at least one when there are enough
-    shards, the rest by D'Hondt (to the class whose shards are largest), at most ``cap`` each."""
-    counts = np.zeros(len(sizes), dtype=np.int64)
-    if n_shards < len(sizes):  # too few shards for every class: a seeded choice of classes
-        counts[rng.choice(len(sizes), size=n_shards, replace=False)] = 1
-        return counts
-    counts[:] = 1
-    limit = np.minimum(sizes, cap)
-    for _ in range(n_shards - len(sizes)):
-        quotient = np.where(counts < limit, sizes / (counts + 1.0), -1.0)
-        best = int(np.argmax(quotient))
-        if quotient[best] < 0:
-            raise ValueError(f"cannot cut {n_shards} shards of distinct classes out of {int(sizes.sum())} samples "
-                             f"in {len(sizes)} classes; use fewer nodes or a smaller k")
-        counts[best] += 1
-    return counts
+def _dirichlet_hsu(by_class: list[np.ndarray], total: int, n_nodes: int, alpha: float,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    pools = [rng.permutation(idx) for idx in by_class]
+    left = np.array([len(p) for p in pools], dtype=np.int64)
+    prior = left / left.sum()
+    sizes = [len(s) for s in np.array_split(np.arange(total), n_nodes)]
+    parts = []
+    for need in sizes:
+        # Dir(alpha p); a component that underflows to 0 for tiny alpha is harmless
+        q = rng.dirichlet(np.maximum(alpha * prior, 1e-300))
+        counts = np.zeros(len(pools), dtype=np.int64)
+        while need > 0:
+            w = np.where(left > 0, q, 0.0)
+            if not w.sum() > 0:  # the node's classes are used up: draw from what is left
+                w = left.astype(float)
+            got = np.minimum(rng.multinomial(need, w / w.sum()), left)
+            counts += got
+            left -= got
+            need -= int(got.sum())
+        start = np.array([len(p) for p in pools]) - left - counts  # first unused of each pool
+        parts.append(np.sort(np.concatenate([p[s:s + c] for p, s, c in zip(pools, start, counts)])).astype(np.int64))
+    return parts
+
+
+def shards(labels: np.ndarray, n_nodes: int, rng: np.random.Generator, shards_per_client: int = 2) -> list[np.ndarray]:
+    """McMahan et al. 2017's pathological non-IID split: sort by label, cut into
+    ``n_nodes * shards_per_client`` equal shards, deal them at random.
+
+    H. B. McMahan et al., "Communication-efficient learning of deep networks from
+    decentralized data", AISTATS 2017, section 3: "sort the data by digit label, divide it
+    into 200 shards of size 300, and assign each of 100 clients 2 shards" (so most clients
+    hold two digits). The samples are ordered by label, index order kept within a class;
+    shard j is samples ``j*S .. (j+1)*S - 1`` of that order with ``S = N // (n *
+    shards_per_client)``; a random permutation (``rng``, the run's seed) deals them,
+    ``shards_per_client`` to each node. A shard at a class boundary holds two classes, and
+    two shards of one class may land on one node, so a node holds 1 to ``2 *
+    shards_per_client`` classes, at most ``shards_per_client`` when every class size is a
+    multiple of S. The ``N mod (n * shards_per_client)`` last samples of that order are
+    unused (none for MNIST with 100 nodes and 2 shards each).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels.
+    n_nodes : int
+    rng : np.random.Generator
+    shards_per_client : int
+
+    Returns
+    -------
+    list of np.ndarray
+        Sorted, disjoint index arrays of ``shards_per_client * S`` samples each.
+
+    Raises
+    ------
+    ValueError
+        ``shards_per_client < 1``, or fewer samples than shards.
+    """
+    _check_nodes(n_nodes)
+    if int(shards_per_client) < 1:
+        raise ValueError(f"shards_per_client must be >= 1, got {shards_per_client}")
+    n_shards = int(n_nodes) * int(shards_per_client)
+    size = len(labels) // n_shards
+    if size < 1:
+        raise ValueError(f"{len(labels)} samples cannot be cut into {n_shards} shards; use fewer nodes or "
+                         f"fewer shards_per_client")
+    order = np.argsort(np.asarray(labels), kind="stable")[:n_shards * size].reshape(n_shards, size)
+    deal = rng.permutation(n_shards).reshape(n_nodes, shards_per_client)
+    return [np.sort(order[d].reshape(-1)).astype(np.int64) for d in deal]
 
 
 def k_classes(labels: np.ndarray, n_nodes: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Each node gets samples of exactly ``k`` classes (McMahan et al.'s shards).
+    """Each node holds ``k`` classes drawn at random; a class's samples are split equally
+    (after a shuffle) among the nodes that drew it.
 
-    Samples sorted by label (random order within a class) are cut into ``n_nodes * k``
-    shards that never straddle two classes; a class gets a number of shards in proportion to
-    its size, at least one when ``n_nodes * k >= num_classes`` (so every class is used), and
-    at most ``n_nodes``. With shards in class order, node ``perm[i]`` takes shards ``i, i + n,
-    ..., i + (k-1) n``: a class's shards are a run of at most ``n`` consecutive shards, so no
-    node gets two shards of one class.
+    Li et al. 2022, "Federated learning on non-IID data silos: an experimental study"
+    (NIID-Bench's ``noniid-#label{k}``, ``partition_data`` in Xtra-Computing/NIID-Bench
+    ``utils.py``): node i's first class is ``i mod C`` (so with ``n_nodes >= C`` every class,
+    hence every sample, is used), its other ``k - 1`` are drawn uniformly without
+    replacement from the rest with ``rng``. Different seeds give different class sets
+    (node i's first class excepted); node sizes vary with how many nodes share a class.
 
     Parameters
     ----------
@@ -133,35 +221,44 @@ def k_classes(labels: np.ndarray, n_nodes: int, k: int, rng: np.random.Generator
     Returns
     -------
     list of np.ndarray
-        Sorted, disjoint index arrays: every sample when ``n_nodes * k >= num_classes``,
-        else the samples of ``n_nodes * k`` classes drawn with ``rng``.
+        Sorted, disjoint index arrays, each of exactly ``k`` classes when every class has at
+        least as many samples as nodes that drew it.
 
     Raises
     ------
     ValueError
-        ``k`` out of range, or too few samples for ``n_nodes * k`` single-class shards.
+        ``k`` out of range.
     """
     _check_nodes(n_nodes)
-    classes, sizes = np.unique(labels, return_counts=True)
-    if not 1 <= k <= len(classes):
-        raise ValueError(f"classes_per_node must be in 1..{len(classes)}, got {k}")
-    counts = _shard_counts(sizes, n_nodes * k, n_nodes, rng)
-    shards = []
-    for c, m in zip(classes, counts):
-        if m:
-            shards += np.array_split(rng.permutation(np.flatnonzero(labels == c)), m)
-    perm = rng.permutation(n_nodes)  # which node gets which deal
-    parts: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * n_nodes
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    c = len(classes)
+    if not 1 <= k <= c:
+        raise ValueError(f"classes_per_node must be in 1..{c}, got {k}")
+    drawn = []
     for i in range(n_nodes):
-        parts[perm[i]] = np.sort(np.concatenate(shards[i::n_nodes])).astype(np.int64)
-    return parts
+        first = i % c
+        rest = rng.choice(np.delete(np.arange(c), first), size=k - 1, replace=False)
+        drawn.append([first, *(int(r) for r in rest)])
+    holders: list[list[int]] = [[] for _ in range(c)]
+    for node, mine in enumerate(drawn):
+        for cls in mine:
+            holders[cls].append(node)
+    pieces: list[list[np.ndarray]] = [[] for _ in range(n_nodes)]
+    for cls, nodes in enumerate(holders):
+        if nodes:
+            chunks = np.array_split(rng.permutation(np.flatnonzero(labels == classes[cls])), len(nodes))
+            for node, chunk in zip(nodes, chunks):
+                pieces[node].append(chunk)
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in pieces]
 
 
-def shards_of(labels: np.ndarray, shard_size: int, n_nodes: int) -> list[np.ndarray]:
-    """Seed 002's layout: the data set in order, cut into files of ``shard_size`` samples.
+def file_order(labels: np.ndarray, shard_size: int, n_nodes: int) -> list[np.ndarray]:
+    """Seed 002's layout: the data set in file order, cut into files of ``shard_size`` samples.
 
     Worker ``n`` gets files ``n*F .. (n+1)*F - 1`` with ``F = n_files // n_nodes``; files
-    left over and a partial last file are unused, as in the seed.
+    left over and a partial last file are unused, as in the seed. Not a label skew: MNIST's
+    file order mixes the digits, so every node holds all ten.
 
     Parameters
     ----------
@@ -305,8 +402,9 @@ def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Gene
         One of :data:`SCHEMES`.
     rng : np.random.Generator
     **params
-        ``dirichlet``: ``alpha`` (0.5), ``min_size`` (1); ``k_classes``: ``k`` (2);
-        ``shards``: ``shard_size`` (50); ``fegan``: ``magic_num`` (5000); ``iid``: none.
+        ``shards``: ``shards_per_client`` (2); ``k_classes``: ``k`` (2); ``dirichlet``:
+        ``alpha`` (0.5), ``variant`` (hsu), ``min_size`` (1); ``file_order``: ``shard_size``
+        (50); ``fegan``: ``magic_num`` (5000); ``iid``: none.
 
     Returns
     -------
@@ -327,13 +425,15 @@ def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Gene
     labels = np.asarray(labels)
     if scheme == "iid":
         return iid(labels, n_nodes, rng)
+    if scheme == "shards":
+        return shards(labels, n_nodes, rng, kw["shards_per_client"])
     if scheme == "dirichlet":
-        return dirichlet(labels, n_nodes, kw["alpha"], rng, kw["min_size"])
+        return dirichlet(labels, n_nodes, kw["alpha"], rng, kw["min_size"], variant=kw["variant"])
     if scheme == "k_classes":
         return k_classes(labels, n_nodes, kw["k"], rng)
     if scheme == "fegan":
         return fegan(labels, n_nodes, rng, kw["magic_num"])
-    return shards_of(labels, kw["shard_size"], n_nodes)
+    return file_order(labels, kw["shard_size"], n_nodes)
 
 
 def class_histogram(parts: list[np.ndarray], labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -353,3 +453,42 @@ def class_histogram(parts: list[np.ndarray], labels: np.ndarray, num_classes: in
     if not parts:
         return np.zeros((0, num_classes), dtype=np.int64)
     return np.stack([np.bincount(labels[p], minlength=num_classes)[:num_classes] for p in parts])
+
+
+def summary(parts: list[np.ndarray], labels: np.ndarray, num_classes: int, nodes: list[int] | None = None,
+            title: str = "") -> str:
+    """A plain-text table of the split: per node its sample count, its classes and the
+    count of each class, then totals (how many samples are used, and how many twice).
+
+    Parameters
+    ----------
+    parts : list of np.ndarray
+    labels : np.ndarray
+    num_classes : int
+    nodes : list of int, optional
+        The node ids of ``parts`` (default 0..n-1).
+    title : str
+        A first line.
+
+    Returns
+    -------
+    str
+    """
+    labels = np.asarray(labels)
+    hist = class_histogram(parts, labels, num_classes)
+    nodes = list(range(len(parts))) if nodes is None else list(nodes)
+    width = max(5, len(str(int(hist.max()))) if hist.size else 1)
+    lines = [title] if title else []
+    lines.append("node  samples  classes  " + " ".join(f"{c:>{width}}" for c in range(num_classes)))
+    for node, row in zip(nodes, hist):
+        lines.append(f"{node:>4}  {int(row.sum()):>7}  {int((row > 0).sum()):>7}  "
+                     + " ".join(f"{int(v):>{width}}" for v in row))
+    used = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    distinct = len(np.unique(used))
+    per_node = (hist > 0).sum(axis=1) if len(hist) else np.zeros(0)
+    lines.append(f"total {len(used)} samples on {len(parts)} nodes, {distinct} distinct of {len(labels)} "
+                 f"({len(labels) - distinct} unused, {len(used) - distinct} held more than once); "
+                 f"classes per node: min {int(per_node.min()) if len(per_node) else 0}, "
+                 f"mean {float(per_node.mean()) if len(per_node) else 0:.2f}, max {int(per_node.max()) if len(per_node) else 0}; "
+                 f"distinct class sets: {len({tuple(np.flatnonzero(r)) for r in hist})}")
+    return "\n".join(lines) + "\n"

@@ -47,6 +47,8 @@ class Built:
     population: Population | None = None
     fresh_node: Callable[[int], Any] | None = None
     """Node ``k`` rebuilt as at the start (a new learner from the same seeds): ``rejoin: fresh``."""
+    split: dict[int, NodeData] | None = None
+    """Each data holder's training and validation indices."""
 
     def reporters(self) -> list[int]:
         """The nodes whose epochs form the run's per-epoch rows (their mean is ``avg``)."""
@@ -87,8 +89,9 @@ def split_data(cfg: ExperimentConfig, data: Dataset, holders: list[int], rng: np
     whose nodes share the whole training set)."""
     labels = data.y_train.numpy()
     spec = cfg.dataset
-    kw = {"iid": {}, "dirichlet": {"alpha": spec.alpha}, "k_classes": {"k": spec.classes_per_node},
-          "shards": {"shard_size": spec.shard_size},
+    kw = {"iid": {}, "dirichlet": {"alpha": spec.alpha, "variant": spec.dirichlet},
+          "k_classes": {"k": spec.classes_per_node}, "shards": {"shards_per_client": spec.shards_per_client},
+          "file_order": {"shard_size": spec.shard_size},
           "fegan": {} if spec.max_per_class is None else {"magic_num": spec.max_per_class}}[spec.partition]
     try:
         if cfg.algorithm_class().whole_data(cfg.algorithm_params):
@@ -108,12 +111,28 @@ def split_data(cfg: ExperimentConfig, data: Dataset, holders: list[int], rng: np
     return out
 
 
+def data_summary(cfg: ExperimentConfig, data: Dataset, split: dict[int, NodeData]) -> tuple[str, np.ndarray]:
+    """The split as text (per node: samples, classes, count per class; see
+    :func:`simbench.data.partition.summary`) and its nodes × classes count matrix."""
+    labels = data.y_train.numpy()
+    nodes = sorted(split)
+    trains = [np.asarray(split[i].train) for i in nodes]
+    d = cfg.dataset
+    how = {"shards": f"shards_per_client {d.shards_per_client}", "k_classes": f"classes_per_node {d.classes_per_node}",
+           "dirichlet": f"alpha {d.alpha}, {d.dirichlet}", "file_order": f"shard_size {d.shard_size}"}.get(d.partition, "")
+    title = (f"{d.name}: {len(labels)} training samples, {len(data.y_test)} test samples, partition {d.partition}"
+             f"{' (' + how + ')' if how else ''}, val_fraction {d.val_fraction} "
+             f"({sum(len(split[i].val) for i in nodes)} validation samples), normalize {d.normalize}; training samples:")
+    text = parts.summary(trains, labels, data.num_classes, nodes, title)
+    return text, parts.class_histogram(trains, labels, data.num_classes)
+
+
 def load_data(cfg: ExperimentConfig) -> Dataset:
     """The run's data set, through the registry (built in, installed or import path)."""
     from .. import registry
     d = cfg.dataset
     return load_dataset(d.name, d.root, download=d.download, seed=cfg.seed, max_train=d.max_train,
-                        max_test=d.max_test, loader=registry.dataset(d.name))
+                        max_test=d.max_test, loader=registry.dataset(d.name), normalize=d.normalize)
 
 
 def build_nodes(cfg: ExperimentConfig, on_epoch: Callable | None = None, *, only: int | None = None,
@@ -161,7 +180,7 @@ def build_nodes(cfg: ExperimentConfig, on_epoch: Callable | None = None, *, only
     if population is not None:
         profiles = population_speeds(cfg, population, profiles, contexts)
     return Built(graph, roles, profiles, nodes, contexts, workload, streams, population,
-                 lambda i: make(i)[1])
+                 lambda i: make(i)[1], split)
 
 
 def population_speeds(cfg: ExperimentConfig, population: Population, profiles: list[NodeProfile],

@@ -35,7 +35,7 @@ from ..core.schema import ConfigError, above, at_least, from_dict, path_componen
 from ..core.units import parse_duration
 from ..core.yamlio import load_yaml_file, parse_override
 
-PARTITIONS = ("iid", "dirichlet", "k_classes", "shards", "fegan")
+PARTITIONS = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan")
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,29 @@ class DatasetSpec:
     download: bool = True
     """Let torchvision download when the files are missing (needs network)."""
     partition: str = field(default="iid", metadata={"choices": PARTITIONS})
-    """How training data is split over the nodes that hold data (fegan: FeGAN's skewed, overlapping
-    sampling, see simbench.data.partition.fegan)."""
+    """How training data is split over the nodes that hold data: iid; shards (McMahan et al.
+    2017: sorted by label, shards_per_client shards dealt at random); k_classes (classes_per_node
+    classes drawn at random per node, NIID-Bench); dirichlet (Hsu et al. 2019, alpha); file_order
+    (seed 002: the file order cut into shard_size files); fegan (FeGAN's skewed, overlapping
+    sampling). Sources in simbench.data.partition."""
+    shards_per_client: int = field(default=2, metadata={"check": at_least(1)})
+    """Shards per node (partition: shards; McMahan et al.: 2 of 300 MNIST images)."""
     alpha: float = field(default=0.5, metadata={"check": above(0)})
     """Dirichlet concentration (partition: dirichlet); small = more skewed."""
+    dirichlet: str = field(default="hsu", metadata={"choices": ("hsu", "per_class")})
+    """partition: dirichlet: hsu (equal node sizes, class mix ~ Dir(alpha p), Hsu et al. 2019) or
+    per_class (each class split over nodes ~ Dir(alpha), Yurochkin et al. 2019; sizes vary)."""
     classes_per_node: int = field(default=2, metadata={"check": at_least(1)})
     """Classes on each node (partition: k_classes)."""
     shard_size: int = field(default=50, metadata={"check": at_least(1)})
-    """Samples per file (partition: shards, seed 002's layout)."""
+    """Samples per file (partition: file_order, seed 002's layout)."""
     max_per_class: Optional[int] = field(default=None, metadata={"check": at_least(1)})
     """Cap of samples per class on each node (FeGAN's magic_num; partition fegan: its magic_num, default 5000)."""
-    val_fraction: float = field(default=0.1, metadata={"check": (lambda x: 0 <= x < 1, "must be in [0, 1)")})
-    """Validation split carved from each node's shard."""
+    val_fraction: float = field(default=0.0, metadata={"check": (lambda x: 0 <= x < 1, "must be in [0, 1)")})
+    """Validation split carved from each node's shard (0: every sample trains, as the papers)."""
+    normalize: str = field(default="standard", metadata={"choices": ("standard", "unit", "none")})
+    """Pixel scaling of the built-in image sets: standard (minus the training mean, over the std),
+    unit (in [0, 1], as McMahan et al. feed MNIST), none (raw values: 0..255, digits 0..16)."""
     max_train: Optional[int] = field(default=None, metadata={"check": at_least(1)})
     """Use a subset of the training set (fast runs)."""
     max_test: Optional[int] = field(default=None, metadata={"check": at_least(1)})
@@ -69,7 +80,8 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str = field(default="mlp", metadata={"check": (lambda n: bool(registry.model(n)), "")})
-    """Architecture: logistic, mlp, cnn (seed 002's Keras MNIST CNN), resnet_gn (seed 003); lsgan,
+    """Architecture: logistic, mlp, cnn (seed 002's Keras MNIST CNN), cnn_fedavg (McMahan et al.'s
+    MNIST CNN), resnet_gn (seed 003); lsgan,
     dcgan for GAN algorithms; an installed entry point or an import path ``pkg.module:factory``."""
     options: dict = field(default_factory=dict)
     """Keyword arguments of the architecture (e.g. hidden: [128], drop_rate: 0.1)."""
@@ -82,15 +94,21 @@ class TrainSpec:
     batch_size: int = field(default=32, metadata={"check": within(1, 2**20)})
     """Samples per minibatch (a batch larger than a node's shard takes the whole shard)."""
     optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam")})
+    """Every node's local optimizer."""
     lr: float = field(default=0.05, metadata={"check": above(0)})
+    """Learning rate of the local optimizer."""
     momentum: float = field(default=0.0, metadata={"check": within(0, 1, open_hi=True)})
+    """SGD momentum (0: plain SGD)."""
     dampening: float = field(default=0.0, metadata={"check": within(0, 1)})
+    """SGD dampening of the momentum."""
     nesterov: bool = False
     """Nesterov momentum (needs momentum > 0 and dampening 0)."""
     weight_decay: float = field(default=0.0, metadata={"check": at_least(0)})
+    """The optimizer's weight decay."""
     l2_lambda: float = field(default=0.0, metadata={"check": at_least(0)})
     """Seed 003's L2 term added to the loss."""
     scheduler: str = field(default="none", metadata={"choices": ("none", "StepLR")})
+    """Learning-rate schedule (StepLR: times gamma every step_size optimizer steps)."""
     step_size: int = field(default=5, metadata={"check": at_least(1)})
     """StepLR: optimizer steps between two decays."""
     gamma: float = field(default=0.9, metadata={"check": above(0)})
@@ -98,7 +116,8 @@ class TrainSpec:
     same_init: bool = True
     """All nodes start from the same initial model (seed 003's model_init_seed)."""
     eval_samples: int = field(default=2000, metadata={"check": at_least(1)})
-    """Samples of the train shard and the test set used for each evaluation."""
+    """Samples of the train shard and the test set used for each evaluation (the first ones;
+    MNIST's test set has 10000: set 10000 to evaluate on all of it)."""
 
     def __post_init__(self) -> None:
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
@@ -148,6 +167,7 @@ class ExperimentConfig:
     """Per-node compute speed, bandwidth and availability from traces, distributions or a
     profile (see :mod:`simbench.core.population`); null: every node as the config says."""
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+    """Torch device of the training."""
     execution: str = field(default="batched", metadata={"choices": ("batched", "sequential")})
     """batched: in the simulator, the training steps of nodes due at the same simulated instant
     run as one vectorized call where the model allows (same simulated times, bytes and events;

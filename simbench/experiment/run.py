@@ -133,6 +133,7 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     built = build_nodes(cfg, relay, run_dir=run_dir)
     observer = built.workload.observer(recorder, built.reporters())
     relay.target = observer.on_epoch
+    write_data_summary(cfg, run_dir, built)
     used, why = built.workload.execution(cfg.execution)
     world = SimWorld(built.graph, built.nodes, roles=built.roles, network=cfg.network, compute=cfg.compute,
                      scenario=cfg.scenario, profiles=built.profiles, recorder=recorder, seed=built.streams.world,
@@ -141,7 +142,8 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
     observer.clock = lambda: world.now
     observer.bytes_total = lambda: float(sum(world.network.bytes_sent))
     execution = Execution(cfg.execution, used, why, world.batcher, time.perf_counter() - started)
-    _write_manifest(cfg, run_dir, recorder.run_id, "running", None, 0.0, 0.0, execution)
+    evaluation = evaluation_record(cfg, built.workload.data)
+    _write_manifest(cfg, run_dir, recorder.run_id, "running", None, 0.0, 0.0, execution, evaluation)
     recorder.stream_to(run_dir)
     recorder.trackers = make_trackers(cfg.output.trackers, run_dir, cfg, recorder.run_id)
     show = cfg.output.progress if progress is None else progress
@@ -171,10 +173,33 @@ def run_experiment(cfg: ExperimentConfig, out_root: str | Path | None = None, *,
             observer.flush()
             if built.population is not None and built.population.timelines:
                 online_fraction(recorder, built.population)
-        result = _write(cfg, run_dir, recorder, status, error, world.now, wall, built.workload, execution)
+        result = _write(cfg, run_dir, recorder, status, error, world.now, wall, built.workload, execution, evaluation)
     if status == "interrupted":
         raise KeyboardInterrupt
     return result
+
+
+def write_data_summary(cfg, run_dir: Path, built) -> None:
+    """``data_split.txt`` (classes and sizes per data holder) and, with ``output.plot``, its
+    heat map ``data_split.png`` in the run directory."""
+    if not built.split:
+        return
+    from .build import data_summary
+    text, hist = data_summary(cfg, built.workload.data, built.split)
+    write_atomic(run_dir / "data_split.txt", text)
+    if cfg.output.plot:
+        from ..report.figures import split_figure
+        split_figure(hist, run_dir / "data_split.png", nodes=sorted(built.split),
+                     title=f"{cfg.dataset.name}, partition {cfg.dataset.partition}")
+
+
+def evaluation_record(cfg, data) -> dict:
+    """What the run evaluates on (manifest.json's ``evaluation``): the test samples each
+    evaluation uses, the shard samples of the train metric and the validation split."""
+    n_test = None if data is None else len(data.y_test)
+    return {"test_samples": None if n_test is None else min(cfg.train.eval_samples, n_test),
+            "test_set_size": n_test, "train_eval_samples_per_node": cfg.train.eval_samples,
+            "val_fraction": cfg.dataset.val_fraction, "normalize": cfg.dataset.normalize}
 
 
 def online_fraction(recorder: Recorder, population) -> None:
@@ -237,21 +262,22 @@ class Execution:
 
 
 def _write_manifest(cfg, run_dir: Path, run_id: str, status: str, error, sim_time: float, wall: float,
-                    execution: Execution | None = None) -> None:
+                    execution: Execution | None = None, evaluation: dict | None = None) -> None:
     manifest = {
         "run_id": run_id, "mode": "sim", "status": status, "error": error, "seed": cfg.seed,
         "sim_time_s": sim_time, "wall_time_s": round(wall, 3) if cfg.output.wall_clock else None,
         "execution": execution.record(cfg.output.wall_clock) if execution is not None else None,
+        "evaluation": evaluation,
         "config": cfg.to_dict(), "versions": versions(), "git_revision": git_revision(),
     }
     write_atomic(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
 
 
 def _write(cfg, run_dir: Path, recorder: Recorder, status: str, error, sim_time: float, wall: float,
-           workload, execution: Execution | None = None) -> RunResult:
+           workload, execution: Execution | None = None, evaluation: dict | None = None) -> RunResult:
     recorder.close()
     recorder.write(run_dir)
-    _write_manifest(cfg, run_dir, recorder.run_id, status, error, sim_time, wall, execution)
+    _write_manifest(cfg, run_dir, recorder.run_id, status, error, sim_time, wall, execution, evaluation)
     events, epochs = recorder.events_frame(), recorder.epochs_frame()
     if cfg.output.plot and len(epochs):
         topo = cfg.topology.get("kind") or cfg.topology.get("file")

@@ -8,9 +8,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .classifiers import cnn, logistic, mlp, resnet_gn
+from .classifiers import cnn, cnn_fedavg, logistic, mlp, resnet_gn
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"logistic": logistic, "mlp": mlp, "cnn": cnn, "resnet_gn": resnet_gn}
+MODELS: dict[str, Callable[..., nn.Module]] = {"logistic": logistic, "mlp": mlp, "cnn": cnn, "cnn_fedavg": cnn_fedavg,
+                                               "resnet_gn": resnet_gn}
 
 
 def build_model(name: str, input_shape: tuple, num_classes: int, *, seed: int | None = None,

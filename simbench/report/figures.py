@@ -296,3 +296,29 @@ def heatmap_figure(wide: pd.DataFrame, path: Path, *, rows: str, cols: str, metr
         fig.savefig(path)
         plt.close(fig)
     return Path(path)
+
+
+def split_figure(hist: np.ndarray, path: Path, *, nodes: Sequence[int], title: str = "") -> Path:
+    """A nodes × classes heat map of a run's data split (sample counts, one row per data
+    holder; rows beyond 200 are binned so the figure stays readable)."""
+    hist = np.asarray(hist, dtype=float)
+    nodes = list(nodes)
+    if len(hist) > 200:  # many clients: show every k-th row
+        step = -(-len(hist) // 200)
+        hist, nodes = hist[::step], nodes[::step]
+    with style():
+        fig, ax = plt.subplots(figsize=(1.2 + 0.35 * hist.shape[1], 1.2 + 0.05 * max(20, len(hist))))
+        im = ax.imshow(hist, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.grid(False)
+        ax.set_xlabel("class")
+        ax.set_ylabel("node")
+        ax.set_xticks(range(hist.shape[1]))
+        ticks = np.linspace(0, len(hist) - 1, min(len(hist), 10)).round().astype(int) if len(hist) else []
+        ax.set_yticks(list(ticks))
+        ax.set_yticklabels([str(nodes[t]) for t in ticks])
+        fig.colorbar(im, ax=ax, label="training samples")
+        if title:
+            ax.set_title(title)
+        fig.savefig(path)
+        plt.close(fig)
+    return Path(path)

@@ -109,43 +109,68 @@ def test_iid_is_an_exact_split(labels, n, seed):
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
 
 
+def _class_sets(parts, labels):
+    return [frozenset(np.unique(labels[p]).tolist()) for p in parts]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 1000))
+def test_shards_is_mcmahans_pathological_split(seed):
+    """Two shards per client: at most 2 classes each (every class size a multiple of the shard
+    size, so no shard straddles two), every image used exactly once, reproducible per seed."""
+    labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(10), 60))
+    parts = P.shards(labels, 20, np.random.default_rng(seed), shards_per_client=2)  # 40 shards of 15
+    _check_disjoint(parts, len(labels))
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(labels)))
+    assert all(len(p) == 30 for p in parts)
+    assert all(1 <= len(c) <= 2 for c in _class_sets(parts, labels))
+    for p in parts:  # each shard is 15 images of one class
+        counts = np.bincount(labels[p], minlength=10)
+        assert set(counts[counts > 0].tolist()) <= {15, 30}
+    again = P.shards(labels, 20, np.random.default_rng(seed), shards_per_client=2)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_shards_are_dealt_at_random_across_seeds():
+    labels = np.repeat(np.arange(10), 300)  # 100 clients x 2 shards of 15
+    sets = [_class_sets(P.shards(labels, 100, np.random.default_rng(s)), labels) for s in range(3)]
+    assert sets[0] != sets[1] != sets[2]
+    # random deals, not the fixed pairs (0,5), (1,6), ... of a strided deal: many distinct digit sets
+    assert all(len(set(s)) > 30 for s in sets)
+    assert len({c for c in sets[0] if len(c) == 2} - {frozenset((d, d + 5)) for d in range(5)}) > 20
+
+
+def test_shards_on_unequal_classes_most_clients_hold_two():
+    labels = load_dataset("digits").y_train.numpy()  # classes of ~143 images, shards of 7
+    parts = P.shards(labels, 100, np.random.default_rng(0))
+    _check_disjoint(parts, len(labels))
+    assert sum(map(len, parts)) == 100 * 2 * (len(labels) // 200)  # the remainder is unused
+    per = [len(c) for c in _class_sets(parts, labels)]
+    assert max(per) <= 4 and np.mean(np.array(per) <= 2) > 0.8
+    with pytest.raises(ValueError, match="cannot be cut into 400 shards"):
+        P.shards(labels[:300], 200, np.random.default_rng(0))
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 5), st.integers(0, 1000))
-def test_k_classes_gives_k_distinct_labels(k, seed):
+def test_k_classes_gives_k_random_classes(k, seed):
     labels = np.repeat(np.arange(10), 30)
-    n = 10  # n*k is a multiple of 10 classes
-    parts = P.k_classes(labels, n, k, np.random.default_rng(seed))
+    parts = P.k_classes(labels, 10, k, np.random.default_rng(seed))
     _check_disjoint(parts, len(labels))
-    assert sum(map(len, parts)) == len(labels)
-    assert all(len(np.unique(labels[p])) == k for p in parts)
-    assert {len(p) for p in parts} == {len(labels) // n}  # balanced classes: equal shards
-
-
-@st.composite
-def k_class_cases(draw):
-    """Uneven classes, each with at least n samples, so k distinct classes per node is possible."""
-    n = draw(st.integers(1, 12))
-    sizes = draw(st.lists(st.integers(n, n + 30), min_size=2, max_size=10))
-    k = draw(st.integers(1, len(sizes)))
-    labels = np.random.default_rng(draw(st.integers(0, 99))).permutation(np.repeat(np.arange(len(sizes)), sizes))
-    return labels, n, k, draw(st.integers(0, 1000))
-
-
-@settings(max_examples=60, deadline=None)
-@given(k_class_cases())
-def test_k_classes_exact_k_and_coverage_in_general(case):
-    labels, n, k, seed = case
-    parts = P.k_classes(labels, n, k, np.random.default_rng(seed))
-    _check_disjoint(parts, len(labels))
-    assert len(parts) == n and all(np.array_equal(p, np.sort(p)) for p in parts)
-    assert all(len(np.unique(labels[p])) == k for p in parts)
-    num_classes = len(np.unique(labels))
-    if n * k >= num_classes:  # every class, hence every sample, is used
-        assert sum(map(len, parts)) == len(labels)
-    else:
-        assert len(np.unique(labels[np.concatenate(parts)])) == n * k
-    again = P.k_classes(labels, n, k, np.random.default_rng(seed))
+    assert sum(map(len, parts)) == len(labels)  # n >= classes: every class, every sample used
+    assert all(len(c) == k for c in _class_sets(parts, labels))
+    assert [i in c for i, c in enumerate(_class_sets(parts, labels))] == [True] * 10  # node i holds class i
+    again = P.k_classes(labels, 10, k, np.random.default_rng(seed))
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_k_classes_draws_differ_across_seeds_and_nodes():
+    labels = np.repeat(np.arange(10), 300)
+    sets = [_class_sets(P.k_classes(labels, 100, 2, np.random.default_rng(s)), labels) for s in range(2)]
+    assert sets[0] != sets[1]
+    assert len(set(sets[0])) > 25  # the strided deal gave 5 pairs
+    few = P.k_classes(labels, 3, 2, np.random.default_rng(0))  # fewer nodes than classes: some unused
+    assert all(len(c) == 2 for c in _class_sets(few, labels)) and sum(map(len, few)) < len(labels)
 
 
 @settings(max_examples=40, deadline=None)
@@ -169,44 +194,72 @@ def test_split_val_is_disjoint_and_non_empty(n, frac, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(labels_st, st.integers(2, 6), st.floats(0.1, 10), st.integers(0, 100))
-def test_dirichlet_uses_every_sample_once(labels, n, alpha, seed):
-    parts = P.dirichlet(labels, n, alpha, np.random.default_rng(seed))
+@given(labels_st, st.integers(2, 6), st.floats(0.1, 10), st.integers(0, 100), st.sampled_from(P.DIRICHLET_VARIANTS))
+def test_dirichlet_uses_every_sample_once(labels, n, alpha, seed, variant):
+    if variant == "per_class" and len(labels) < 4 * n:
+        return  # per_class may not give every node a sample: covered below
+    parts = P.dirichlet(labels, n, alpha, np.random.default_rng(seed), variant=variant)
     _check_disjoint(parts, len(labels))
     assert sum(map(len, parts)) == len(labels) and min(map(len, parts)) >= 1
-    again = P.dirichlet(labels, n, alpha, np.random.default_rng(seed))
+    if variant == "hsu":  # Hsu et al.: equal node sizes
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    again = P.dirichlet(labels, n, alpha, np.random.default_rng(seed), variant=variant)
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
 
 
 def test_dirichlet_gives_up_with_a_clear_error():
     with pytest.raises(ValueError, match="could not give each of 50 nodes 5 samples"):
-        P.dirichlet(np.zeros(60, dtype=int), 50, 0.01, np.random.default_rng(0), min_size=5, max_tries=20)
+        P.dirichlet(np.zeros(60, dtype=int), 50, 0.01, np.random.default_rng(0), min_size=5, max_tries=20,
+                    variant="per_class")
+    with pytest.raises(ValueError, match="unknown dirichlet variant 'x'; allowed: hsu, per_class"):
+        P.dirichlet(np.zeros(60, dtype=int), 5, 1.0, np.random.default_rng(0), variant="x")
 
 
-def test_dirichlet_small_alpha_is_skewed():
+@pytest.mark.parametrize("variant", P.DIRICHLET_VARIANTS)
+def test_dirichlet_alpha_sets_the_skew(variant):
     labels = np.repeat(np.arange(10), 200)
-    hist = P.class_histogram(P.dirichlet(labels, 8, 0.1, np.random.default_rng(0)), labels, 10)
-    share = hist.max(axis=1) / hist.sum(axis=1)
-    assert share.mean() > 0.4  # iid would be ~0.1
+
+    def top_share(alpha):
+        hist = P.class_histogram(P.dirichlet(labels, 8, alpha, np.random.default_rng(0), variant=variant), labels, 10)
+        return float((hist.max(axis=1) / hist.sum(axis=1)).mean())
+
+    assert top_share(0.1) > 0.4  # iid would be ~0.1
+    assert top_share(1000.0) < 0.2
+
+
+def test_dirichlet_hsu_tiny_alpha_gives_one_class_per_node():
+    labels = np.repeat(np.arange(10), 100)
+    parts = P.dirichlet(labels, 10, 1e-4, np.random.default_rng(3))
+    hist = P.class_histogram(parts, labels, 10)
+    assert (hist.sum(axis=1) == 100).all()
+    # a node whose class is not used up yet gets that class alone; once two nodes have drawn
+    # the same class, a later one takes what is left (sampling without replacement)
+    assert hist[0].max() == 100 and float(hist.max(axis=1).mean()) > 60
 
 
 def test_cap_per_class_and_shards_and_val_split():
     labels = np.repeat(np.arange(10), 60)
     capped = P.cap_per_class(P.iid(labels, 4, np.random.default_rng(0)), labels, 5)
     assert P.class_histogram(capped, labels, 10).max() == 5
-    shards = P.shards_of(np.zeros(1200, dtype=int), 50, 10)  # seed 002: 24 files -> 2 per worker
+    shards = P.file_order(np.zeros(1200, dtype=int), 50, 10)  # seed 002: 24 files -> 2 per worker
     assert [len(s) for s in shards] == [100] * 10 and shards[3][0] == 300
     tr, va = P.split_val(np.arange(100), 0.1, np.random.default_rng(0))
     assert len(va) == 10 and len(tr) == 90 and not set(tr) & set(va)
 
 
 def test_partition_dispatch_errors():
-    with pytest.raises(ValueError, match="unknown partition 'zipf'; allowed: iid, dirichlet, k_classes, shards"):
+    with pytest.raises(ValueError, match="unknown partition 'zipf'; allowed: iid, shards, k_classes, dirichlet, file_order, "
+                                         "fegan"):
         P.partition(np.zeros(10, dtype=int), 2, "zipf", np.random.default_rng(0))
     with pytest.raises(ValueError, match="partition iid takes no parameters, not alpha"):
         P.partition(np.zeros(10, dtype=int), 2, "iid", np.random.default_rng(0), alpha=1)
     with pytest.raises(ValueError, match="partition k_classes takes k, not classes"):
         P.partition(np.zeros(10, dtype=int), 2, "k_classes", np.random.default_rng(0), classes=1)
+    with pytest.raises(ValueError, match="partition shards takes shards_per_client, not shard_size"):
+        P.partition(np.zeros(10, dtype=int), 2, "shards", np.random.default_rng(0), shard_size=5)
+    labels = np.repeat(np.arange(2), 50)
+    assert [len(p) for p in P.partition(labels, 2, "file_order", np.random.default_rng(0), shard_size=10)] == [50, 50]
+    assert [len(p) for p in P.partition(labels, 5, "shards", np.random.default_rng(0), shards_per_client=4)] == [20] * 5
     labels = np.repeat(np.arange(4), 10)
     parts = P.partition(labels, 4, "k_classes", np.random.default_rng(0), k=1)
     hist = P.class_histogram(parts, labels, 4)
