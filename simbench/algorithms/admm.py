@@ -208,6 +208,7 @@ class EdgeConsensusNode(Node):
                         self.y[j] = dual_out(self.z[j], x, sign)
                 await self.swaps.step(rt, p.swap_timeout, barrier=not p.async_step)
                 self.clock.advance(rt, steps)
+            await self.swaps.finish(rt, p.swap_timeout)
         finally:
             server.cancel()
 

@@ -109,6 +109,7 @@ class DSGDNode(Node):
                 self.round += 1
                 if self.round % spe == 0:
                     self.end_epoch(rt, self.round // spe)
+            await self.swaps.finish(rt, p.swap_timeout)
         finally:
             server.cancel()
 

@@ -115,7 +115,9 @@ class EdgeSwaps:
     answer within ``timeout`` leaves the receive buffer as it was (``<kind>_timeouts``) and
     the edge is tried again at its next slot. The reference's round barrier spans every host
     over its control channel; simbench has links only along the topology, so the barrier
-    (:meth:`barrier`) waits for the neighbours, up to ``timeout``.
+    (:meth:`barrier`) waits for the neighbours, up to ``timeout``. Nodes of one run may take
+    different numbers of steps (unequal shards); a node that is done says so to its neighbours
+    (:meth:`finish`, simbench's addition), which then stop waiting for its answers and rounds.
     """
 
     def __init__(self, kind: str, node: int, neighbours: Sequence[int], n: int, period: int,
@@ -128,6 +130,36 @@ class EdgeSwaps:
         self.count = 0
         """Steps of the current round done (the reference's ``round_cnt``)."""
         self.rounds = 0
+        self.gone: set[int] = set()
+        """Neighbours that said they finished: no more swaps or rounds with them."""
+
+    def _is(self, *kinds: str):
+        names = {f"{self.kind}_{k}" for k in kinds}
+        return lambda m: m.kind in names
+
+    def _gone(self, msg: Message) -> bool:
+        """Note a neighbour's goodbye (True), or tell that ``msg`` is something else."""
+        if msg.kind != f"{self.kind}_done":
+            return False
+        self.gone.add(msg.src)
+        return True
+
+    async def finish(self, rt: Runtime, timeout: float | None) -> None:
+        """Tell the neighbours this end is done (nodes of one run may take different numbers
+        of steps): a neighbour still running then stops waiting for its answers and rounds.
+        Then keep answering swaps (the server task runs on) until every neighbour is done too,
+        waiting at most ``timeout``: every request gets its answer, in either runtime alike."""
+        for j in self.slots:
+            await rt.send(j, Message(f"{self.kind}_done"))
+        deadline = None if timeout is None else rt.now() + timeout
+        while set(self.slots) - self.gone:
+            left = None if deadline is None else deadline - rt.now()
+            if left is not None and left <= 0:
+                break
+            msg = await rt.recv(timeout=left, match=self._is("done"))
+            if msg is None:
+                break
+            self._gone(msg)
 
     def _store(self, j: int, x: torch.Tensor) -> None:
         if self.on_receive is None:
@@ -148,18 +180,25 @@ class EdgeSwaps:
     async def step(self, rt: Runtime, timeout: float | None, barrier: bool) -> None:
         """After a step: swap the edges whose slot this is, advance the round counter and, at a
         round's end with ``barrier``, wait for the neighbours' round."""
+        while (msg := await rt.recv(timeout=0, match=self._is("done"))) is not None:
+            self._gone(msg)
+        # A finished neighbour still gets its swaps (what a node sends does not depend on
+        # timing, so the simulator and real runs send the same bytes); it is not waited for.
         due = [j for j, s in self.slots.items() if s == self.count]
         for j in due:
             await rt.send(j, Message(f"{self.kind}_swap", {}, {"x": self.snd[j]}))
-        pending = set(due)
+        pending = set(due) - self.gone
         deadline = None if timeout is None else rt.now() + timeout
         while pending:
             left = None if deadline is None else deadline - rt.now()
             if left is not None and left <= 0:
                 break
-            msg = await rt.recv(timeout=left, match=f"{self.kind}_reply")
+            msg = await rt.recv(timeout=left, match=self._is("reply", "done"))
             if msg is None:
                 break
+            if self._gone(msg):
+                pending.discard(msg.src)
+                continue
             with torch.no_grad():
                 self._store(msg.src, msg.tensors["x"])  # a late answer to an earlier swap is news too
             pending.discard(msg.src)
@@ -177,7 +216,21 @@ class EdgeSwaps:
         r = self.rounds
         for j in self.slots:
             await rt.send(j, Message(f"{self.kind}_round", {"round": r}))
-        await collect_round(rt, f"{self.kind}_round", r, set(self.slots), timeout)
+        pending = set(self.slots) - self.gone
+        deadline = None if timeout is None else rt.now() + timeout
+        accept = lambda m: (m.kind == f"{self.kind}_round" and m.get("round", -1) <= r) \
+            or m.kind == f"{self.kind}_done"  # noqa: E731
+        while pending:
+            left = None if deadline is None else deadline - rt.now()
+            if left is not None and left <= 0:
+                break
+            msg = await rt.recv(timeout=left, match=accept)
+            if msg is None:
+                break
+            if self._gone(msg) or msg["round"] == r:
+                pending.discard(msg.src)
+        if pending:
+            rt.log(f"{self.kind}_round_timeouts", len(pending))
 
 
 # -- local work --------------------------------------------------------------------------------

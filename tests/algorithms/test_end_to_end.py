@@ -22,7 +22,9 @@ def run(tmp_path, **changes):
 
 
 def test_dsgd_ring8_learns_and_reaches_consensus(tmp_path):
-    res = run(tmp_path, train={**BASE["train"], "same_init": False, "epochs": 10})
+    # a swap on every edge after every step (round_cnt 1; the seed's default is once per 10 steps)
+    res = run(tmp_path, train={**BASE["train"], "same_init": False, "epochs": 10},
+              algorithm={"name": "dsgd", "round_cnt": 1})
     ep = res.epochs
     avg = ep[ep["node"] == "avg"].set_index("epoch")
     assert res.status == "finished"

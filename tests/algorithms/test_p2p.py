@@ -200,20 +200,22 @@ def test_each_edge_swaps_once_per_round_at_each_end(algo, kind):
     rounds = epochs * spe // k
     reference_payload_per_epoch = (spe // k) * 2 * 2 * 4 * DIM
     assert reference_payload_per_epoch == 64
+    bye = len(Message(f"{kind}_done").encode(0))  # and a goodbye to each neighbour at the end
     for i in range(n):
-        assert world.network.msgs_sent[i] == rounds * 2 * 2
-        assert world.network.bytes_sent[i] == rounds * 2 * swap_bytes(kind)
-        payload = world.network.msgs_sent[i] * 4 * DIM / epochs
+        assert world.network.msgs_sent[i] == rounds * 2 * 2 + 2
+        assert world.network.bytes_sent[i] == rounds * 2 * swap_bytes(kind) + 2 * bye
+        payload = (world.network.msgs_sent[i] - 2) * 4 * DIM / epochs
         assert payload == reference_payload_per_epoch
     assert events(world, f"{kind}_timeouts") == []
 
 
 def test_round_step_adds_a_small_barrier_message_per_edge_and_round():
     """Without ``async_step`` a node also tells each neighbour that its round is done (the
-    reference's ``Contract._round_step``): deg tensor-free messages per round."""
+    reference's ``Contract._round_step``): deg tensor-free messages per round (and, at the
+    end, a goodbye to each neighbour)."""
     simulate("dsgd", n=4, epochs=2, round_cnt=10)
     net_ = LAST["world"].network
-    assert all(net_.msgs_sent[i] == 2 * (2 * 2 + 2) for i in range(4))
+    assert all(net_.msgs_sent[i] == 2 * (2 * 2 + 2) + 2 for i in range(4))
 
 
 def test_swap_slots_follow_the_seeds_ring_schedule():
@@ -257,3 +259,21 @@ def test_dual_average_only_where_the_seed_averages(algo, piw, averages):
     forced = ALGORITHMS[algo].make_node(NodeContext(node_id=0, role="worker", params=params_of(algo, piw=piw, dual_avg=not averages),
                                                     learner=QuadLearner(torch.zeros(DIM), x0, 0.1), graph=g))
     assert forced.averaging is (not averages)
+
+
+@pytest.mark.parametrize("name", ["dsgd", "pdmm_isvr"])
+def test_a_node_that_finishes_first_lets_its_neighbours_finish_without_timeouts(name, tmp_path):
+    """1,797 digits over 4 nodes: shards of 449 and 450 images, so nodes take different numbers of
+    steps. With no swap timeout, a neighbour still running would wait forever for the answer or
+    round of a node that has finished; the finished node's goodbye releases it."""
+    from simbench.experiment.run import run_experiment
+
+    cfg = parse_config({"name": "uneven", "seed": 0, "nodes": 4, "topology": {"kind": "ring"},
+                        "algorithm": {"name": name, "swap_timeout": None},
+                        "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
+                        "train": {"epochs": 2, "batch_size": 16, "eval_samples": 100},
+                        "output": {"plot": False, "wall_clock": False, "progress": False}})
+    res = run_experiment(cfg, tmp_path)
+    assert res.status == "finished"
+    ep = res.epochs[res.epochs["node"] != "avg"]
+    assert set(ep.groupby("node")["epoch"].max()) == {2}

@@ -94,9 +94,11 @@ def test_fedavg_round_trains_each_client_once_with_all_clients():
 
 # -- D-SGD --------------------------------------------------------------------------------------
 def _dsgd_one_round(graph, x0, **params):
-    p = DSGDParams(**params)
+    # The seed's D-SGD mixes what it received at the previous swap: two steps, one swap on
+    # every edge in between, so the second step's mix is one round of the rule.
+    p = DSGDParams(**{"round_cnt": 1, **params})
     learners = {i: Target(x0[i], still=True, x0=x0[i]) for i in graph.nodes}
-    nodes = {i: DSGD.make_node(NodeContext(node_id=i, role="worker", params=p, learner=learners[i], epochs=1,
+    nodes = {i: DSGD.make_node(NodeContext(node_id=i, role="worker", params=p, learner=learners[i], epochs=2,
                                            graph=graph)) for i in graph.nodes}
     make_world(graph, nodes, latency=0.001, step_time=0.01).run()
     return [float(learners[i].flat[0]) for i in sorted(graph.nodes)]

@@ -188,7 +188,7 @@ def test_resnet_gn_and_model_errors():
     deep = build_model("resnet_gn", (3, 32, 32), 10, seed=0, depth=50, width=8, group_channels=8)
     assert deep(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     errors = [
-        (dict(name="vgg"), "unknown model 'vgg'; allowed: logistic, mlp, cnn, resnet_gn"),
+        (dict(name="vgg"), "unknown model 'vgg'; allowed: logistic, mlp, cnn, cnn_fedavg, resnet_gn"),
         (dict(name="mlp", depth=3), "model mlp has no option 'depth'; allowed: hidden, drop_rate"),
         (dict(name="resnet_gn", depth=34), "depth must be 18 or 50, got 34"),
         (dict(name="cnn", drop_rate=1.5), r"drop_rate must be in \[0, 1\), got 1.5"),

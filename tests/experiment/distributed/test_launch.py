@@ -64,7 +64,11 @@ def test_quickstart_on_four_local_processes_matches_the_simulator(tmp_path):
     assert list(ep.columns[:10]) == list(sim.epochs.columns[:10])
     assert list(ep["node"]) == list(sim.epochs["node"])  # the avg rows too
     nodes = ep["node"] != "avg"
-    assert list(ep.loc[nodes, "bytes_sent"]) == pytest.approx(list(sim.epochs.loc[nodes.values, "bytes_sent"]), rel=1e-5)
+    # per epoch, the same bytes up to one swap answer (19,310 bytes: the MLP's 4,810 parameters and
+    # a header): a node's server task answers a swap whenever it comes, so on real time an answer
+    # may fall on either side of an epoch's end
+    diffs = [a - b for a, b in zip(ep.loc[nodes, "bytes_sent"], sim.epochs.loc[nodes.values, "bytes_sent"])]
+    assert all(abs(d) <= 19310 for d in diffs), diffs
 
 
 def test_a_scheduled_crash_ends_one_process_and_its_peer_carries_on(tmp_path):
@@ -88,9 +92,10 @@ def test_a_scheduled_crash_ends_one_process_and_its_peer_carries_on(tmp_path):
     assert list(crash["node"]) == ["1"] and 0.2 <= crash["time_s"].iloc[0] < 0.6, crash  # never early; late on a busy box
     # the survivor carried on through timeouts after the crash (a loaded box may also time out a
     # slow-starting peer now and then before it) and still finished its epochs
-    timeouts = ev[(ev["metric"] == "params_timeouts") & (ev["node"] == "0")]
+    # (a swap at each edge's slot, once per round of round_cnt steps, and each round's barrier)
+    timeouts = ev[ev["metric"].isin(["params_timeouts", "params_round_timeouts"]) & (ev["node"] == "0")]
     after = timeouts["time_s"] > crash["time_s"].iloc[0]
-    assert after.sum() >= 10 and after.sum() > 3 * (~after).sum(), timeouts
+    assert after.sum() >= 8 and after.sum() > 3 * (~after).sum(), timeouts
     ep = pd.read_csv(run_dir / "epochs.csv", dtype={"node": str})
     assert ep[ep["node"] == "0"]["epoch"].max() == 2 and not (ep[ep["node"] == "1"]["epoch"] == 2).any(), ep
 
