@@ -16,7 +16,7 @@ variant such as FedAvgM or FedProx is a short subclass.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import networkx as nx
 import torch
@@ -32,6 +32,23 @@ NOBODY_ONLINE_WAIT = 1.0
 
 
 # -- messages ---------------------------------------------------------------------------------
+async def wait_each(rt: Runtime, pending: set[int], timeout: float | None, match: Match,
+                    take: Callable[[Message], None]) -> set[int]:
+    """Hand every ``match`` message to ``take`` (which removes its sender from ``pending`` when
+    it settles that peer) until no peer is pending or ``timeout`` seconds have passed; the
+    peers still pending."""
+    deadline = None if timeout is None else rt.now() + timeout
+    while pending:
+        left = None if deadline is None else deadline - rt.now()
+        if left is not None and left <= 0:
+            break
+        msg = await rt.recv(timeout=left, match=match)
+        if msg is None:
+            break
+        take(msg)
+    return pending
+
+
 async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], timeout: float | None,
                         stale: bool = False) -> dict[int, Message]:
     """Gather ``kind`` messages of round ``rnd`` from ``expected`` peers, waiting at most
@@ -46,20 +63,15 @@ async def collect_round(rt: Runtime, kind: str, rnd: int, expected: set[int], ti
     got: dict[int, Message] = {}
     older: dict[int, Message] = {}
     pending = set(expected)
-    deadline = None if timeout is None else rt.now() + timeout
-    accept = lambda m: m.kind == kind and m.get("round", -1) <= rnd  # noqa: E731
-    while pending:
-        left = None if deadline is None else deadline - rt.now()
-        if left is not None and left <= 0:
-            break
-        msg = await rt.recv(timeout=left, match=accept)
-        if msg is None:
-            break
+
+    def take(msg: Message) -> None:
         if msg["round"] == rnd and msg.src in pending:
             got[msg.src] = msg
             pending.discard(msg.src)
         elif stale and msg.src in pending:
             older[msg.src] = msg  # rounds arrive in order on a link: this is the newest so far
+
+    await wait_each(rt, pending, timeout, lambda m: m.kind == kind and m.get("round", -1) <= rnd, take)
     if pending:
         rt.log(f"{kind}_timeouts", len(pending))
         late = [j for j in pending if j in older]
@@ -151,15 +163,13 @@ class EdgeSwaps:
         waiting at most ``timeout``: every request gets its answer, in either runtime alike."""
         for j in self.slots:
             await rt.send(j, Message(f"{self.kind}_done"))
-        deadline = None if timeout is None else rt.now() + timeout
-        while set(self.slots) - self.gone:
-            left = None if deadline is None else deadline - rt.now()
-            if left is not None and left <= 0:
-                break
-            msg = await rt.recv(timeout=left, match=self._is("done"))
-            if msg is None:
-                break
+        waiting = set(self.slots) - self.gone
+
+        def take(msg: Message) -> None:
             self._gone(msg)
+            waiting.discard(msg.src)
+
+        await wait_each(rt, waiting, timeout, self._is("done"), take)
 
     def _store(self, j: int, x: torch.Tensor) -> None:
         if self.on_receive is None:
@@ -188,20 +198,14 @@ class EdgeSwaps:
         for j in due:
             await rt.send(j, Message(f"{self.kind}_swap", {}, {"x": self.snd[j]}))
         pending = set(due) - self.gone
-        deadline = None if timeout is None else rt.now() + timeout
-        while pending:
-            left = None if deadline is None else deadline - rt.now()
-            if left is not None and left <= 0:
-                break
-            msg = await rt.recv(timeout=left, match=self._is("reply", "done"))
-            if msg is None:
-                break
-            if self._gone(msg):
-                pending.discard(msg.src)
-                continue
-            with torch.no_grad():
-                self._store(msg.src, msg.tensors["x"])  # a late answer to an earlier swap is news too
+
+        def take(msg: Message) -> None:
+            if not self._gone(msg):
+                with torch.no_grad():
+                    self._store(msg.src, msg.tensors["x"])  # a late answer to an earlier swap is news too
             pending.discard(msg.src)
+
+        await wait_each(rt, pending, timeout, self._is("reply", "done"), take)
         if pending:
             rt.log(f"{self.kind}_timeouts", len(pending))
         self.count += 1
@@ -217,18 +221,14 @@ class EdgeSwaps:
         for j in self.slots:
             await rt.send(j, Message(f"{self.kind}_round", {"round": r}))
         pending = set(self.slots) - self.gone
-        deadline = None if timeout is None else rt.now() + timeout
-        accept = lambda m: (m.kind == f"{self.kind}_round" and m.get("round", -1) <= r) \
-            or m.kind == f"{self.kind}_done"  # noqa: E731
-        while pending:
-            left = None if deadline is None else deadline - rt.now()
-            if left is not None and left <= 0:
-                break
-            msg = await rt.recv(timeout=left, match=accept)
-            if msg is None:
-                break
+
+        def take(msg: Message) -> None:
             if self._gone(msg) or msg["round"] == r:
                 pending.discard(msg.src)
+
+        accept = lambda m: (m.kind == f"{self.kind}_round" and m.get("round", -1) <= r) \
+            or m.kind == f"{self.kind}_done"  # noqa: E731
+        await wait_each(rt, pending, timeout, accept, take)
         if pending:
             rt.log(f"{self.kind}_round_timeouts", len(pending))
 
