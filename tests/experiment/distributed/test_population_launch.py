@@ -22,7 +22,7 @@ def test_the_trace_takes_a_real_node_offline_and_back(tmp_path):
     config = tmp_path / "pop.yaml"
     config.write_text(yaml.safe_dump({
         "name": "pop", "seed": 0, "nodes": 4, "topology": {"kind": "complete"},
-        "algorithm": {"name": "dsgd", "swap_timeout": 0.05},
+        "algorithm": {"name": "dsgd", "swap_timeout": 0.05, "round_cnt": 1},  # a swap every step: the run outlasts the trace
         "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
         "train": {"epochs": 6, "batch_size": 16, "eval_samples": 100}, "network": {"latency": "5ms"},
         "population": {"availability": {"trace": str(tmp_path / "av.csv")}, "mapping": "column"},
