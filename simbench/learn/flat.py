@@ -30,14 +30,13 @@ dropout (its random masks would be drawn in another order).
 from __future__ import annotations
 
 import copy
-import math
 import threading
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from .learner import OptimConfig
+from .learner import OptimConfig, ShardEpochs
 from .flops import step_flops
 
 
@@ -186,7 +185,7 @@ class ModelTemplate:
         return float(counter.get_total_flops())
 
 
-class FlatLearner:
+class FlatLearner(ShardEpochs):
     """A classifier learner as a flat vector (see the module docstring). The interface is
     :class:`~simbench.learn.Learner`'s.
 
@@ -289,18 +288,10 @@ class FlatLearner:
         return len(self.index)
 
     @property
-    def steps_per_epoch(self) -> int:
-        return max(1, math.ceil(self.num_samples / self.batch_size))
-
-    @property
     def steps_done(self) -> int:
         """Minibatch steps taken (each ``compute_grad`` counts one)."""
         self.settle()
         return self._steps
-
-    @property
-    def epoch(self) -> float:
-        return self.steps_done / self.steps_per_epoch
 
     def next_indices(self) -> torch.Tensor:
         """Indices (into the data set) of the next minibatch, in Learner's order."""

@@ -70,7 +70,21 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig):
     raise ValueError(f"unknown scheduler {cfg.scheduler!r}; allowed: none, StepLR")
 
 
-class Learner:
+class ShardEpochs:
+    """Epoch arithmetic of a learner with ``num_samples``, ``batch_size`` and ``steps_done``."""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """``ceil(num_samples / batch_size)`` (at least 1)."""
+        return max(1, math.ceil(self.num_samples / self.batch_size))
+
+    @property
+    def epoch(self) -> float:
+        """Epochs done, as a fraction: ``steps_done / steps_per_epoch``."""
+        return self.steps_done / self.steps_per_epoch
+
+
+class Learner(ShardEpochs):
     """A model trained on one node's shard with minibatch SGD or Adam.
 
     Parameters and gradients live as views into two flat buffers, so reading, writing and
@@ -144,16 +158,6 @@ class Learner:
     def num_samples(self) -> int:
         """Samples in the shard."""
         return len(self.y)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """``ceil(num_samples / batch_size)`` (at least 1)."""
-        return max(1, math.ceil(self.num_samples / self.batch_size))
-
-    @property
-    def epoch(self) -> float:
-        """Epochs done, as a fraction: ``steps_done / steps_per_epoch``."""
-        return self.steps_done / self.steps_per_epoch
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next minibatch; a new seeded permutation starts each epoch (last batch may be smaller)."""

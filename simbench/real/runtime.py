@@ -270,6 +270,15 @@ class RealRuntime:
                 if not self.offline or (me is not None and me.cancelling()):
                     raise  # cancelled from outside (a signal, the time limit, a crash)
 
+    def _stop_tasks(self) -> None:
+        """Cancel this node's spawned tasks and pending receives; drop its queued arrivals."""
+        for task in list(self._tasks):
+            task.cancel()
+        for waiter in self._waiters:
+            waiter[0].cancel()
+        self._waiters.clear()
+        self._mailbox.clear()
+
     def go_offline(self) -> None:
         """The population takes this node offline: its code stops where it stands (a
         computation's result is lost), queued messages both ways are dropped."""
@@ -280,12 +289,7 @@ class RealRuntime:
         self.log("offline", 1.0)
         if self._session is not None:
             self._session.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        for waiter in self._waiters:
-            waiter[0].cancel()
-        self._waiters.clear()
-        self._mailbox.clear()
+        self._stop_tasks()
         self.links.drop_queued("sender_offline")
 
     def come_online(self) -> None:
@@ -326,11 +330,6 @@ class RealRuntime:
         self.crashed = True
         if self._main is not None:
             self._main.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        for waiter in self._waiters:
-            waiter[0].cancel()
-        self._waiters.clear()
-        self._mailbox.clear()
+        self._stop_tasks()
         self.links.cancel()
         self.transport.abort()
