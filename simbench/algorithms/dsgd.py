@@ -86,6 +86,17 @@ class DSGDNode(Node):
         n = g.number_of_nodes() if g is not None else 1
         self.swaps = EdgeSwaps("params", i, nbrs, n, self.params.round_cnt, self.snd, self.rcv)
 
+    def mix(self, x: torch.Tensor) -> None:
+        """Mix ``x`` with the last received states, in place, and refresh the send buffers."""
+        p = self.params
+        if p.mixing == "seed":
+            mix_seed(x, list(self.rcv.values()), p.weight)
+        else:
+            mix_metropolis(x, self.rcv, self.w_row)
+        sent = x.detach().clone()
+        for j in self.snd:
+            self.snd[j] = sent
+
     async def run(self, rt: Runtime) -> None:
         learner, p = self.learner, self.params
         spe = learner.steps_per_epoch
@@ -96,15 +107,8 @@ class DSGDNode(Node):
         try:
             while self.round < total:
                 await self.local_step(rt)
-                x = learner.flat_params()
                 with torch.no_grad():
-                    if p.mixing == "seed":
-                        mix_seed(x, list(self.rcv.values()), p.weight)
-                    else:
-                        mix_metropolis(x, self.rcv, self.w_row)
-                    sent = x.detach().clone()
-                for j in self.snd:
-                    self.snd[j] = sent
+                    self.mix(learner.flat_params())
                 await self.swaps.step(rt, p.swap_timeout, barrier=not p.async_step)
                 self.round += 1
                 if self.round % spe == 0:
