@@ -144,6 +144,8 @@ def _manifest(run_dir: Path, cfg: Any, outcomes: list[NodeOutcome], statuses: di
         "nodes": [{**asdict(o), **{k: statuses.get(o.node, {}).get(k) for k in
                                    ("role", "bytes_sent", "msgs_sent", "compute_s", "wire_rejected", "address")}}
                   for o in outcomes],
+        # what every node evaluated on (the same record the simulator writes; nodes agree)
+        "evaluation": next((s["evaluation"] for s in statuses.values() if s.get("evaluation")), None),
         "config": cfg.to_dict() if cfg is not None else None,
         "versions": versions(), "git_revision": git_revision(),
     }

@@ -244,6 +244,7 @@ class NodeProcess:
         import torch
 
         from ..build import EpochRelay, build_nodes
+        from ..run import evaluation_record
 
         self.opts, self.plan, self.cfg, self.i = opts, plan, plan.cfg, plan.node_id
         if opts.threads:
@@ -260,6 +261,7 @@ class NodeProcess:
         self.population, self.fresh_node = built.population, built.fresh_node
         self.node = built.nodes[self.i]
         self.neighbors = tuple(sorted(self.graph.neighbors(self.i)))
+        self.evaluation = evaluation_record(self.cfg, built.workload.data)
         self.state = {"status": "finished", "error": None, "exit": EXIT_OK}
         self._runs = 0
 
@@ -392,7 +394,8 @@ class NodeProcess:
         info = {"node": self.i, "role": self.roles[self.i], "status": status, "error": self.state["error"],
                 "pid": os.getpid(), "start": self.start, "end_time_s": round(self.clock(), 6),
                 "bytes_sent": rt.bytes_sent, "msgs_sent": rt.msgs_sent, "compute_s": round(rt.compute_s, 6),
-                "wire_rejected": dict(self.transport.rejected), "address": str(self.published)}
+                "wire_rejected": dict(self.transport.rejected), "address": str(self.published),
+                "evaluation": self.evaluation}
         write_atomic(self.out / "status.json", json.dumps(info, indent=2) + "\n")
 
 

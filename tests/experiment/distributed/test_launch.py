@@ -60,6 +60,10 @@ def test_quickstart_on_four_local_processes_matches_the_simulator(tmp_path):
         sim = run_experiment(cfg, tmp_path / "sim")
     sim_bytes = sim.events[sim.events["metric"] == "bytes_sent_total"].set_index("node")["value"]
     assert [n["bytes_sent"] for n in manifest["nodes"]] == [int(sim_bytes[str(k)]) for k in range(4)]
+    # the real manifest states what the nodes evaluated on, as the simulator's does
+    sim_manifest = json.loads((sim.run_dir / "manifest.json").read_text())
+    assert manifest["evaluation"] == sim_manifest["evaluation"]
+    assert manifest["evaluation"]["test_samples"] > 0
     ep = pd.read_csv(run_dir / "epochs.csv", dtype={"node": str})
     assert list(ep.columns[:10]) == list(sim.epochs.columns[:10])
     assert list(ep["node"]) == list(sim.epochs["node"])  # the avg rows too
