@@ -2,7 +2,7 @@
 
 Each takes the label array and a ``numpy.random.Generator`` and returns one sorted index
 array per node, disjoint from the others, except :func:`fegan` (FeGAN's own sampling, whose
-nodes share samples, as in the seed). Nothing here touches tensors or files, so they are
+nodes share samples, as in the seed) and :func:`parity` (seed 000's, whose nodes share a half). Nothing here touches tensors or files, so they are
 easy to test alone. Each scheme's docstring names the paper or code it follows:
 
 * ``iid``: a uniform shuffle cut into equal parts;
@@ -12,14 +12,15 @@ easy to test alone. Each scheme's docstring names the paper or code it follows:
 * ``dirichlet``: Hsu et al. 2019 (per-node class mix ~ Dir(alpha p)); variant ``per_class``
   (per-class split over nodes ~ Dir(alpha), Yurochkin et al. 2019 / NIID-Bench);
 * ``file_order``: seed 002's layout (the data set in file order, cut into files);
-* ``fegan``: FeGAN's overlapping, skewed sampling (seed 001).
+* ``fegan``: FeGAN's overlapping, skewed sampling (seed 001);
+* ``parity``: DEGAN's even and odd digits (seed 000).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SCHEMES = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan")
+SCHEMES = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan", "parity")
 
 DIRICHLET_VARIANTS = ("hsu", "per_class")
 
@@ -31,6 +32,7 @@ _PARAMS = {
     "dirichlet": {"alpha": 0.5, "variant": "hsu", "min_size": 1},
     "file_order": {"shard_size": 50},
     "fegan": {"magic_num": 5000},
+    "parity": {},
 }
 
 
@@ -391,6 +393,34 @@ def split_val(indices: np.ndarray, frac: float, rng: np.random.Generator) -> tup
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
+def parity(labels: np.ndarray, n_nodes: int) -> list[np.ndarray]:
+    """Seed 000's DEGAN split (m-faezi/DEGAN ``pgelib/redis_ako.py``, where it loads MNIST:
+    ``if nID == 0 or nID == 2: X = X_even`` else ``X_odd``): nodes 0 and 2 each hold every
+    sample of an even class (0, 2, 4, ...), every other node every sample of an odd class.
+    The nodes' sets overlap (nodes 0 and 2 hold the same half), as in the seed. Differences
+    from the seed: it adds the test images of the same digits to its training set, simbench
+    keeps the test set for evaluation; it draws each minibatch uniformly with replacement
+    from the whole half, simbench's learners shuffle the node's samples each epoch.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer class labels.
+    n_nodes : int
+
+    Returns
+    -------
+    list of np.ndarray
+        Sorted index arrays: the even-class samples for nodes 0 and 2, the odd-class ones for
+        the others.
+    """
+    _check_nodes(n_nodes)
+    labels = np.asarray(labels)
+    even = np.flatnonzero(labels % 2 == 0).astype(np.int64)
+    odd = np.flatnonzero(labels % 2 == 1).astype(np.int64)
+    return [even.copy() if i in (0, 2) else odd.copy() for i in range(int(n_nodes))]
+
+
 def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Generator, **params) -> list[np.ndarray]:
     """Split ``labels``' indices over ``n_nodes`` nodes with a named scheme.
 
@@ -404,7 +434,7 @@ def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Gene
     **params
         ``shards``: ``shards_per_client`` (2); ``k_classes``: ``k`` (2); ``dirichlet``:
         ``alpha`` (0.5), ``variant`` (hsu), ``min_size`` (1); ``file_order``: ``shard_size``
-        (50); ``fegan``: ``magic_num`` (5000); ``iid``: none.
+        (50); ``fegan``: ``magic_num`` (5000); ``iid``, ``parity``: none.
 
     Returns
     -------
@@ -433,6 +463,8 @@ def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Gene
         return k_classes(labels, n_nodes, kw["k"], rng)
     if scheme == "fegan":
         return fegan(labels, n_nodes, rng, kw["magic_num"])
+    if scheme == "parity":
+        return parity(labels, n_nodes)
     return file_order(labels, kw["shard_size"], n_nodes)
 
 

@@ -92,7 +92,8 @@ def split_data(cfg: ExperimentConfig, data: Dataset, holders: list[int], rng: np
     kw = {"iid": {}, "dirichlet": {"alpha": spec.alpha, "variant": spec.dirichlet},
           "k_classes": {"k": spec.classes_per_node}, "shards": {"shards_per_client": spec.shards_per_client},
           "file_order": {"shard_size": spec.shard_size},
-          "fegan": {} if spec.max_per_class is None else {"magic_num": spec.max_per_class}}[spec.partition]
+          "fegan": {} if spec.max_per_class is None else {"magic_num": spec.max_per_class},
+          "parity": {}}[spec.partition]
     try:
         if cfg.algorithm_class().whole_data(cfg.algorithm_params):
             shards = [np.arange(len(labels), dtype=np.int64) for _ in holders]

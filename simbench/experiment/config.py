@@ -35,7 +35,7 @@ from ..core.schema import ConfigError, above, at_least, from_dict, path_componen
 from ..core.units import parse_duration
 from ..core.yamlio import load_yaml_file, parse_override
 
-PARTITIONS = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan")
+PARTITIONS = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan", "parity")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class DatasetSpec:
     2017: sorted by label, shards_per_client shards dealt at random); k_classes (classes_per_node
     classes drawn at random per node, NIID-Bench); dirichlet (Hsu et al. 2019, alpha); file_order
     (seed 002: the file order cut into shard_size files); fegan (FeGAN's skewed, overlapping
-    sampling). Sources in simbench.data.partition."""
+    sampling); parity (seed 000's DEGAN: nodes 0 and 2 every even digit, the others every odd
+    one). Sources in simbench.data.partition."""
     shards_per_client: int = field(default=2, metadata={"check": at_least(1)})
     """Shards per node (partition: shards; McMahan et al.: 2 of 300 MNIST images)."""
     alpha: float = field(default=0.5, metadata={"check": above(0)})

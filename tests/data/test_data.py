@@ -264,3 +264,16 @@ def test_partition_dispatch_errors():
     parts = P.partition(labels, 4, "k_classes", np.random.default_rng(0), k=1)
     hist = P.class_histogram(parts, labels, 4)
     assert (hist.sum(axis=0) == 10).all() and ((hist > 0).sum(axis=1) == 1).all()
+
+
+def test_parity_is_degans_even_and_odd_digits():
+    """Seed 000 (m-faezi/DEGAN ``pgelib/redis_ako.py``): nodes 0 and 2 take every even digit,
+    the others every odd one, so nodes 0 and 2 (and 1, 3) hold the same samples."""
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 7, 2])
+    parts = P.partition(labels, 4, "parity", np.random.default_rng(0))
+    even, odd = [0, 2, 4, 6, 8, 10, 12], [1, 3, 5, 7, 9, 11]
+    assert [p.tolist() for p in parts] == [even, odd, even, odd]
+    five = P.partition(labels, 5, "parity", np.random.default_rng(1))
+    assert [p.tolist() for p in five][3:] == [odd, odd]  # the seed's rule: only 0 and 2 are even
+    with pytest.raises(ValueError, match="takes no parameters"):
+        P.partition(labels, 4, "parity", np.random.default_rng(0), k=2)
