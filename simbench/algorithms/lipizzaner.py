@@ -291,7 +291,7 @@ class LipizzanerCell(Node):
         self.d = Individual(self.learner.get_d(), lr)
         self.copies: dict[int, tuple[Individual, Individual]] = {}
         self.silent: set[int] = set()  # neighbours never heard from within peer_timeout: not waited for again
-        self.weights: dict[int, float] = {ctx.node_id: 1.0}
+        self.weights: dict[int, float] = {}  # none yet: every member weighs 1/len (uniform)
         self.score = math.nan
 
     # -- messaging -------------------------------------------------------------------------

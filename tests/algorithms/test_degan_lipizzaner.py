@@ -204,6 +204,13 @@ def test_mixture_es_rescores_both_weight_vectors_each_on_fresh_noise_and_keeps_t
     assert cell.score == 49.0 and not np.allclose(kept, start)
 
 
+def test_mixture_weights_start_uniform_over_the_neighbourhood():
+    """distribution/neighbourhood.py _init_mixture_weights: 1/len for every member. The old
+    start {own cell: 1.0} and 1/3 for the others gave (0.6, 0.2, 0.2) on a 2x2 grid."""
+    cell, _, _ = built_cell()
+    assert cell.weight_vector(cell.members()) == pytest.approx([1 / 3] * 3, abs=1e-12)
+
+
 # -- end to end -------------------------------------------------------------------------------
 def test_lipizzaner_2x2_saves_a_mixture_that_generate_samples(tmp_path, capsys):
     from simbench.cli import main
