@@ -4,7 +4,8 @@ Symposium 2018; Schmiedlechner et al., "Lipizzaner: A System That Scales Robust 
 Adversarial Network Training", NeurIPS 2018 SysML workshop; seed 004). The rules follow
 the reference code, ALFA-group/lipizzaner-gan (under ``src/``):
 ``training/ea/lipizzaner_gan_trainer.py`` (``train``, ``update_genomes``,
-``evaluate_fitness``, ``mutate_hyperparams``, ``mutate_mixture_weights_with_score``),
+``evaluate_fitness``, ``mutate_hyperparams``, ``mutate_mixture_weights_with_score``,
+``optimize_generator_mixture_weights``),
 ``training/ea/ea_trainer.py`` (``tournament_selection``), ``helpers/population.py``
 (``replacement``), ``distribution/neighbourhood.py``, ``data/data_loader.py``,
 ``networks/competetive_net.py`` and ``training/mixture/mixed_generator_dataset.py``, with
@@ -55,6 +56,28 @@ duplicates removed, so a 2 x 2 cell has 3 distinct members). Generation t of cel
    once and never mutates it.
 7. Publish (G, D, learning rates) to the neighbours.
 
+Final mixture optimisation (``optimize_mixture``, default off): the reference's
+``LipizzanerGANTrainer.__init__`` turns it on when ``trainer.params`` holds an
+``optimize_mixture`` section, which mnist.yml does not; its weights-optimisation configs
+(``configuration/quickstart-weights-optimization/mnist.yml``,
+``configuration/tests/weights-optimization/mnist.yml``) set ``es_generations: 50``,
+``es_score_sample_size: 10000``, ``es_random_init: False``, ``mixture_sigma: 0.01``. When
+on, ``train`` skips step 6 in every generation (the weights stay uniform and unscored, so
+no ``mixture_fid`` is logged) and after the last generation each cell runs
+``optimize_generator_mixture_weights``: one batch of ``optimize_samples`` [10000] noise
+vectors is drawn once and scores every weight vector; the starting weights (the current,
+uniform ones, or random ones, u ~ U[0,1)^n / sum, with ``optimize_random_init`` [false])
+are scored, then ``optimize_generations`` [50] times w' = clip(w + N(0, s^2 I), 0) / sum
+(s = ``optimize_sigma`` [null: ``mixture_sigma``]) replaces the best weights only if its
+FID is strictly lower. The cell logs the events ``final_init_fid``, ``final_mixture_fid``
+and ``final_weight_<cell>``, and sends the kept weights and their FID to the master, which
+saves the best cell's (``mixture.json`` ``fid``, plus ``init_fid``,
+``optimize_generations``, ``optimize_samples``). Its 1 + ``optimize_generations`` FID
+evaluations are charged as step 6's are (a G forward per ``train.batch_size`` samples).
+The reference's fallbacks when a key is missing: ``es_generations`` 10, sample size 10000
+(read from the key ``sample_size``: the configs' ``es_score_sample_size`` is never read,
+and holds the same 10000), sigma the trainer's ``mixture_sigma``.
+
 Node 0 is also the master: after its last generation it collects every cell's mixture
 (generators, weights, FID), keeps the one with the lowest FID and saves it into the run
 directory's ``mixture/`` (``generator_<cell>.npy`` and ``mixture.json``, no pickle);
@@ -82,7 +105,13 @@ FID network and test images (the reference: its MNIST classifier's logits on the
 1000 training images); the torus is the intended von Neumann one (the reference's
 ``neighbourhood.py`` transposes the cell of off-diagonal cells for k >= 3; on 2 x 2 they
 agree); the master is cell 0 and picks the lowest of the cells' own last scores (the
-reference's separate master re-scores every cell's mixture); no discriminator mixture.
+reference's separate master re-scores every cell's mixture); no discriminator mixture. In
+the final ES, the split of the fixed noise over the generators is the same contiguous exact
+split for every weight vector (the reference reshuffles which noise vector goes to which
+generator at each evaluation), so weights that move no sample score exactly the same; its
+generators are the copies gathered in the last generation (the reference fetches the
+neighbours' current best), and the FID the master reports each epoch is that of the
+mixture before the final ES (the optimised one is in the events and the saved mixture).
 """
 
 from __future__ import annotations
@@ -132,6 +161,17 @@ class LipizzanerParams(GanParams):
     """whole: every cell trains on the whole training set (reference); partition: its part of dataset.partition."""
     batches: Optional[int] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
     """Minibatches per generation (reference ``n_batches``); null: one pass over the cell's data."""
+    optimize_mixture: bool = False
+    """After the last generation every cell tunes its mixture weights by a (1+1)-ES on fixed noise, and the
+    per-generation ES is skipped (reference ``optimize_mixture`` section; absent from mnist.yml: off)."""
+    optimize_generations: int = field(default=50, metadata={"check": (lambda x: x >= 0, "must be >= 0")})
+    """Mutations tried by the final ES (reference ``optimize_mixture: es_generations``)."""
+    optimize_samples: int = field(default=10000, metadata={"check": (lambda x: x >= 2, "must be >= 2")})
+    """Noise vectors, drawn once, that score every weight vector of the final ES (reference ``es_score_sample_size``)."""
+    optimize_random_init: bool = False
+    """Start the final ES from random weights instead of the current ones (reference ``es_random_init``)."""
+    optimize_sigma: Optional[float] = field(default=None, metadata={"check": (lambda x: x > 0, "must be > 0")})
+    """Mutation standard deviation of the final ES (reference ``optimize_mixture: mixture_sigma``); null: mixture_sigma."""
     peer_timeout: Optional[float] = field(default=None, metadata={"parse": parse_duration})
     """Seconds a cell waits for a neighbour's first copy before going on without it; null waits forever."""
     result_timeout: Optional[float] = field(default=None, metadata={"parse": parse_duration})
@@ -217,8 +257,9 @@ class Mixture:
         return torch.cat(out)
 
 
-def save_mixture(directory, mixture: Mixture, arch: dict, fid: float, cell: int) -> Path:
-    """Write ``generator_<cell>.npy`` per generator and ``mixture.json`` (weights, model) into ``directory``."""
+def save_mixture(directory, mixture: Mixture, arch: dict, fid: float, cell: int, extra: dict | None = None) -> Path:
+    """Write ``generator_<cell>.npy`` per generator and ``mixture.json`` (weights, model, and
+    the keys of ``extra``) into ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     files = []
@@ -226,7 +267,7 @@ def save_mixture(directory, mixture: Mixture, arch: dict, fid: float, cell: int)
         files.append(f"generator_{c}.npy")
         np.save(d / files[-1], g.detach().cpu().numpy().astype(np.float32))
     meta = {"cell": cell, "fid": fid, "cells": mixture.cells, "weights": mixture.weights.tolist(),
-            "generators": files, **(arch or {})}
+            "generators": files, **(extra or {}), **(arch or {})}
     (d / "mixture.json").write_text(json.dumps(meta, indent=2) + "\n")
     return d
 
@@ -291,8 +332,9 @@ class LipizzanerCell(Node):
         self.d = Individual(self.learner.get_d(), lr)
         self.copies: dict[int, tuple[Individual, Individual]] = {}
         self.silent: set[int] = set()  # neighbours never heard from within peer_timeout: not waited for again
-        self.weights: dict[int, float] = {ctx.node_id: 1.0}
+        self.weights: dict[int, float] = {}  # none yet: every member weighs 1/len (uniform)
         self.score = math.nan
+        self.init_score = math.nan  # the final ES's score of its starting weights
 
     # -- messaging -------------------------------------------------------------------------
     async def publish(self, rt: Runtime) -> None:
@@ -336,7 +378,7 @@ class LipizzanerCell(Node):
         gen = lr.flops_per_step("gen")
         pairs = n * n + 2 * k * n  # fitness before training, the copies' after
         evals = gen * 3 * pairs * math.ceil(p.fitness_samples / lr.batch_size)
-        mixture = gen * (2 * p.es_generations or 1) * math.ceil(p.fid_batch / lr.batch_size)
+        mixture = 0 if p.optimize_mixture else gen * (2 * p.es_generations or 1) * math.ceil(p.fid_batch / lr.batch_size)
         train = nb * k * lr.flops_per_step("g") + nd * (k * lr.flops_per_step("d") + gen)
         return Work(flops=train + evals + mixture, steps=(nb + nd) * k)
 
@@ -440,6 +482,8 @@ class LipizzanerCell(Node):
         weights are both scored, each on its own fresh noise; the mutated ones are kept only
         on a strictly lower FID."""
         ev, p = self.ctx.workload, self.params
+        if p.optimize_mixture:
+            return  # the reference skips this ES when it optimises the weights at the end
         w = self.weight_vector(cells)
         if ev is not None:
             if p.es_generations == 0:
@@ -451,10 +495,46 @@ class LipizzanerCell(Node):
                 w, self.score = (w_new, float(new)) if new < old else (w, float(old))
         self.weights = dict(zip(cells, w.tolist()))
 
+    def final_cost(self) -> Work:
+        """The final ES's FID evaluations, charged as the per-generation ones are: a G forward
+        per batch of samples, once for the starting weights and once per mutation."""
+        lr, p = self.learner, self.params
+        return Work(flops=lr.flops_per_step("gen") * (1 + p.optimize_generations)
+                    * math.ceil(p.optimize_samples / lr.batch_size))
+
+    def optimize_weights(self, rng: np.random.Generator) -> None:
+        """The reference's ``optimize_generator_mixture_weights``: one noise batch of
+        ``optimize_samples`` vectors scores every weight vector; the starting weights (the
+        current ones, or random with ``optimize_random_init``) are scored once, then each of
+        ``optimize_generations`` mutations of the best so far replaces it only on a strictly
+        lower FID."""
+        ev, p, L = self.ctx.workload, self.params, self.learner
+        cells = self.members()
+        w = self.weight_vector(cells)
+        if p.optimize_random_init:
+            w = rng.random(len(cells))
+            w = w / w.sum()
+        if ev is not None:
+            z = L.noise(p.optimize_samples)
+            sigma = p.mixture_sigma if p.optimize_sigma is None else p.optimize_sigma
+
+            def fid(weights) -> float:
+                with torch.no_grad():
+                    return float(ev.fid(self.mixture(cells, weights).sample(z=z)))
+
+            self.score = self.init_score = fid(w)
+            for _ in range(p.optimize_generations):
+                w_new = mutate_weights(w, sigma, rng)
+                new = fid(w_new)
+                if new < self.score:
+                    w, self.score = w_new, new
+        self.weights = dict(zip(cells, w.tolist()))
+
     # -- the life cycle ----------------------------------------------------------------------
     def end_epoch(self, rt: Runtime, epoch: int) -> None:
         self.evaluate(rt, epoch)
-        rt.log("mixture_fid", self.score, epoch=epoch)
+        if self.score == self.score:  # nan while the weights wait for the final ES (optimize_mixture)
+            rt.log("mixture_fid", self.score, epoch=epoch)
         if self.ctx.role == "master" and self.ctx.on_epoch is not None:
             self.ctx.on_epoch(self.node_id, epoch, self.mixture())
 
@@ -468,17 +548,32 @@ class LipizzanerCell(Node):
             self.gen += 1
             await self.publish(rt)
             self.end_epoch(rt, self.gen)
+        if self.params.optimize_mixture:
+            await rt.compute(self.optimize_weights, rt.rng, cost=self.final_cost())
+            self.log_final(rt)
         mix = self.mixture()
         if self.ctx.role != "master":
-            await rt.send(min(rt.nodes), Message("result", {"fid": self.score if self.score == self.score else None, "cells": mix.cells,
-                                                            "weights": mix.weights.tolist()},
+            await rt.send(min(rt.nodes), Message("result", {"fid": self.score if self.score == self.score else None,
+                                                            "init_fid": self.init_score if self.init_score == self.init_score else None,
+                                                            "cells": mix.cells, "weights": mix.weights.tolist()},
                                                  {str(k): g for k, g in enumerate(mix.generators)}))
             return
         await self.collect(rt, mix)
 
+    def log_final(self, rt: Runtime) -> None:
+        """Events of the final ES: the FID of its starting and of its kept weights, and the
+        kept weight of every cell of the mixture (``final_weight_<cell>``)."""
+        if self.score == self.score:
+            rt.log("final_init_fid", self.init_score)
+            rt.log("final_mixture_fid", self.score)
+        for c, w in self.weights.items():
+            rt.log(f"final_weight_{c}", w)
+
     async def collect(self, rt: Runtime, own: Mixture) -> None:
-        """Master: every cell's final mixture; the one with the lowest FID is saved."""
-        best = (self.score if self.score == self.score else math.inf, self.node_id, own)
+        """Master: every cell's final mixture; the one with the lowest FID is saved (with
+        ``optimize_mixture``, also the FID of its final ES's starting weights: ``init_fid``)."""
+        best = (self.score if self.score == self.score else math.inf, self.node_id, own,
+                self.init_score if self.init_score == self.init_score else None)
         waiting = {i for i, r in self.ctx.roles.items() if r == "cell"}
         while waiting:
             msg = await rt.recv(timeout=self.params.result_timeout, match="result")
@@ -489,11 +584,14 @@ class LipizzanerCell(Node):
             fid = math.inf if msg["fid"] is None else float(msg["fid"])
             gens = [msg.tensors[str(k)] for k in range(len(msg["cells"]))]
             if (fid, msg.src) < best[:2]:
-                best = (fid, msg.src, Mixture(self.learner, gens, msg["weights"], list(msg["cells"])))
+                best = (fid, msg.src, Mixture(self.learner, gens, msg["weights"], list(msg["cells"])), msg.get("init_fid"))
         rt.log("mixture_cell", float(best[1]))
         if self.ctx.workload is not None:
-            fid, cell, mixture = best
-            self.ctx.workload.save_artifact("mixture", lambda d: save_mixture(d, mixture, self.learner.arch, fid, cell))
+            fid, cell, mixture, init = best
+            extra = {"init_fid": init, "optimize_generations": self.params.optimize_generations,
+                     "optimize_samples": self.params.optimize_samples} if self.params.optimize_mixture else None
+            self.ctx.workload.save_artifact("mixture", lambda d: save_mixture(d, mixture, self.learner.arch, fid, cell,
+                                                                              extra))
 
 
 class Lipizzaner(Algorithm):

@@ -2,6 +2,7 @@
 Lipizzaner run whose saved mixture `simbench generate` samples from, a crashed cell, and
 DEGAN's P=1/ssp=0 equivalence with synchronous gradient summing (the reference's rule) — tiny networks on digits."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -184,7 +185,6 @@ def test_mixture_es_rescores_both_weight_vectors_each_on_fresh_noise_and_keeps_t
     noise (mixed_generator_dataset.py: z=None draws noise); the new weights are kept only on
     a strictly lower FID. With identical generators and a mutation too small to move a
     sample between them, shared noise (the earlier rule) scored two identical sample sets."""
-    import dataclasses
     cell, _, _ = built_cell(es_generations=1, mixture_sigma=1e-9)
     for j in cell.nbhd[1:]:
         cell.copies[j] = (cell.g.copy(), cell.d.copy())
@@ -202,6 +202,103 @@ def test_mixture_es_rescores_both_weight_vectors_each_on_fresh_noise_and_keeps_t
     kept = np.array([cell.weights[c] for c in cells])
     assert kept == pytest.approx(mutate_weights(start, 0.3, np.random.default_rng(3)))
     assert cell.score == 49.0 and not np.allclose(kept, start)
+
+
+def test_mixture_weights_start_uniform_over_the_neighbourhood():
+    """distribution/neighbourhood.py _init_mixture_weights: 1/len for every member. The old
+    start {own cell: 1.0} and 1/3 for the others gave (0.6, 0.2, 0.2) on a 2x2 grid."""
+    cell, _, _ = built_cell()
+    assert cell.weight_vector(cell.members()) == pytest.approx([1 / 3] * 3, abs=1e-12)
+
+
+def test_final_es_defaults_are_the_reference_weights_optimisation_settings():
+    """lipizzaner_gan_trainer.py __init__: the final ES runs only with an ``optimize_mixture``
+    section, absent from configuration/lipizzaner-gan/mnist.yml; the MNIST configs that
+    enable it (quickstart-weights-optimization/mnist.yml) set es_generations 50, sample size
+    10000, es_random_init False, mixture_sigma 0.01 (= the trainer's, our null)."""
+    p = LipizzanerParams()
+    assert (p.optimize_mixture, p.optimize_generations, p.optimize_samples, p.optimize_random_init,
+            p.optimize_sigma, p.mixture_sigma) == (False, 50, 10000, False, None, 0.01)
+
+
+def test_final_es_scores_every_candidate_on_one_noise_batch_and_keeps_only_strict_improvements():
+    """lipizzaner_gan_trainer.py optimize_generator_mixture_weights: z drawn once; the start
+    weights are scored, then es_generations mutations of the best so far, each kept only if
+    its FID is strictly lower. FIDs 50 (start), 51 (worse), 49, 49 (a tie), 48: 1 + 4
+    evaluations; the kept weights are the start mutated at the 2nd and then the 4th try."""
+    cell, _, _ = built_cell(optimize_mixture=True, optimize_generations=4, optimize_samples=40,
+                            optimize_sigma=0.3)
+    cells = cell.members()
+    zs, sample = [], cell.learner.sample
+    cell.learner.sample = lambda n=None, z=None: (zs.append(z.clone()), sample(n, z))[1]
+    cell.ctx.workload = RecordingFid([50.0, 51.0, 49.0, 49.0, 48.0])
+    cell.optimize_weights(np.random.default_rng(7))
+    seen = cell.ctx.workload.seen
+    assert len(seen) == 5 and all(x.shape == (40, 1, 8, 8) for x in seen)
+    noise = torch.cat(zs).reshape(5, 40, -1)  # the noise fed to the generators, per evaluation
+    assert all(torch.equal(noise[0], x) for x in noise[1:])  # drawn once (the per-generation ES draws anew)
+    rng = np.random.default_rng(7)
+    w0 = np.full(3, 1 / 3)
+    worse = mutate_weights(w0, 0.3, rng)
+    w2 = mutate_weights(w0, 0.3, rng)
+    mutate_weights(w2, 0.3, rng)                 # the tie: not kept
+    w4 = mutate_weights(w2, 0.3, rng)
+    kept = np.array([cell.weights[c] for c in cells])
+    assert kept == pytest.approx(w4, abs=1e-12) and not np.allclose(kept, worse)
+    assert (cell.init_score, cell.score) == (50.0, 48.0)
+    # only worse candidates: the start weights stay, with their score
+    cell.weights = {}
+    cell.ctx.workload = RecordingFid([50.0, 50.5, 60.0, 51.0, 50.0])
+    cell.optimize_weights(np.random.default_rng(7))
+    assert [cell.weights[c] for c in cells] == pytest.approx([1 / 3] * 3, abs=1e-12) and cell.score == 50.0
+    # es_random_init: the start is U[0,1)^n normalised, from the same stream
+    cell.weights = {}
+    cell.params = dataclasses.replace(cell.params, optimize_random_init=True, optimize_generations=0)
+    cell.ctx.workload = RecordingFid([55.0])
+    cell.optimize_weights(np.random.default_rng(7))
+    u = np.random.default_rng(7).random(3)
+    assert [cell.weights[c] for c in cells] == pytest.approx(u / u.sum(), abs=1e-12) and cell.score == 55.0
+
+
+def test_final_es_costs_its_fid_evaluations_and_replaces_the_per_generation_es():
+    """The final ES's 1 + 50 evaluations of 10000 samples cost G forwards as the
+    per-generation ES's 2 x fid_batch do (batch B = 16: ceil(10000 / 16) = 625 per
+    evaluation); with optimize_mixture on, a generation no longer pays (nor runs) that ES."""
+    cell, _, _ = built_cell(optimize_mixture=True)
+    gen = cell.learner.flops_per_step("gen")
+    assert cell.final_cost().flops == pytest.approx(gen * 51 * 625)
+    off, _, _ = built_cell()
+    assert off.cost().flops - cell.cost().flops == pytest.approx(gen * 2 * 2 * 4)  # es_generations 2, ceil(60/16)
+    cell.ctx.workload = RecordingFid([])
+    cell.params = dataclasses.replace(cell.params, batches=1)
+    cell.evolve(np.random.default_rng(0))  # would pop from an empty score list if it scored
+    assert cell.ctx.workload.seen == []
+
+
+def test_lipizzaner_2x2_with_optimize_mixture_saves_the_optimised_weights(tmp_path):
+    """End to end: no per-generation mixture FID; after the last generation every cell logs
+    its final ES (start and kept FID, kept weights), the master saves the lowest-FID cell's
+    kept weights and FID, and the final ES took simulated time after the last epoch."""
+    res = run(tmp_path, algorithm={**LIPI["algorithm"], "optimize_mixture": True, "optimize_generations": 6,
+                                   "optimize_samples": 60})
+    assert res.status == "finished"
+    ep, ev = res.epochs, res.events
+    assert "mixture_fid" not in ep.columns or ep["mixture_fid"].isna().all()
+    final = ev[ev["metric"] == "final_mixture_fid"].set_index("node")["value"]
+    init = ev[ev["metric"] == "final_init_fid"].set_index("node")["value"]
+    assert sorted(final.index) == ["0", "1", "2", "3"] and (final <= init).all()
+    meta = json.loads((res.run_dir / "mixture" / "mixture.json").read_text())
+    best = str(meta["cell"])
+    assert meta["fid"] == pytest.approx(final.min()) and meta["fid"] == pytest.approx(final[best])
+    assert meta["init_fid"] == pytest.approx(init[best])
+    assert (meta["optimize_generations"], meta["optimize_samples"]) == (6, 60)
+    weights = ev[(ev["node"] == best) & ev["metric"].str.startswith("final_weight_")]
+    logged = {int(m.rsplit("_", 1)[1]): v for m, v in zip(weights["metric"], weights["value"])}
+    assert [logged[c] for c in meta["cells"]] == pytest.approx(meta["weights"], abs=1e-12)
+    moved = not np.allclose(meta["weights"], 1 / 3)
+    assert moved == (meta["fid"] < meta["init_fid"])
+    last_epoch = ep[(ep["node"] == best) & (ep["epoch"] == 2)]["time_s"].iloc[0]
+    assert ev[(ev["node"] == best) & (ev["metric"] == "final_mixture_fid")]["time_s"].iloc[0] > last_epoch
 
 
 # -- end to end -------------------------------------------------------------------------------
