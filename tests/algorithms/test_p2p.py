@@ -64,6 +64,22 @@ def test_primal_dual_reach_global_optimum_on_ring(algo):
     assert err < 1e-4, f"{algo}: max |x_i - x*| = {err:.4g}"
 
 
+@pytest.mark.parametrize("algo", ["admm", "pdmm"])
+def test_plain_ecl_settles_at_the_degree_weighted_optimum_on_a_path(algo):
+    """The reference's primal step (edge-consensus-learning ``AdmmSGD.update``/``PdmmSGD.update``)
+    weighs each edge by eta/E_i, E_i the node's degree; at a fixed point sum_i g_i(x) E_i / eta = 0,
+    so on the path 0-1-2 (degrees 1, 2, 1) the nodes agree on (c_0 + 2 c_1 + c_2)/4, the optimum
+    of sum_i E_i f_i, not on mean(c_i). simbench's argmin step weighs by 1/eta_i of the derived
+    eta (K E_i + K - E_i: 3, 4, 3 at K = 2) and settles elsewhere."""
+    c = targets(3)
+    degree_weighted = (c[0] + 2 * c[1] + c[2]) / 4
+    xs, opt, _ = simulate(algo, n=3, graph=nx.path_graph(3), epochs=80, round_cnt=2)
+    assert (xs - degree_weighted).norm(dim=1).max().item() < 1e-4
+    assert (degree_weighted - opt).norm().item() > 0.5
+    old, _, _ = simulate(algo, n=3, graph=nx.path_graph(3), epochs=80, round_cnt=2, primal="argmin")
+    assert (old - (3 * c[0] + 4 * c[1] + 3 * c[2]) / 10).norm(dim=1).max().item() < 1e-4
+
+
 @pytest.mark.parametrize("algo", ["dsgd", "gossip"])
 def test_diffusion_methods_reach_optimum_up_to_an_lr_bias(algo):
     """Constant-step D-SGD and push gossip stop at O(lr |c_i - mean c|) from x*: the network
@@ -180,31 +196,36 @@ def test_cadmm_holds_a_silent_neighbour_at_its_latest_parameters():
     assert err < 1e-3, err  # ... and the survivors agree with the parameters it left behind
 
 
-def swap_bytes(kind: str) -> int:
-    """Encoded size of one swap request plus its answer carrying a DIM-vector."""
-    x = torch.zeros(DIM)
+def swap_bytes(kind: str, width: int = 1) -> int:
+    """Encoded size of one swap request plus its answer carrying a (width x DIM)-vector."""
+    x = torch.zeros(DIM * width)
     return sum(len(Message(f"{kind}_{k}", {}, {"x": x}).encode(0)) for k in ("swap", "reply"))
 
 
-@pytest.mark.parametrize("algo,kind", [("dsgd", "params"), ("gossip", "params"), ("pdmm_isvr", "dual"), ("admm", "dual")])
-def test_each_edge_swaps_once_per_round_at_each_end(algo, kind):
+@pytest.mark.parametrize("algo,kind,kw,width", [("dsgd", "params", {}, 1), ("gossip", "params", {}, 1),
+                                                ("pdmm_isvr", "dual", {}, 1),
+                                                ("admm", "dual", {}, 2), ("pdmm", "dual", {"rho": 0.0}, 1),
+                                                ("admm", "dual", {"primal": "argmin"}, 1)])
+def test_each_edge_swaps_once_per_round_at_each_end(algo, kind, kw, width):
     """Seed 003's schedule (nttcslab/ecl-isvr ``edgecons/contract.py`` ``swap_params``/``round_update``,
     ``edgecons/mnw/edge.py`` ``is_swap_cnt``): node i swaps with a neighbour only at that edge's
     slot of each round of K steps, and the neighbour answers with its own buffer. Hand figure
     for a 4-ring, K = 10 = steps per epoch, 2 epochs: per node and epoch 1 round x 2 edges x
     (one swap it starts + one it answers) = 4 messages of 4 x DIM = 16 tensor bytes: 64 bytes
-    of payload per epoch (the old exchange sent every step: 20 messages, 320 bytes)."""
+    of payload per epoch (the old exchange sent every step: 20 messages, 320 bytes). Plain
+    admm/pdmm with the reference's primal and rho > 0 send their parameters with the dual
+    (edge-consensus-learning ``Edge.update`` fills ``state`` and ``dual``): width 2, 128 bytes."""
     n, epochs, spe, k = 4, 2, 10, 10
-    simulate(algo, n=n, epochs=epochs, round_cnt=k, async_step=True)
+    simulate(algo, n=n, epochs=epochs, round_cnt=k, async_step=True, **kw)
     world = LAST["world"]
     rounds = epochs * spe // k
-    reference_payload_per_epoch = (spe // k) * 2 * 2 * 4 * DIM
-    assert reference_payload_per_epoch == 64
+    reference_payload_per_epoch = (spe // k) * 2 * 2 * 4 * DIM * width
+    assert reference_payload_per_epoch == 64 * width
     bye = len(Message(f"{kind}_done").encode(0))  # and a goodbye to each neighbour at the end
     for i in range(n):
         assert world.network.msgs_sent[i] == rounds * 2 * 2 + 2
-        assert world.network.bytes_sent[i] == rounds * 2 * swap_bytes(kind) + 2 * bye
-        payload = (world.network.msgs_sent[i] - 2) * 4 * DIM / epochs
+        assert world.network.bytes_sent[i] == rounds * 2 * swap_bytes(kind, width) + 2 * bye
+        payload = (world.network.msgs_sent[i] - 2) * 4 * DIM * width / epochs
         assert payload == reference_payload_per_epoch
     assert events(world, f"{kind}_timeouts") == []
 

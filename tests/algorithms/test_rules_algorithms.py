@@ -6,6 +6,7 @@ lists the mutant each test kills)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from types import SimpleNamespace
 
@@ -14,12 +15,14 @@ import numpy as np
 import pytest
 import torch
 
+from simbench.algorithms import ALGORITHMS
 from simbench.algorithms.dsgd import DSGD, DSGDParams
 from simbench.algorithms.fedavg import FedAvg, FedAvgParams
 from simbench.algorithms.fegan import FeGanParams, FeGanServer
 from simbench.algorithms.lipizzaner import LipizzanerCell, LipizzanerParams, mutate_weights
 from simbench.core.node import NodeContext
 from simbench.data.partition import iid
+from simbench.experiment.config import parse_config
 from simbench.topology.mixing import metropolis_hastings_weights
 
 from simhelpers import QuadLearner, Scripted, make_world
@@ -141,6 +144,107 @@ def test_metropolis_matrix_on_unequal_degrees():
     assert w[1].tolist() == pytest.approx([1 / 4, 3 / 4, 0, 0, 0])
     assert w[3].tolist() == pytest.approx([1 / 4, 0, 0, 5 / 12, 1 / 3])
     assert w[4].tolist() == pytest.approx([0, 0, 0, 1 / 3, 2 / 3])
+
+
+# -- edge-consensus ADMM/PDMM: the reference's plain primal step ---------------------------------
+class Layered(QuadLearner):
+    """f = 1/2 |x - c|^2 on a flat vector that names two layers, as a model would: ``a`` (one
+    neuron on 4 inputs: weight (1, 4), bias (1,)) and ``b`` (one input: weight (1, 1), bias
+    (1,)). The reference's metric sqrt(dim_num) is sqrt(4) = 2 on a's 5 values (the bias takes
+    its weight's fan-in) and sqrt(1) = 1 on b's 2."""
+
+    LAYERS = (("a.weight", (1, 4)), ("a.bias", (1,)), ("b.weight", (1, 1)), ("b.bias", (1,)))
+
+    def named_tensors(self):
+        out, at = {}, 0
+        for name, shape in self.LAYERS:
+            n = math.prod(shape)
+            out[name] = self.flat[at:at + n].view(shape)
+            at += n
+        return out
+
+
+class Inline:
+    """Just enough runtime for one ``primal`` call: the computation runs at once."""
+
+    async def compute(self, fn, cost=None):
+        return fn()
+
+
+def _ecl_primal(algo: str, node_id: int, received: dict, **params) -> torch.Tensor:
+    """One primal step of ``node_id`` on the path 0-1-2 at x = 1 with gradient 0.5 (c = 0.5),
+    lr 0.1 (mu = 10), after ``received[j] = (dual, parameters or None)`` came in on edge (i, j)."""
+    p = parse_config({"name": "t", "nodes": 3, "topology": {"kind": "line"}, "algorithm": {"name": algo, **params},
+                      "dataset": {"name": "synthetic"}}).algorithm_params
+    learner = Layered(torch.full((7,), 0.5), torch.ones(7), 0.1)
+    node = ALGORITHMS[algo].make_node(NodeContext(node_id=node_id, role="worker", params=p, learner=learner,
+                                                  epochs=1, graph=nx.path_graph(3)))
+    for j, (z, s) in received.items():  # the wire format: [dual, parameters], or the dual alone
+        node.receive(j, torch.full((7,), z) if s is None else torch.cat([torch.full((7,), z), torch.full((7,), s)]))
+    asyncio.run(node.primal(Inline()))
+    return learner.flat
+
+
+@pytest.mark.parametrize("algo", ["pdmm", "admm"])
+def test_ecl_plain_primal_is_the_references_per_layer_step(algo):
+    """edge-consensus-learning ``PdmmSGD.update``/``AdmmSGD.update`` (``edgecons/pdmm_sgd.py``,
+    ``admm_sgd.py``), per layer with m = sqrt(fan-in), E = deg(i), eta 1, rho 0.1, mu 10:
+    x <- (mu x - g + m eta/E sum_j A_ij zbar_ij + m rho/E sum_j s_ij) / (mu + m (eta + rho)).
+    x = 1, g = 0.5; node 1 (E = 2) got (z, s) = (2, 3) from node 0 (A = -1) and (-1, 1) from
+    node 2 (A = +1); node 0 (E = 1) got (2, 3) from node 1 (A = +1).
+      pdmm node 1: (9.5 + m/2 (-2 - 1) + m 0.05 (3 + 1)) / (10 + 1.1 m) = (9.5 - 1.3 m)/(10 + 1.1 m)
+      pdmm node 0: (9.5 + 2 m + 0.3 m) / (10 + 1.1 m)
+    ADMM steps with the running dual average, here (x0 + z)/2 = 1.5 and 0:
+      admm node 1: (9.5 + m/2 (-1.5 + 0) + 0.2 m) / (10 + 1.1 m) = (9.5 - 0.55 m)/(10 + 1.1 m)
+      admm node 0: (9.5 + 1.5 m + 0.3 m) / (10 + 1.1 m)
+    at m = 2 on layer a's 5 values, m = 1 on b's 2. simbench's argmin step (the old default)
+    moved every value alike: node 1 pdmm 1 - 0.1 (0.5 + (2 + 3)/2.8) = 0.7714."""
+    mid = _ecl_primal(algo, 1, {0: (2.0, 3.0), 2: (-1.0, 1.0)})
+    end = _ecl_primal(algo, 0, {1: (2.0, 3.0)})
+    if algo == "pdmm":
+        want_mid, want_end = (6.9 / 12.2, 8.2 / 11.1), (14.1 / 12.2, 11.8 / 11.1)
+    else:
+        want_mid, want_end = (8.4 / 12.2, 8.95 / 11.1), (13.1 / 12.2, 11.3 / 11.1)
+    for got, (a, b) in ((mid, want_mid), (end, want_end)):
+        assert got.tolist() == pytest.approx([a] * 5 + [b] * 2, rel=1e-6)
+
+
+def test_ecl_plain_primal_rho_0_drops_the_proximity_and_sends_the_dual_alone():
+    """rho = 0 (the reference's ``is_state = False``): no s term, coefficient mu + m eta, and the
+    swap carries the dual only. pdmm node 1 as above: (9.5 - 1.5 m) / (10 + m); the old
+    ``argmin`` rule stays reachable and moves every layer alike."""
+    mid = _ecl_primal("pdmm", 1, {0: (2.0, None), 2: (-1.0, None)}, rho=0.0)
+    assert mid.tolist() == pytest.approx([6.5 / 12] * 5 + [8.0 / 11] * 2, rel=1e-6)
+    p = parse_config({"name": "t", "nodes": 3, "topology": {"kind": "line"},
+                      "algorithm": {"name": "pdmm", "primal": "argmin"}, "dataset": {"name": "synthetic"}}).algorithm_params
+    learner = Layered(torch.full((7,), 0.5), torch.ones(7), 0.1)
+    node = ALGORITHMS["pdmm"].make_node(NodeContext(node_id=1, role="worker", params=p, learner=learner, epochs=1,
+                                                    graph=nx.path_graph(3)))
+    node.receive(0, torch.full((7,), 2.0))
+    node.receive(2, torch.full((7,), -1.0))
+    asyncio.run(node.primal(Inline()))
+    assert learner.flat.tolist() == pytest.approx([1 - 0.1 * (0.5 + 5 / 2.8)] * 7, rel=1e-6)
+
+
+def test_ecl_local_steps_belong_to_the_argmin_primal():
+    from simbench.core.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="^algorithm.local_steps: 3 optimizer steps per step are the argmin primal's"):
+        parse_config({"name": "t", "nodes": 3, "algorithm": {"name": "admm", "local_steps": 3}, "dataset": {"name": "synthetic"}})
+    assert parse_config({"name": "t", "nodes": 3, "algorithm": {"name": "admm", "primal": "argmin", "local_steps": 3},
+                         "dataset": {"name": "synthetic"}}).algorithm_params.local_steps == 3
+
+
+def test_ecl_metric_follows_the_references_dim_num():
+    """``AdmmSGD.__init__``'s ``dim_num``: the fan-in of a weight of 2+ dims (conv: in x kh x kw),
+    a 1-d weight's length (GroupNorm), and a bias takes the last weight's (1 before any weight,
+    or for a name without the ``.weight`` suffix)."""
+    from simbench.algorithms.admm import layer_dims  # here: the module's other tests run without it
+
+    shapes = [("conv.weight", (8, 3, 3, 3)), ("conv.bias", (8,)), ("gn.weight", (8,)), ("gn.bias", (8,)),
+              ("fc.weight", (10, 72)), ("fc.bias", (10,))]
+    assert layer_dims(shapes) == [27, 27, 8, 8, 72, 72]
+    assert layer_dims([("bias", (4,)), ("weight", (4, 5))]) == [1, 1]
 
 
 # -- the asynchronous parameter server: Zhang et al.'s staleness rule ----------------------------
