@@ -939,3 +939,76 @@ def test_fegan_sampling_and_weights_fall_back_to_flgans_without_counts_or_when_o
     ups = [Message("update", {}, {"x": torch.tensor([10.0, 0.0])}, src=1),
            Message("update", {}, {"x": torch.tensor([20.0, 0.0])}, src=2)]
     assert lin.aggregate(ups)[0].item() == pytest.approx((10 * e1 + 20 * e2) / (e1 + e2))
+
+
+# -- found by mutmut (algorithms group) ------------------------------------------------------------------
+def test_ako_auto_partitions_is_at_least_one_and_one_worker_sends_nothing():
+    """A gradient that fits in one step's link time needs one partition (not two); one worker
+    has no peer, whatever the link (even none); two workers without compute time split as far
+    as they can."""
+    assert auto_partitions(2, 100.0, 100.0, 1.0, 50) == 1
+    assert auto_partitions(2, 100.0, 1000.0, 1.0, 50) == 1
+    assert auto_partitions(1, 100.0, 0.0, 1.0, 5) == 1
+    assert auto_partitions(2, 100.0, 10.0, 0.0, 5) == 5
+
+
+def test_fedavg_without_a_test_accuracy_runs_every_round():
+    """stop_accuracy with no ``test_acc`` among the metrics (no test split): never stops early."""
+    server = _fed_server(FedAvgServer, FedAvgParams(rounds=2, stop_accuracy=0.5), clients=1)
+    server.end_epoch = lambda rt, e: (server.ends.append(e), setattr(server, "last_metrics", {}))
+    rt = FakeRt()
+    for r in range(2):
+        rt.deliver(r + 0.5, 1, "update", {"round": r, "n": 1}, {"x": [1.0, 0.0]})
+    drive(server.run(rt))
+    assert server.ends == [0, 1, 2] and rt.logged("stopped_at_accuracy") == []
+
+
+def test_a_federated_clients_default_local_work_is_that_many_training_steps():
+    learner = Quad([8.0], lr=0.5)
+    client = FedAvgClient(ctx(1, FedAvgParams(), learner))
+    kit.FederatedClient.local_train(client, 3)
+    assert learner.steps_done == 3 and learner.flat.item() == pytest.approx(7.0)
+
+
+def test_ako_auto_p_uses_the_narrowest_link_and_the_modelled_step_time():
+    """P = ceil((N - 1) S / (B T)): 30 parameters (S = 120 bytes), N = 3, B = 10 B/s, T = 1 s:
+    24; T from the FLOPs (1e6 per step at 2e6 FLOP/s = 0.5 s) when no step_time is set: 30
+    (48, capped at the parameter count)."""
+    learner = Quad([0.0] * 30)
+    net = SimpleNamespace(narrowest=10.0)
+    timed = AkoWorker(ctx(0, AkoParams(P="auto"), learner, network=net, compute=SimpleNamespace(step_time=1.0, speed=2e6)))
+    assert timed.resolve_p(3) == 24
+    flops = AkoWorker(ctx(0, AkoParams(P="auto"), learner, network=net, compute=SimpleNamespace(step_time=None, speed=2e6)))
+    assert flops.resolve_p(3) == 30
+    faster = AkoWorker(ctx(0, AkoParams(P="auto"), learner, network=SimpleNamespace(narrowest=40.0),
+                           compute=SimpleNamespace(step_time=None, speed=2e6)))
+    assert faster.resolve_p(3) == 12
+    assert AkoWorker(ctx(0, AkoParams(P="auto"), learner, network=net)).resolve_p(3) == 1
+
+
+def test_fedavg_and_flgan_refuse_both_local_steps_and_local_epochs():
+    for params in (FedAvgParams, FLGanParams, FeGanParams):
+        with pytest.raises(ConfigError, match="^algorithm.local_epochs: .* not both"):
+            params(local_steps=2, local_epochs=1)
+
+
+def test_fedavg_with_a_target_but_no_metrics_runs_every_round():
+    server = _fed_server(FedAvgServer, FedAvgParams(rounds=2, stop_accuracy=0.5), clients=1)
+    rt = FakeRt()
+    for r in range(2):
+        rt.deliver(r + 0.5, 1, "update", {"round": r, "n": 1}, {"x": [1.0, 0.0]})
+    drive(server.run(rt))
+    assert server.ends == [0, 1, 2] and not hasattr(server, "last_metrics")
+
+
+def test_flgan_backup_takes_only_the_primarys_state_and_stop_while_it_follows():
+    """A device's late class counts (or an update) arriving at a following backup are not the
+    primary's state: they neither reset the silence clock nor change the state."""
+    server = _gan_server(FedGanServer, FeGanParams(failover=5.0), servers=2)
+    rt = FakeRt(1)
+    rt.deliver(1.0, 3, "counts", {"round": 0}, {"c": [1.0, 2.0]})
+    rt.deliver(3.0, 0, "state", {"round": 4, "sampler": {}}, {"x": [6.0, 7.0]})
+    rt.deliver(6.0, 2, "update", {"round": 4, "n": 1}, {"x": [0.0, 0.0]})
+    assert drive(server.follow(rt, 1)) is True
+    assert rt.t == pytest.approx(8.0) and server.round == 4 and server.learner.flat.tolist() == [6.0, 7.0]
+    assert [m.kind for _t, _s, m in rt.queue] == ["counts", "update"]
