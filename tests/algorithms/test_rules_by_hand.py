@@ -1012,3 +1012,88 @@ def test_flgan_backup_takes_only_the_primarys_state_and_stop_while_it_follows():
     assert drive(server.follow(rt, 1)) is True
     assert rt.t == pytest.approx(8.0) and server.round == 4 and server.learner.flat.tolist() == [6.0, 7.0]
     assert [m.kind for _t, _s, m in rt.queue] == ["counts", "update"]
+
+
+def test_ps_sync_answers_the_supervisors_pulls_after_each_round_with_its_version():
+    """The supervisor's pulls queued during a round are answered at its end with the model
+    after it (``model``, version = rounds done, shard 0); a later pull, after the next round."""
+    server, rt = _ps_server(1.0)
+    rt.deliver(0.05, 4, "pull_sup")
+    rt.deliver(0.1, 1, "grad", {"round": 0, "n": 1}, {"g": [10.0, -1.0]})
+    rt.deliver(0.2, 2, "grad", {"round": 0, "n": 3}, {"g": [20.0, 0.0]})
+    rt.deliver(0.3, 3, "grad", {"round": 0, "n": 6}, {"g": [40.0, 5.0]})
+    rt.deliver(0.4, 1, "grad", {"round": 1, "n": 1}, {"g": [2.0, 0.0]})
+    rt.deliver(0.5, 2, "grad", {"round": 1, "n": 3}, {"g": [4.0, 8.0]})
+    rt.deliver(0.6, 4, "pull_sup")
+    rt.deliver(0.7, 3, "grad", {"round": 1, "n": 6}, {"g": [0.0, 0.0]})
+    drive(server.run(rt))
+    models = [(t, dst, m.meta, m.tensors["x"].tolist()) for t, dst, m in rt.sent if m.kind == "model"]
+    assert models == [(0.3, 4, {"version": 1, "shard": 0}, pytest.approx([-31.0, -2.9])),
+                      (0.7, 4, {"version": 2, "shard": 0}, pytest.approx([-32.4, -5.3]))]  # g = (2 + 12, 24) / 10
+
+
+# -- kit: seed 003's edge swaps ----------------------------------------------------------------------------
+def _swaps(on_receive=None):
+    snd = {j: torch.tensor([float(j)]) for j in (1, 2, 3)}
+    rcv: dict = {}
+    return kit.EdgeSwaps("params", 0, [1, 2, 3], 4, 3, snd, rcv, on_receive), rcv
+
+
+def test_edge_swaps_swap_each_edge_at_its_slot_and_wait_only_for_live_neighbours():
+    """Node 0 of 4 with neighbours 1, 2, 3 and rounds of 3 steps: slots 3 -> step 0, 2 -> 1,
+    1 -> 2. Step 0: 3 answers at 0.2 s. Step 1: 2 said it is done: it still gets its swap
+    but is not waited for. Step 2: 1 does not answer within 1 s (a timeout); the round ends
+    and the barrier waits for the live neighbours' round 1 (3's comes, 1's only round 0: a
+    round timeout). 1's late answer is still news at the next step."""
+    swaps, rcv = _swaps()
+    assert swaps.slots == {3: 0, 2: 1, 1: 2}
+    rt = FakeRt(0, (1, 2, 3))
+    rt.deliver(0.1, 2, "params_done")
+    rt.deliver(0.2, 3, "params_reply", {}, {"x": [30.0]})
+    drive(swaps.step(rt, 1.0, True))
+    assert [(dst, m.kind, m.tensors["x"].item()) for _t, dst, m in rt.sent] == [(3, "params_swap", 3.0)]
+    assert rcv == {3: torch.tensor([30.0])} and swaps.count == 1 and rt.t == pytest.approx(0.2)
+    drive(swaps.step(rt, 1.0, True))
+    assert swaps.gone == {2} and (rt.sent[-1][1], rt.sent[-1][2].kind) == (2, "params_swap")
+    assert rt.t == pytest.approx(0.2) and swaps.count == 2 and rt.logs == []
+    rt.deliver(1.5, 3, "params_round", {"round": 1})
+    rt.deliver(1.6, 1, "params_round", {"round": 0})
+    rt.deliver(1.7, 1, "params_reply", {}, {"x": [10.0]})  # late, during the barrier
+    drive(swaps.step(rt, 1.0, True))
+    assert rt.logged("params_timeouts") == [1] and rt.logged("params_round_timeouts") == [1]
+    assert swaps.count == 0 and swaps.rounds == 1 and rt.t == pytest.approx(2.2)
+    assert sorted((dst, m["round"]) for _t, dst, m in rt.sent if m.kind == "params_round") == [(1, 1), (2, 1), (3, 1)]
+    assert 1 not in rcv
+    rt.deliver(2.3, 3, "params_reply", {}, {"x": [33.0]})
+    drive(swaps.step(rt, 1.0, False))  # step 0 again: swaps with 3; 1's late answer is taken on the way
+    assert rcv[1].item() == 10.0 and rcv[3].item() == 33.0 and swaps.count == 1
+
+
+def test_edge_swaps_serve_answers_each_neighbours_request_with_its_own_buffer():
+    got = []
+    swaps, rcv = _swaps(on_receive=lambda j, x: got.append((j, x.item())))
+    rt = FakeRt(0, (1, 2, 3))
+    rt.deliver(0.1, 2, "params_swap", {}, {"x": [20.0]})
+    rt.deliver(0.2, 9, "params_swap", {}, {"x": [90.0]})  # not a neighbour: ignored
+    rt.deliver(0.3, 1, "params_swap", {}, {"x": [10.0]})
+    with pytest.raises(AssertionError, match="wait forever"):
+        drive(swaps.serve(rt))
+    assert got == [(2, 20.0), (1, 10.0)] and rcv == {}
+    assert [(dst, m.kind, m.tensors["x"].item()) for _t, dst, m in rt.sent] == [(2, "params_reply", 2.0), (1, "params_reply", 1.0)]
+
+
+def test_edge_swaps_finish_says_goodbye_and_waits_for_the_others_goodbyes():
+    swaps, _ = _swaps()
+    swaps.gone = {3}
+    rt = FakeRt(0, (1, 2, 3))
+    rt.deliver(0.5, 2, "params_done")
+    rt.deliver(0.6, 2, "params_swap", {}, {"x": [0.0]})
+    rt.deliver(0.9, 1, "params_done")
+    drive(swaps.finish(rt, 5.0))
+    assert sorted(dst for _t, dst, m in rt.sent if m.kind == "params_done") == [1, 2, 3]
+    assert rt.t == pytest.approx(0.9) and swaps.gone == {1, 2, 3}
+    late, _ = _swaps()
+    rt = FakeRt(0, (1, 2, 3))
+    rt.deliver(0.5, 2, "params_done")
+    drive(late.finish(rt, 2.0))
+    assert rt.t == pytest.approx(2.0) and late.gone == {2}
