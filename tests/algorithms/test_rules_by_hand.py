@@ -50,6 +50,7 @@ class FakeRt:
         self.logs: list[tuple[str, float]] = []
         self.rng = np.random.default_rng(seed)
         self._online = online
+        self.costs: list = []
 
     def deliver(self, at, src, kind, meta=None, tensors=None):
         msg = Message(kind, dict(meta or {}), {k: torch.as_tensor(v, dtype=torch.float32) for k, v in (tensors or {}).items()})
@@ -93,6 +94,7 @@ class FakeRt:
         self.t += seconds
 
     async def compute(self, fn, *args, cost=None):
+        self.costs.append(cost)
         return fn(*args)
 
     async def gather(self, *tasks):
@@ -138,8 +140,13 @@ class Quad(QuadLearner):
         for _ in range(k):
             self.train_step()
 
+    idles = 0
+
     def idle(self):
-        pass
+        self.idles += 1
+
+    def layer_slices(self):
+        return [("w", 0, self.num_params, "fc")]
 
 
 def ctx(node_id, params, learner=None, roles=None, **kw):
@@ -1097,3 +1104,89 @@ def test_edge_swaps_finish_says_goodbye_and_waits_for_the_others_goodbyes():
     rt.deliver(0.5, 2, "params_done")
     drive(late.finish(rt, 2.0))
     assert rt.t == pytest.approx(2.0) and late.gone == {2}
+
+
+# -- what nodes charge to their clock, and other details ------------------------------------------------
+def test_mdgan_charges_the_generators_and_discriminators_flops():
+    """Server: 2 generator passes per worker to make X_d and X_g (3 workers: 6), 3 per feedback
+    used (back-propagation, 2 senders: 6); worker: (L + 1/2) discriminator steps, L steps."""
+    gen = FakeGenerator()
+    gen.flops_per_step = lambda part=None: {"gen": 5.0}[part]
+    server = no_eval(MDGanServer(ctx(0, MDGanParams(disc_steps=12, swap_epochs=0, timeout=1.0), gen, epochs=1, steps_per_epoch=12)))
+    rt = FakeRt(0, nodes=(0, 1, 2, 3))
+    rt.deliver(0.2, 3, "feedback", {"round": 0, "d_loss": 1.0, "g_loss": 4.0}, {"f": [3.0, 3.0]})
+    rt.deliver(0.3, 1, "feedback", {"round": 0, "d_loss": 3.0, "g_loss": 8.0}, {"f": [1.0, 1.0]})
+    drive(server.run(rt))
+    assert [(c.flops, c.steps) for c in rt.costs] == [(30.0, 0), (30.0, 0)]
+    learner = FakeDisc()
+    learner.flops_per_step = lambda part=None: {"d": 4.0}[part]
+    worker = MDGanWorker(ctx(1, MDGanParams(disc_steps=3), learner))
+    rt = FakeRt(1)
+    rt.deliver(0.0, 0, "batches", {"round": 0, "swap": False}, {"xd": [1.0], "xg": [2.0]})
+    rt.deliver(1.0, 0, "stop")
+    drive(worker.run(rt))
+    assert [(c.flops, c.steps) for c in rt.costs] == [(14.0, 3)]
+
+
+def test_a_federated_client_charges_its_local_steps_and_frees_its_model_between_rounds():
+    learner = Quad([8.0], lr=0.5, spe=3, n=7)
+    client = FedAvgClient(ctx(1, FedAvgParams(local_steps=4), learner, {0: "server", 1: "worker"}))
+    rt = FakeRt(node_id=1)
+    for r in range(2):
+        rt.deliver(float(r), 0, "global", {"round": r}, {"x": [0.0]})
+    rt.deliver(5.0, 0, "stop")
+    drive(client.run(rt))
+    assert [(c.flops, c.steps) for c in rt.costs] == [(4e6, 4), (4e6, 4)]  # QuadLearner: 1e6 FLOPs a step
+    assert learner.idles == 2 and [m["round"] for _d, m in rt.sent_of("update")] == [0, 1]
+
+
+def test_degan_judge_scores_the_same_fixed_noise_at_every_epoch():
+    """The judge's noise: fid_batch x latent_dim draws from a generator seeded with its id,
+    drawn once: the FID of every epoch is of the same latent points."""
+    judge, rt, scores = _degan(target_fid=1.0)
+    scores += [9.0, 8.0]
+    seen = []
+    judge.learner.sample = lambda z=None: seen.append(z.clone()) or z
+    judge.end_epoch(rt, 1)
+    judge.end_epoch(rt, 2)
+    expected = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 2 and all(torch.equal(z, expected) for z in seen)
+    assert rt.logged("judge_fid") == [9.0, 8.0] and judge.stop_at is None
+
+
+def test_a_backup_flgan_server_takes_over_the_rounds_or_ends_on_stop():
+    """Backup 1 gathers the counts, follows the primary's state (round 4 of 5) and, after
+    failover seconds of silence, runs round 4 itself and stops the devices."""
+    params = FeGanParams(failover=2.0, frac_workers=1.0, rounds_per_epoch=5, sample=False, weight_avg=False)
+    server = _gan_server(FedGanServer, params, clients=2, servers=2)
+    server.node_id = 1
+    rt = FakeRt(1, nodes=(0, 1, 2, 3))
+    rt.deliver(0.1, 2, "counts", {"round": 0}, {"c": [1.0, 0.0]})
+    rt.deliver(0.1, 3, "counts", {"round": 0}, {"c": [0.0, 1.0]})
+    rt.deliver(1.0, 0, "state", {"round": 4, "sampler": {}}, {"x": [6.0, 7.0]})
+    for j in (2, 3):
+        rt.deliver(4.0, j, "update", {"round": 4, "n": 1, "d_loss": 0.0, "g_loss": 0.0}, {"x": [float(j), 1.0]})
+    drive(server.run(rt))
+    assert rt.logged("takeover") == [4] and [(d, m["round"]) for d, m in rt.sent_of("global")] == [(2, 4), (3, 4)]
+    assert server.learner.flat.tolist() == [2.5, 1.0] and server.round == 5 and server.ends == [1]
+    assert sorted(d for d, _m in rt.sent_of("stop")) == [2, 3]
+    stopped = _gan_server(FedGanServer, params, clients=2, servers=2)
+    rt = FakeRt(1, nodes=(0, 1, 2, 3))
+    rt.deliver(0.1, 2, "counts", {"round": 0}, {"c": [1.0, 0.0]})
+    rt.deliver(0.1, 3, "counts", {"round": 0}, {"c": [0.0, 1.0]})
+    rt.deliver(1.0, 0, "stop")
+    drive(stopped.run(rt))
+    assert rt.sent == [] and stopped.ends == []
+
+
+def test_ps_worker_pushes_its_gradient_at_the_pulled_model_tagged_with_the_round_and_batch():
+    from simbench.algorithms.ps import PSWorker
+    learner = Quad([1.0, 1.0], batch=5)
+    worker = PSWorker(ctx(1, PSSyncParams(), learner, {0: "server", 1: "worker"}))
+    rt = FakeRt(1)
+    rt.deliver(0.0, 0, "params", {"round": 3, "shard": 0}, {"x": [4.0, -2.0]})
+    rt.deliver(1.0, 0, "stop")
+    drive(worker.run(rt))
+    (dst, grad), = rt.sent_of("grad")
+    assert dst == 0 and grad.meta == {"round": 3, "n": 5} and grad.tensors["g"].tolist() == [3.0, -3.0]
+    assert learner.idles == 1
