@@ -1190,3 +1190,30 @@ def test_ps_worker_pushes_its_gradient_at_the_pulled_model_tagged_with_the_round
     (dst, grad), = rt.sent_of("grad")
     assert dst == 0 and grad.meta == {"round": 3, "n": 5} and grad.tensors["g"].tolist() == [3.0, -3.0]
     assert learner.idles == 1
+
+
+def test_the_supervisor_pulls_every_shard_each_period_and_stops_at_once_when_told():
+    """Every 1 s it asks both servers for their slice, puts the model together in shard order
+    (server 0's slice first, whatever the replies' order), evaluates it on the test set and
+    logs accuracy, loss and server 0's version; a stop during the wait ends it at once."""
+    from simbench.algorithms.ps import Supervisor
+    roles = {0: "server", 1: "shard", 2: "worker", 3: "supervisor"}
+    learner = Quad([0.0, 0.0, 0.0])
+    seen = []
+    learner.evaluate = lambda x, y: (seen.append((learner.flat.tolist(), x.tolist())) or (float(learner.flat.sum()), 0.25))
+    sup = Supervisor(ctx(3, PSSyncParams(supervisor=True, supervise_every=1.0), learner, roles,
+                         test=(torch.tensor([7.0]), torch.tensor([1]))))
+    rt = FakeRt(3, nodes=(0, 1, 2, 3))
+    rt.deliver(1.1, 1, "model", {"version": 9, "shard": 1}, {"x": [2.0, 3.0]})
+    rt.deliver(1.2, 0, "model", {"version": 4, "shard": 0}, {"x": [1.0]})
+    rt.deliver(1.9, 0, "stop")  # during the next wait (from 1.2 s to 2.2 s)
+    drive(sup.run(rt))
+    assert [(t, d, m.kind) for t, d, m in rt.sent] == [(1.0, 0, "pull_sup"), (1.0, 1, "pull_sup")]
+    assert seen == [([1.0, 2.0, 3.0], [7.0])]
+    assert rt.logs == [("sup_test_acc", 0.25), ("sup_test_loss", 6.0), ("sup_version", 4.0)]
+    assert rt.t == pytest.approx(1.9)
+    rt = FakeRt(3, nodes=(0, 1, 2, 3))
+    rt.deliver(1.5, 0, "model", {"version": 1, "shard": 0}, {"x": [1.0]})
+    rt.deliver(1.8, 0, "stop")  # while it waits for the slices
+    drive(sup.run(rt))
+    assert len(rt.sent) == 2 and rt.t == pytest.approx(1.8) and len(seen) == 1
