@@ -1217,3 +1217,20 @@ def test_the_supervisor_pulls_every_shard_each_period_and_stops_at_once_when_tol
     rt.deliver(1.8, 0, "stop")  # while it waits for the slices
     drive(sup.run(rt))
     assert len(rt.sent) == 2 and rt.t == pytest.approx(1.8) and len(seen) == 1
+
+
+def test_shard_roles_make_the_lowest_declared_server_the_reporting_one():
+    from simbench.algorithms.ps import shard_roles
+    g = nx.complete_bipartite_graph(2, 3)  # nodes 0, 1 linked to 2, 3, 4
+    g.add_edge(0, 1)
+    g = nx.relabel_nodes(g, {0: 3, 3: 0, 1: 1})  # the hubs are 1 and 3
+    for i in (1, 3):
+        g.nodes[i]["role"] = "server"
+    assert shard_roles(g, "ps_sync", 2) == {0: "worker", 1: "server", 2: "worker", 3: "shard", 4: "worker"}
+    assert ps_roles(g, "ps_sync", PSSyncParams(shards=2, supervisor=True))[4] == "supervisor"
+    g.remove_edge(3, 0)
+    with pytest.raises(ConfigError, match=r"^topology: ps_sync needs server node 3 linked to every other node "
+                                          r"\(topology: \{kind: star, hubs: 2\}\); it reaches 3 of 4$"):
+        shard_roles(g, "ps_sync", 2)
+    with pytest.raises(ConfigError, match=r"^algorithm.shards: 3 shards need 3 server nodes .*; the topology has 2$"):
+        shard_roles(g, "ps_sync", 3)
