@@ -48,6 +48,7 @@ class FakeRt:
         self.queue: list[tuple[float, int, Message]] = []
         self.sent: list[tuple[float, int, Message]] = []
         self.logs: list[tuple[str, float]] = []
+        self.log_kw: list[tuple[str, dict]] = []
         self.rng = np.random.default_rng(seed)
         self._online = online
         self.costs: list = []
@@ -64,6 +65,7 @@ class FakeRt:
 
     def log(self, name, value, **kw):
         self.logs.append((name, value))
+        self.log_kw.append((name, kw))
 
     def logged(self, name):
         return [v for n, v in self.logs if n == name]
@@ -613,8 +615,8 @@ def test_degan_judge_stops_everyone_bound_plus_one_iterations_after_reaching_the
     assert free.stop_at == 5
     peer, rt, scores = _degan(node_id=2, neighbors=(0, 1), target_fid=5.0)
     peer.end_epoch(rt, 1)            # not the judge: no FID (scores is empty)
-    rt.deliver(0.0, 0, "degan_stop", {"at": 9})
     rt.deliver(0.0, 1, "degan_stop", {"at": 6})
+    rt.deliver(0.0, 0, "degan_stop", {"at": 9})
     peer.t = 4
     assert drive(peer.planned_total(rt, 20)) == 6 and peer.stop_at == 6
     peer.t = 8                       # already past the stop: it stops where it is
@@ -1234,3 +1236,19 @@ def test_shard_roles_make_the_lowest_declared_server_the_reporting_one():
         shard_roles(g, "ps_sync", 2)
     with pytest.raises(ConfigError, match=r"^algorithm.shards: 3 shards need 3 server nodes .*; the topology has 2$"):
         shard_roles(g, "ps_sync", 3)
+
+
+def test_degan_target_is_reached_at_an_equal_fid_and_logged_with_its_epoch():
+    judge, rt, scores = _degan(target_fid=5.0)
+    scores.append(5.0)
+    judge.t = 4
+    judge.end_epoch(rt, 2)
+    assert judge.stop_at == 5
+    assert [(n, kw) for n, kw in rt.log_kw] == [("judge_fid", {"epoch": 2}), ("target_reached", {"epoch": 2})]
+
+
+def test_degan_needs_at_least_one_batch_per_worker():
+    from simbench.algorithms.degan import Degan
+    assert Degan.roles(nx.complete_graph(3), DeganParams(batches=3)) == {0: "worker", 1: "worker", 2: "worker"}
+    with pytest.raises(ConfigError, match="^algorithm.batches: 2 minibatches per epoch are dealt round robin to 3 workers"):
+        Degan.roles(nx.complete_graph(3), DeganParams(batches=2))
