@@ -1252,3 +1252,28 @@ def test_degan_needs_at_least_one_batch_per_worker():
     assert Degan.roles(nx.complete_graph(3), DeganParams(batches=3)) == {0: "worker", 1: "worker", 2: "worker"}
     with pytest.raises(ConfigError, match="^algorithm.batches: 2 minibatches per epoch are dealt round robin to 3 workers"):
         Degan.roles(nx.complete_graph(3), DeganParams(batches=2))
+
+
+def test_ako_run_picks_p_for_its_worker_count():
+    """P auto in a run: N = 3 workers (2 peers), 30 parameters, 10 B/s, 1 s steps: P = 24."""
+    learner = Quad([0.0] * 30)
+    c = ctx(0, AkoParams(P="auto"), learner, network=SimpleNamespace(narrowest=10.0),
+            compute=SimpleNamespace(step_time=1.0, speed=1.0))
+    worker = no_eval(AkoWorker(c))
+    rt = FakeRt(0, (1, 2))
+    rt.deliver(1.0, 1, "ako_done", {"it": 1})
+    rt.deliver(1.0, 2, "ako_done", {"it": 1})
+    drive(worker.run(rt))
+    assert rt.logged("ako_P") == [24.0] and rt.sent_of("ako")[0][1].tensors["g"].numel() == 1
+
+
+def test_the_gan_algorithms_name_themselves_in_topology_errors():
+    from simbench.algorithms.fegan import FeGan
+    from simbench.algorithms.flgan import FLGan
+    from simbench.algorithms.mdgan import MDGan
+    for algo in (FLGan, MDGan):
+        with pytest.raises(ConfigError, match=f"^topology: {algo.name} needs server node 0"):
+            algo.roles(nx.path_graph(4), algo.Params())
+    with pytest.raises(ConfigError, match="^topology: fegan needs server node 1 .*hubs: 2"):
+        FeGan.roles(nx.star_graph(3), FeGanParams(num_servers=2))
+    assert FLGan.roles(nx.star_graph(2), FLGanParams()) == {0: "server", 1: "worker", 2: "worker"}
