@@ -1277,3 +1277,38 @@ def test_the_gan_algorithms_name_themselves_in_topology_errors():
     with pytest.raises(ConfigError, match="^topology: fegan needs server node 1 .*hubs: 2"):
         FeGan.roles(nx.star_graph(3), FeGanParams(num_servers=2))
     assert FLGan.roles(nx.star_graph(2), FLGanParams()) == {0: "server", 1: "worker", 2: "worker"}
+
+
+def test_ako_applies_a_peers_gradients_only_from_earlier_iterations_until_the_end():
+    """A peer far ahead: its gradients of iterations 0..5 are all here at once. Iteration t
+    applies only those of t - 1 and before (with its own g_{t-1}); the end applies the rest."""
+    learner = Quad([0.0], lr=1.0, spe=3, grads=[[1.0], [2.0], [4.0]])
+    worker, rt = _ako(AkoParams(P=1), learner)
+    for k in range(6):
+        rt.deliver(0.0, 1, "ako", {"it": k, "lo": 0}, {"g": [100.0 * (k + 1)]})
+    rt.deliver(0.0, 1, "ako_done", {"it": 6})
+    drive(worker.run(rt))
+    assert [h.item() for h in learner.handed] == [1 + 100.0, 2 + 200.0, 4 + 300.0 + 400 + 500 + 600]
+    assert worker.ends == [0, 1] and all(type(e) is int for e in worker.ends)
+
+
+def test_a_degan_peer_told_during_its_evaluation_to_stop_where_it_is_finishes_at_once():
+    """(In real runs time passes while a node evaluates.) A stop at iteration 1 that comes
+    during the evaluation of epoch 1 ends the run there: no gradient of iteration 1, no
+    second evaluation; the peer's last gradients are applied (mean over the 2 workers)."""
+    worker, rt, _ = _degan(node_id=1, neighbors=(0,), aggregate="mean")
+    worker.learner = worker.ctx.learner = Quad([0.0], lr=1.0, spe=1, grads=[[8.0], [99.0]])
+    ends = []
+
+    def end_epoch(rt_, epoch):
+        ends.append(epoch)
+        if epoch == 1:
+            rt.deliver(rt.t, 0, "degan_stop", {"at": 1})
+    worker.end_epoch = end_epoch
+    rt.deliver(5.0, 0, "ako", {"it": 0, "lo": 0}, {"g": [5.0]})
+    rt.deliver(5.0, 0, "ako", {"it": 1, "lo": 0}, {"g": [7.0]})
+    rt.deliver(5.0, 0, "ako_done", {"it": 2})
+    drive(worker.run(rt))
+    assert ends == [0, 1] and worker.t == 1
+    assert [m["it"] for _d, m in rt.sent_of("ako")] == [0] and [m["it"] for _d, m in rt.sent_of("ako_done")] == [1]
+    assert [h.item() for h in worker.learner.handed] == [4.0, 6.0]
