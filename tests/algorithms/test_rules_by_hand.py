@@ -1312,3 +1312,26 @@ def test_a_degan_peer_told_during_its_evaluation_to_stop_where_it_is_finishes_at
     assert ends == [0, 1] and worker.t == 1
     assert [m["it"] for _d, m in rt.sent_of("ako")] == [0] and [m["it"] for _d, m in rt.sent_of("ako_done")] == [1]
     assert [h.item() for h in worker.learner.handed] == [4.0, 6.0]
+
+
+def test_ako_p_field_and_topology_error():
+    from simbench.algorithms.ako import Ako, parse_p
+    assert parse_p("auto") == "auto" and parse_p(3) == 3
+    for bad in (0, True, "AUTO", 2.0):
+        with pytest.raises(ValueError, match="allowed: an integer >= 1 or auto"):
+            parse_p(bad)
+    with pytest.raises(ConfigError, match=r"^topology: ako exchanges gradients with every peer; it needs a complete "
+                                          r"topology \(topology: \{kind: complete\}\)$"):
+        Ako.roles(nx.path_graph(3), AkoParams())
+
+
+def test_ako_keeps_its_sums_where_the_model_lives():
+    """The accumulator and the step's sum are made on the learner's device (here ``meta``)."""
+    handed = []
+    learner = SimpleNamespace(num_params=2, device=torch.device("meta"), set_grad_flat=handed.append,
+                              apply_update=lambda: None)
+    worker = AkoWorker(ctx(0, AkoParams(P=1), learner))
+    assert worker.acc.device.type == "meta"
+    worker.held = [Message("ako", {"it": 0, "lo": 0}, {"g": torch.ones(2, device="meta")})]
+    worker.apply(1, 2)
+    assert len(handed) == 1 and handed[0].device.type == "meta"
