@@ -1335,3 +1335,25 @@ def test_ako_keeps_its_sums_where_the_model_lives():
     worker.held = [Message("ako", {"it": 0, "lo": 0}, {"g": torch.ones(2, device="meta")})]
     worker.apply(1, 2)
     assert len(handed) == 1 and handed[0].device.type == "meta"
+
+
+def test_ps_sync_answers_only_pulls_not_a_late_gradient_waiting_in_its_queue():
+    """(In real runs the server's optimizer step takes time.) Worker 3's round-0 gradient comes
+    after the deadline, while the server steps: it waits in the queue at the round's end, is
+    not answered with the model (only the supervisor's pull is), and round 1 discards it."""
+    server, rt = _ps_server(1.0, rounds=2)
+    step = server.learner.apply_update
+
+    def slow_step():
+        step()
+        rt.t += 0.5
+    server.learner.apply_update = slow_step
+    rt.deliver(0.1, 1, "grad", {"round": 0, "n": 1}, {"g": [10.0, -1.0]})
+    rt.deliver(0.2, 2, "grad", {"round": 0, "n": 3}, {"g": [20.0, 0.0]})
+    rt.deliver(1.2, 3, "grad", {"round": 0, "n": 6}, {"g": [40.0, 5.0]})
+    rt.deliver(1.3, 4, "pull_sup")
+    for j in (1, 2, 3):
+        rt.deliver(1.6, j, "grad", {"round": 1, "n": 1}, {"g": [1.0, 1.0]})
+    drive(server.run(rt))
+    assert [(d, m["version"]) for d, m in rt.sent_of("model")] == [(4, 1)]
+    assert [h.tolist() for h in server.learner.handed] == [pytest.approx([17.5, -0.25]), [1.0, 1.0]]
