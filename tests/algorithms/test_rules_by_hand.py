@@ -1357,3 +1357,11 @@ def test_ps_sync_answers_only_pulls_not_a_late_gradient_waiting_in_its_queue():
     drive(server.run(rt))
     assert [(d, m["version"]) for d, m in rt.sent_of("model")] == [(4, 1)]
     assert [h.tolist() for h in server.learner.handed] == [pytest.approx([17.5, -0.25]), [1.0, 1.0]]
+
+
+def test_balanced_sampler_resumes_from_a_state_with_whole_numbers():
+    """A backup's state as JSON may give it (taken as integers) resumes like the float one."""
+    counts = np.array([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    state = {"taken": [5, 0, 5], "queues": [[0], [1], [2]]}
+    s = BalancedSampler(counts, state)
+    assert s.sample(2) == [1, 0] and s.taken.tolist() == [10.0, 5.0, 5.0]
