@@ -1365,3 +1365,8 @@ def test_balanced_sampler_resumes_from_a_state_with_whole_numbers():
     state = {"taken": [5, 0, 5], "queues": [[0], [1], [2]]}
     s = BalancedSampler(counts, state)
     assert s.sample(2) == [1, 0] and s.taken.tolist() == [10.0, 5.0, 5.0]
+
+
+def test_balanced_sampler_queues_a_device_with_a_single_sample_of_a_class():
+    s = BalancedSampler(np.array([[1.0, 0.0], [0.0, 3.0]]))
+    assert s.queues == [[0], [1]] and s.sample(1) == [0]
