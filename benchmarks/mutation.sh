@@ -6,6 +6,9 @@
 #   MUTATION_JOBS=2 benchmarks/mutation.sh  mutants tested in parallel (default 1)
 #   benchmarks/mutation.sh --survivors sim  test only the group's surviving mutants again
 #                                           (after adding tests that should kill them)
+#   benchmarks/mutation.sh --only 'simbench.algorithms.ako.*' algorithms
+#                                           only the mutants whose names match (repeatable;
+#                                           mutmut retests every match, killed ones too)
 #
 # Each group mutates its own package(s) and runs, per mutant, only the tests of its test
 # selection that execute the mutated function (mutmut's stats pass maps tests to functions).
@@ -20,7 +23,15 @@ PY=${PYTHON:-python}
 JOBS=${MUTATION_JOBS:-1}
 ALL=(sim core algorithms learn data transport)
 RETEST=0
-if [ "${1:-}" = "--survivors" ]; then RETEST=1; shift; fi
+ONLY=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --survivors) RETEST=1; shift ;;
+    --only) [ $# -ge 2 ] || { echo "--only needs a mutant name pattern, e.g. 'simbench.algorithms.ako.*'" >&2; exit 2; }
+            ONLY+=("$2"); shift 2 ;;
+    *) break ;;
+  esac
+done
 GROUPS_TO_RUN=("$@")
 [ ${#GROUPS_TO_RUN[@]} -eq 0 ] && GROUPS_TO_RUN=("${ALL[@]}")
 
@@ -58,7 +69,7 @@ for group in "${GROUPS_TO_RUN[@]}"; do
     echo 'process_isolation = "forkserver"'  # torch is not fork-safe once threads started
     echo 'use_setproctitle = false'
   } >"$work/pyproject.toml"
-  names=()
+  names=("${ONLY[@]}")
   if [ $RETEST = 1 ]; then
     mapfile -t names < <("$PY" "$ROOT/benchmarks/mutation_score.py" --names "$group")
     [ ${#names[@]} -eq 0 ] && { echo "no survivors in $group"; continue; }
