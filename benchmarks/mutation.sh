@@ -51,6 +51,9 @@ spec() {
 }
 
 for group in "${GROUPS_TO_RUN[@]}"; do
+  spec "$group" >/dev/null || exit 2  # an unknown group: one line naming the allowed ones
+done
+for group in "${GROUPS_TO_RUN[@]}"; do
   IFS='|' read -r packages tests <<<"$(spec "$group")"
   work="$ROOT/.mutation/$group"
   mkdir -p "$work"
