@@ -277,3 +277,35 @@ def test_parity_is_degans_even_and_odd_digits():
     assert [p.tolist() for p in five][3:] == [odd, odd]  # the seed's rule: only 0 and 2 are even
     with pytest.raises(ValueError, match="takes no parameters"):
         P.partition(labels, 4, "parity", np.random.default_rng(0), k=2)
+
+
+def _fegan_by_hand(labels: np.ndarray, k: int, seed: int, magic: int) -> list[list[int]]:
+    """Seed 001's rule (LPD-EPFL/FeGAN ``datasets.py``, ``get_train_set`` with iid = 0) written
+    out: rank r = 1..k draws min(C, floor(200 r / k) + 1) classes without replacement, a cap
+    U{1..r^2} per class (above magic: ceil((r + 1) magic / (k + 1))), and takes the first cap
+    samples of each drawn class in index order."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(set(labels.tolist()))
+    out = []
+    for r in range(1, k + 1):
+        chosen = rng.choice(len(classes), size=min(len(classes), (200 * r) // k + 1), replace=False)
+        caps = rng.integers(1, r * r + 1, size=len(classes))
+        idx = []
+        for c in chosen:
+            cap = int(caps[c]) if caps[c] <= magic else -(-(r + 1) * magic // (k + 1))
+            idx += [i for i in range(len(labels)) if labels[i] == classes[c]][:cap]
+        out.append(sorted(idx))
+    return out
+
+
+@pytest.mark.parametrize("k,magic", [(5, 7), (6, 30), (300, 5000)])
+def test_fegan_split_is_the_seeds_rule_sample_for_sample(k, magic):
+    rng = np.random.default_rng(3)
+    labels = rng.permutation(np.repeat(np.arange(10), 40))  # classes interleaved: "first" is index order
+    parts = P.partition(labels, k, "fegan", np.random.default_rng(11), magic_num=magic)
+    want = _fegan_by_hand(labels, k, 11, magic)
+    assert [p.tolist() for p in parts] == want
+    if k == 300:  # the class count grows with the rank: floor(200 r / 300) + 1 = 1, 2, 3 for r = 1..3
+        assert [len(set(labels[p].tolist())) for p in parts[:3]] == [1, 2, 3]
+    if magic == 7:  # some caps exceed magic_num and are replaced
+        assert all(len(set(labels[p].tolist())) == 10 for p in parts)  # 200 r / 5 + 1 > 10 classes
