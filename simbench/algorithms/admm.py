@@ -241,8 +241,8 @@ class EdgeConsensusNode(Node):
 
     def __init__(self, ctx: NodeContext, isvr: bool, avg_always: bool) -> None:
         super().__init__(ctx)
-        self.isvr = isvr
         self.rule = "isvr" if isvr else self.params.primal
+        """The primal step: ``isvr``, or plain admm/pdmm's ``primal`` (``reference`` | ``argmin``)."""
         self.averaging = averages_duals(self.params, avg_always)
         self.clock = StepClock(self)
         i = ctx.node_id
@@ -299,7 +299,7 @@ class EdgeConsensusNode(Node):
         learner, p = self.learner, self.params
         degree = len(self.signs)
         x = learner.flat_params()
-        if self.isvr:
+        if self.rule == "isvr":
             await self.local_grad(rt)
             lr = learner.lr
             eta = self.penalty()

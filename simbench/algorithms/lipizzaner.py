@@ -257,6 +257,12 @@ class Mixture:
         return torch.cat(out)
 
 
+def known(score: float, default=None):
+    """``score``, or ``default`` while it is nan (not scored: no workload, or weights waiting
+    for the final ES)."""
+    return score if score == score else default
+
+
 def save_mixture(directory, mixture: Mixture, arch: dict, fid: float, cell: int, extra: dict | None = None) -> Path:
     """Write ``generator_<cell>.npy`` per generator and ``mixture.json`` (weights, model, and
     the keys of ``extra``) into ``directory``."""
@@ -553,8 +559,7 @@ class LipizzanerCell(Node):
             self.log_final(rt)
         mix = self.mixture()
         if self.ctx.role != "master":
-            await rt.send(min(rt.nodes), Message("result", {"fid": self.score if self.score == self.score else None,
-                                                            "init_fid": self.init_score if self.init_score == self.init_score else None,
+            await rt.send(min(rt.nodes), Message("result", {"fid": known(self.score), "init_fid": known(self.init_score),
                                                             "cells": mix.cells, "weights": mix.weights.tolist()},
                                                  {str(k): g for k, g in enumerate(mix.generators)}))
             return
@@ -572,8 +577,7 @@ class LipizzanerCell(Node):
     async def collect(self, rt: Runtime, own: Mixture) -> None:
         """Master: every cell's final mixture; the one with the lowest FID is saved (with
         ``optimize_mixture``, also the FID of its final ES's starting weights: ``init_fid``)."""
-        best = (self.score if self.score == self.score else math.inf, self.node_id, own,
-                self.init_score if self.init_score == self.init_score else None)
+        best = (known(self.score, math.inf), self.node_id, own, known(self.init_score))
         waiting = {i for i, r in self.ctx.roles.items() if r == "cell"}
         while waiting:
             msg = await rt.recv(timeout=self.params.result_timeout, match="result")
