@@ -309,3 +309,11 @@ def test_fegan_split_is_the_seeds_rule_sample_for_sample(k, magic):
         assert [len(set(labels[p].tolist())) for p in parts[:3]] == [1, 2, 3]
     if magic == 7:  # some caps exceed magic_num and are replaced
         assert all(len(set(labels[p].tolist())) == 10 for p in parts)  # 200 r / 5 + 1 > 10 classes
+
+
+def test_config_offers_every_partition_the_dispatcher_knows():
+    """``dataset.partition``'s choices are a second list of the partitioners (the config module
+    stays free of torch); they must name the same schemes."""
+    from simbench.experiment.config import PARTITIONS
+
+    assert PARTITIONS == P.SCHEMES
