@@ -1,0 +1,228 @@
+"""The learners' smaller contracts, checked against numbers worked out by hand: a shard's
+own optimizer (a sharded parameter server steps one slice), the layout of the flat vector,
+learning-rate setting, FLOP counts, and what may be batched with what.
+
+Each test failed on a mutant that survived the rest of the suite (``benchmarks/mutation.sh
+learn``)."""
+
+import pytest
+import torch
+from torch import nn
+
+from simbench.learn import Learner, OptimConfig
+from simbench.learn import flops as flops_mod
+from simbench.learn.flat import FlatLearner, ModelTemplate, batch_key, flat_eligible
+
+
+class ConvNet(nn.Module):
+    """conv 1->2 (3x3, 18 + 2), then fc 8->3 (24 + 3): 47 parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(1))
+
+
+LAYERS = [("conv.weight", 0, 18, "conv"), ("conv.bias", 18, 20, "conv"), ("fc.weight", 20, 44, "fc"),
+          ("fc.bias", 44, 47, "fc")]
+
+
+def data(n=12):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 1, 4, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def learners(optim, seed=0):
+    """A Learner and a FlatLearner of the same ConvNet, data and seed."""
+    x, y = data()
+    torch.manual_seed(seed)
+    net = ConvNet()
+    template = ModelTemplate(ConvNet().requires_grad_(True))
+    template.initial.copy_(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
+    a = Learner(net, x, y, batch_size=4, optim=optim, seed=1)
+    b = FlatLearner(template, x, y, torch.arange(len(y)), batch_size=4, optim=optim, seed=1)
+    return a, b
+
+
+@pytest.mark.parametrize("kind", ["Learner", "FlatLearner"])
+def test_layer_slices_name_offsets_and_kinds(kind):
+    a, b = learners(OptimConfig(lr=0.1))
+    learner = a if kind == "Learner" else b
+    assert learner.layer_slices() == LAYERS
+
+
+def test_a_learner_names_an_unnamed_parameter_by_position():
+    x, y = data()
+    learner = Learner(ConvNet(), x, y, batch_size=4, optim=OptimConfig(), seed=0)
+    learner.params.insert(1, nn.Parameter(torch.zeros(2)))  # a tensor no module owns
+    learner._sizes.insert(1, 2)
+    assert [s[0] for s in learner.layer_slices()] == ["conv.weight", "param1", "conv.bias", "fc.weight", "fc.bias"]
+    assert learner.layer_slices()[1] == ("param1", 18, 20, "fc")
+
+
+@pytest.mark.parametrize("kind", ["Learner", "FlatLearner"])
+def test_a_slice_gets_its_own_sgd_with_momentum_and_step_lr(kind):
+    """Two updates of flat[5:9] with momentum 0.5 and StepLR(step_size 2, gamma 0.1): the
+    first moves it by -lr g1, the second by -lr (0.5 g1 + g2); the rest never moves, and
+    the learner's own learning rate and momentum are untouched. After two updates the
+    slice's rate is 0.01; another slice starts again at 0.1."""
+    optim = OptimConfig(lr=0.1, momentum=0.5, scheduler="StepLR", step_size=2, gamma=0.1)
+    a, b = learners(optim)
+    learner = a if kind == "Learner" else b
+    before = learner.get_flat()
+    g1, g2 = torch.arange(4.0) + 1, torch.tensor([2.0, -1.0, 0.5, 4.0])
+    learner.apply_update_slice(g1, 5, 9)
+    assert torch.allclose(learner.get_flat()[5:9], before[5:9] - 0.1 * g1)
+    learner.apply_update_slice(g2, 5, 9)
+    want = before[5:9] - 0.1 * g1 - 0.1 * (0.5 * g1 + g2)
+    assert torch.allclose(learner.get_flat()[5:9], want, atol=1e-6)
+    g3 = torch.ones(4)
+    learner.apply_update_slice(g3, 5, 9)  # rate now 0.01: buffer 0.5 (0.5 g1 + g2) + g3
+    want = want - 0.01 * (0.5 * (0.5 * g1 + g2) + g3)
+    assert torch.allclose(learner.get_flat()[5:9], want, atol=1e-6)
+    other = learner.get_flat()[20:22]
+    learner.apply_update_slice(torch.ones(2), 20, 22)
+    assert torch.allclose(learner.get_flat()[20:22], other - 0.1, atol=1e-6)
+    untouched = torch.ones(47, dtype=torch.bool)
+    untouched[5:9] = untouched[20:22] = False
+    assert torch.equal(learner.get_flat()[untouched], before[untouched])
+    assert learner.lr == 0.1
+
+
+def test_a_slice_update_takes_the_gradient_given_not_the_models():
+    a, b = learners(OptimConfig(lr=1.0))
+    for learner in (a, b):
+        learner.compute_grad()  # a model gradient exists
+        before = learner.get_flat()
+        learner.apply_update_slice(torch.full((3,), 2.0), 0, 3)
+        assert torch.allclose(learner.get_flat()[:3], before[:3] - 2.0)
+
+
+@pytest.mark.parametrize("kind", ["Learner", "FlatLearner"])
+def test_set_lr_is_used_by_the_next_step(kind):
+    a, b = learners(OptimConfig(lr=0.1))
+    learner = a if kind == "Learner" else b
+    learner.set_lr(0.5)
+    assert learner.lr == 0.5
+    before = learner.get_flat()
+    learner.compute_grad()
+    grad = learner.get_grad_flat()
+    learner.apply_update()
+    assert torch.allclose(learner.get_flat(), before - 0.5 * grad, atol=1e-6)
+
+
+def test_set_lr_sets_every_parameter_group():
+    x, y = data()
+    learner = Learner(ConvNet(), x, y, batch_size=4, optim=OptimConfig(lr=0.1), seed=0)
+    learner.optimizer.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "lr": 0.3})
+    learner.set_lr(0.02)
+    assert [g["lr"] for g in learner.optimizer.param_groups] == [0.02, 0.02]
+
+
+@pytest.mark.parametrize("kind", ["Learner", "FlatLearner"])
+def test_train_steps_is_that_many_train_steps(kind):
+    (a1, b1), (a2, b2) = learners(OptimConfig(lr=0.1)), learners(OptimConfig(lr=0.1))
+    one, other = (a1, a2) if kind == "Learner" else (b1, b2)
+    one.train_steps(3)
+    for _ in range(3):
+        other.train_step()
+    assert torch.equal(one.get_flat(), other.get_flat())
+    assert not torch.equal(one.get_flat(), learners(OptimConfig(lr=0.1))[0].get_flat())
+
+
+def test_named_tensors_of_both_learners_agree():
+    a, b = learners(OptimConfig(lr=0.1))
+    na, nb = a.named_tensors(), b.named_tensors()
+    assert list(na) == list(nb) == [n for n, *_ in LAYERS]
+    assert all(torch.equal(na[n], nb[n]) for n in na)
+    assert nb["fc.weight"].shape == (3, 8)
+    b.flat_params()[20] = 7.0  # views of the live vector
+    assert b.named_tensors()["fc.weight"][0, 0] == 7.0
+
+
+def test_gradient_before_any_step_is_zero():
+    a, b = learners(OptimConfig(lr=0.1))
+    assert torch.equal(b.get_grad_flat(), torch.zeros(47))
+    for p in a.params:
+        p.grad = None
+    assert torch.equal(a.get_grad_flat(), torch.zeros(47))
+
+
+def test_set_flat_on_an_idle_learner_allocates_and_copies():
+    _, b = learners(OptimConfig(lr=0.1))
+    b.idle()
+    assert b._flat is None
+    b.set_flat(torch.arange(47.0))
+    assert torch.equal(b.get_flat(), torch.arange(47.0)) and b.get_flat().dtype == torch.float32
+
+
+def test_flat_eligibility_reasons():
+    x = nn.Linear(2, 2)
+    assert flat_eligible(x, OptimConfig(name="adam")) == "optimizer adam (FlatLearner does SGD)"
+    assert flat_eligible(x, OptimConfig(scheduler="CosineAnnealingLR")) == "scheduler CosineAnnealingLR"
+    assert flat_eligible(x, OptimConfig(scheduler="StepLR")) is None
+    assert flat_eligible(nn.BatchNorm1d(2), OptimConfig()) == "the model has buffers (per-node running statistics)"
+    assert flat_eligible(x, OptimConfig()) is None
+
+
+def test_flops_of_a_template_and_a_learner_are_the_hand_count(tmp_path, monkeypatch):
+    """ConvNet at batch 4: forward 2*4*(2*2*2*9 + 8*3) = 768 FLOPs; backward computes the
+    conv's weight gradient (2*4*72 = 576; the input needs none) and the fc layer's weight and
+    input gradients (2 * 2*4*24 = 384): 1728 in all, the same for both learners."""
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", "off")
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    a, b = learners(OptimConfig(lr=0.1))
+    assert a.flops_per_step() == 1728.0
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    assert b.flops_per_step() == 1728.0
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    assert b.template.flops_per_step((1, 4, 4), 8, torch.float32) == 3456.0
+
+
+def test_counting_flops_leaves_the_models_and_the_global_random_state_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", "off")
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    a, b = learners(OptimConfig(lr=0.1))
+    state = torch.random.get_rng_state()
+    fa, fb = a.get_flat(), b.get_flat()
+    a.flops_per_step()
+    b.flops_per_step()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.get_flat(), fa) and torch.equal(b.get_flat(), fb)
+    assert all(p.grad is None or not p.grad.any() for p in b.template.module.parameters())
+
+
+def test_flop_cache_file_holds_the_count(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    a, _ = learners(OptimConfig(lr=0.1))
+    a.flops_per_step()
+    stored = json.loads((tmp_path / "flops.json").read_text())
+    assert list(stored.values()) == [1728.0]
+    assert (tmp_path / "flops.json").read_text().startswith("{\n")  # one entry per line, sorted keys
+
+
+def test_batch_keys_group_what_can_run_as_one_call():
+    x, y = data()
+    template = ModelTemplate(ConvNet())
+    one, two = (FlatLearner(template, x, y, torch.arange(6) + 6 * i, batch_size=4, optim=OptimConfig(), seed=i)
+                for i in range(2))
+    key = batch_key(one, "train_step", ())
+    assert key is not None and key == batch_key(two, "train_step", ())
+    assert batch_key(one, "train_steps", (2,)) != batch_key(one, "train_steps", (3,))
+    assert batch_key(one, "compute_grad", ()) != key
+    assert batch_key(one, "evaluate", ()) is None  # not a batched op
+    other_data = FlatLearner(template, x.clone(), y, torch.arange(6), batch_size=4, optim=OptimConfig(), seed=0)
+    assert batch_key(other_data, "train_step", ()) != key
+    other_model = FlatLearner(ModelTemplate(ConvNet()), x, y, torch.arange(6), batch_size=4, optim=OptimConfig(), seed=0)
+    assert batch_key(other_model, "train_step", ()) != key
+    learner = Learner(ConvNet(), x, y, batch_size=4, optim=OptimConfig(), seed=0)
+    assert batch_key(learner, "train_step", ()) is None
+    dropout = ModelTemplate(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3)))
+    assert batch_key(FlatLearner(dropout, x, y, torch.arange(6), batch_size=4, optim=OptimConfig(), seed=0),
+                     "train_step", ()) is None
