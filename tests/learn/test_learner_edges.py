@@ -226,3 +226,59 @@ def test_batch_keys_group_what_can_run_as_one_call():
     dropout = ModelTemplate(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3)))
     assert batch_key(FlatLearner(dropout, x, y, torch.arange(6), batch_size=4, optim=OptimConfig(), seed=0),
                      "train_step", ()) is None
+
+
+def _flat_learners(optim, n=3, sizes=(5, 7, 9)):
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 1, 4, 4, generator=g), torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(0)
+    template = ModelTemplate(ConvNet())
+    out, lo = [], 0
+    for k in range(n):
+        out.append(FlatLearner(template, x, y, torch.arange(lo, lo + sizes[k]), batch_size=4, optim=optim, seed=k))
+        lo += sizes[k]
+    return out
+
+
+def test_batched_steps_with_a_learning_rate_per_learner_and_mixed_momentum_buffers():
+    """Learners at different rates, one of which already has a momentum buffer, batched:
+    each row steps with its own rate, and only rows without a buffer start it as their first
+    gradient."""
+    from simbench.learn.flat import batched_run
+
+    optim = OptimConfig(lr=0.1, momentum=0.9, dampening=0.2)
+    alone, together = _flat_learners(optim), _flat_learners(optim)
+    for group in (alone, together):
+        for ln, lr in zip(group, (0.05, 0.1, 0.3)):
+            ln.set_lr(lr)
+        group[1].train_step()  # learner 1 has a buffer, 0 and 2 not
+    for ln in alone:
+        ln.train_steps(3)
+    batched_run(together, "train_steps", (3,))
+    for a, b in zip(alone, together):
+        assert torch.allclose(a.get_flat(), b.get_flat(), atol=1e-6)
+        assert torch.allclose(a._momentum, b._momentum, atol=1e-6)
+        assert a.steps_done == b.steps_done
+
+
+def test_batched_gradients_leave_the_momentum_buffers_alone():
+    from simbench.learn.flat import batched_run
+
+    optim = OptimConfig(lr=0.1, momentum=0.9, dampening=0.2)
+    alone, together = _flat_learners(optim), _flat_learners(optim)
+    expected = [ln.compute_grad() for ln in alone]
+    assert batched_run(together, "compute_grad", ()) == pytest.approx(expected, rel=1e-6)
+    assert all(ln._momentum is None for ln in together)
+    for a, b in zip(alone, together):
+        a.apply_update()
+        b.apply_update()
+        assert torch.allclose(a.get_flat(), b.get_flat(), atol=1e-6)
+
+
+def test_a_batch_of_one_learner():
+    from simbench.learn.flat import batched_run
+
+    (a,), (b,) = _flat_learners(OptimConfig(lr=0.1), n=1), _flat_learners(OptimConfig(lr=0.1), n=1)
+    loss = a.train_step()
+    assert batched_run([b], "train_step", ()) == pytest.approx([loss], rel=1e-6)
+    assert torch.allclose(a.get_flat(), b.get_flat(), atol=1e-6)
