@@ -190,3 +190,22 @@ def test_an_error_in_a_batched_step_reaches_its_node(digits):
     for job in jobs:
         with pytest.raises(RuntimeError):
             job.result()
+
+
+def test_steps_of_different_lengths_in_one_instant_are_not_batched_together(digits):
+    """``train_steps(2)`` and ``train_steps(3)`` due at the same instant share the model but
+    not the call: each learner takes its own number of steps (the batch key holds the
+    arguments); equal calls are batched."""
+    batcher = Batcher(Kernel())
+    alone, deferred = learners(digits, 4), learners(digits, 4)
+    counts = (2, 3, 2, 3)
+    jobs = [batcher.prepare(ln.train_steps, (n,)) for ln, n in zip(deferred, counts)]
+    for job in jobs:
+        batcher.queue(job)
+    batcher.flush()
+    for ln, n in zip(alone, counts):
+        ln.train_steps(n)
+    assert [ln.steps_done for ln in deferred] == [2, 3, 2, 3]
+    assert batcher.vectorized == 10 and batcher.alone == 0  # two groups of two
+    for a, b in zip(alone, deferred):
+        assert torch.allclose(a.get_flat(), b.get_flat(), atol=1e-6)
