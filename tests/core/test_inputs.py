@@ -85,6 +85,16 @@ def test_bandwidth_strings_tell_bits_from_bytes(text, bytes_per_s):
     assert parse_bandwidth(text) == pytest.approx(bytes_per_s, rel=1e-12)
 
 
+@pytest.mark.parametrize("text, bytes_per_s", [
+    ("3 MBps", 3e6), ("3 Mbps", 375e3), ("8Bps", 8.0), ("8bps", 1.0), ("1KiBps", 1024.0), ("1Kibps", 128.0),
+    ("1Kib/s", 128.0), ("1Mib/s", 2.0**20 / 8), ("2 Gib/s", 2.0**30 / 4), ("1kB/s", 1e3), ("1gBps", 1e9),
+])
+def test_the_case_of_b_says_bits_or_bytes_in_every_spelling(text, bytes_per_s):
+    """``MBps`` is megabytes and ``Kib/s`` kibibits: once read case-blind as ``mbps`` (megabits)
+    and ``kib/s`` (kibibytes), silently 8 times off."""
+    assert parse_bandwidth(text) == bytes_per_s
+
+
 @pytest.mark.parametrize("text", ["inf", "INF", " unlimited ", "Infinite"])
 def test_bandwidth_and_size_may_be_unlimited(text):
     assert parse_bandwidth(text) == math.inf
