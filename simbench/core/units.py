@@ -59,18 +59,25 @@ def parse_duration(value) -> float:
     return seconds
 
 
+# ``<prefix><b|B>/s`` and ``<prefix><b|B>ps``, where the case of the b says bits or bytes
+_CASED_RATE = re.compile(_NUM + r"\s*(?:([kKmMgG])(i?))?([bB])(?:/s|ps)")
+_SI_PREFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
+_BINARY_PREFIXES = {"k": 1024.0, "m": 1024.0**2, "g": 1024.0**3}
+
+
 def parse_bandwidth(value) -> float:
     """Bytes per second from ``1.25e8``, ``"1Gbit/s"``, ``"100Mbps"``, ``"10MB/s"``.
 
     Lower-case ``b`` and upper-case ``B`` are told apart the way network people write
-    them: ``Mb/s`` is read as megaBITS, ``MB/s`` as megaBYTES.
+    them: ``Mb/s`` and ``Mbps`` are read as megaBITS, ``MB/s`` and ``MBps`` as megaBYTES,
+    ``Kib/s`` as kibiBITS and ``KiB/s`` as kibiBYTES; ``bit`` spelled out is always bits.
     """
     if isinstance(value, str):
-        m = re.fullmatch(_NUM + r"\s*([A-Za-z]*)b/s", value.strip())
-        if m and m.group(2) != "" or (m and value.strip().endswith("b/s") and not value.strip().endswith("B/s")):
-            prefix = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "m": 1e6, "G": 1e9, "g": 1e9}.get(m.group(2))
-            if prefix is not None:
-                return float(m.group(1)) * prefix / 8
+        m = _CASED_RATE.fullmatch(value.strip())
+        if m:
+            number, prefix, binary, b = m.groups()
+            scale = 1.0 if prefix is None else (_BINARY_PREFIXES if binary else _SI_PREFIXES)[prefix.lower()]
+            return float(number) * scale / (8 if b == "b" else 1)
     return _parse(value, _BANDWIDTH_UNITS, "bandwidth")
 
 
