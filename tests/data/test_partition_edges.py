@@ -283,3 +283,17 @@ def test_defaults_are_the_sources():
         P.dirichlet(np.zeros(2, dtype=int), 3, 0.5, rng(), variant="per_class")
     assert str(err.value) == ("could not give each of 3 nodes 1 samples with alpha=0.5 in 1000 draws; "
                               "raise alpha or use fewer nodes")
+
+
+def test_dirichlet_of_no_samples_gives_empty_int64_parts():
+    parts = P.dirichlet(np.zeros(0, dtype=int), 3, 0.5, rng(), min_size=0, variant="per_class")
+    assert [(p.shape, p.dtype) for p in parts] == [((0,), np.int64)] * 3
+
+
+def test_fegan_default_magic_num_replaces_caps_above_5000():
+    """Ranks past 70 of 80 draw caps up to r^2 > 5000; each is replaced by
+    ceil((r + 1) 5000 / 81): the default must be the seed's 5000."""
+    labels = np.repeat(np.arange(2), 5100)
+    default = P.fegan(labels, 80, rng(0))
+    assert [p.tolist() for p in default] == [p.tolist() for p in P.fegan(labels, 80, rng(0), magic_num=5000)]
+    assert [len(p) for p in default] != [len(p) for p in P.fegan(labels, 80, rng(0), magic_num=5001)]
