@@ -282,3 +282,153 @@ def test_a_batch_of_one_learner():
     loss = a.train_step()
     assert batched_run([b], "train_step", ()) == pytest.approx([loss], rel=1e-6)
     assert torch.allclose(a.get_flat(), b.get_flat(), atol=1e-6)
+
+
+class Unused(nn.Module):
+    """A parameter the loss never reaches (2, first in the flat vector: a module's own
+    parameters come before its children's), then fc 4->3 (15)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.spare = nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_a_parameter_the_loss_does_not_reach_has_a_zero_gradient():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+    torch.manual_seed(0)
+    a = Learner(Unused(), x, y, batch_size=4, optim=OptimConfig(lr=0.1, l2_lambda=0.5), seed=0)
+    b = FlatLearner(ModelTemplate(Unused()), x, y, torch.arange(8), batch_size=4, optim=OptimConfig(lr=0.1), seed=0)
+    a.compute_grad()
+    b.compute_grad()
+    assert [n for n, *_ in b.layer_slices()] == ["spare", "fc.weight", "fc.bias"]
+    assert torch.equal(a.get_grad_flat()[:2], 0.5 * torch.ones(2))  # only the L2 term: lam * w
+    assert torch.equal(b.get_grad_flat()[:2], torch.zeros(2))
+    assert b.get_grad_flat()[2:].abs().sum() > 0
+
+
+def test_a_learner_trains_in_training_mode_whatever_mode_it_was_left_in():
+    x, y = data()
+    net = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3))
+    learner = Learner(net, x, y, batch_size=4, optim=OptimConfig(), seed=0)
+    net.eval()
+    learner.compute_grad()
+    assert net.training
+
+
+@pytest.mark.parametrize("value", ["", "off", "OFF", " Off ", "0", "none", "None"])
+def test_flop_cache_can_be_turned_off(monkeypatch, value):
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", value)
+    assert flops_mod.cache_path() is None
+
+
+def test_flop_cache_location(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", str(tmp_path / "mine"))
+    assert flops_mod.cache_path() == tmp_path / "mine" / "flops.json"
+    monkeypatch.delenv("SIMBENCH_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert flops_mod.cache_path() == tmp_path / "xdg" / "simbench" / "flops.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert flops_mod.cache_path() == Path(tmp_path / "home" / ".cache" / "simbench" / "flops.json")
+
+
+def test_flop_cache_keys_hold_the_parameter_shapes(monkeypatch, tmp_path):
+    """Two models of one class and code but other widths are two entries, not one."""
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    x, y = torch.zeros(8, 1, 4, 4), torch.zeros(8, dtype=torch.long)
+    narrow = Learner(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), x, y, batch_size=4, optim=OptimConfig(), seed=0)
+    wide = Learner(nn.Sequential(nn.Flatten(), nn.Linear(16, 6)), x, y, batch_size=4, optim=OptimConfig(), seed=0)
+    assert narrow.flops_per_step() == 2 * (2 * 4 * 16 * 3)  # forward, and the weight gradient (x needs none)
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})  # a new process: the file only
+    assert wide.flops_per_step() == 2 * (2 * 4 * 16 * 6)
+
+
+def test_a_flop_cache_that_is_not_a_mapping_is_replaced(monkeypatch, tmp_path):
+    import json
+
+    (tmp_path / "flops.json").write_text("[1, 2]")
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    a, _ = learners(OptimConfig())
+    assert a.flops_per_step() == 1728.0
+    assert list(json.loads((tmp_path / "flops.json").read_text()).values()) == [1728.0]
+
+
+def test_a_model_whose_code_cannot_be_read_is_counted_but_not_cached_on_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    scope = {"nn": nn}
+    exec("class Typed(nn.Module):\n def __init__(self):\n  super().__init__()\n  self.fc = nn.Linear(16, 3)\n"
+         " def forward(self, x):\n  return self.fc(x.flatten(1))\n", scope)
+    x, y = torch.zeros(8, 1, 4, 4), torch.zeros(8, dtype=torch.long)
+    learner = Learner(scope["Typed"](), x, y, batch_size=4, optim=OptimConfig(), seed=0)
+    assert learner.flops_per_step() == 2 * (2 * 4 * 16 * 3)
+    assert not (tmp_path / "flops.json").exists()
+
+
+def test_batch_size_one_is_the_smallest():
+    x, y = data()
+    for make in (lambda b: Learner(ConvNet(), x, y, batch_size=b, optim=OptimConfig(), seed=0),
+                 lambda b: FlatLearner(ModelTemplate(ConvNet()), x, y, torch.arange(12), batch_size=b,
+                                       optim=OptimConfig(), seed=0)):
+        assert len(make(1).next_batch()[1]) == 1
+        with pytest.raises(ValueError) as err:
+            make(0)
+        assert str(err.value) == "batch_size must be >= 1, got 0"
+
+
+@pytest.mark.parametrize("seed", [5, 126, 2**63 + 5])
+def test_both_learners_draw_the_same_batches_for_any_seed(seed):
+    x = torch.arange(12.0).view(12, 1, 1, 1).expand(12, 1, 4, 4).contiguous()
+    y = torch.zeros(12, dtype=torch.long)
+    a = Learner(ConvNet(), x, y, batch_size=5, optim=OptimConfig(), seed=seed)
+    b = FlatLearner(ModelTemplate(ConvNet()), x, y, torch.arange(12), batch_size=5, optim=OptimConfig(), seed=seed)
+    order_a = [a.next_batch()[0][:, 0, 0, 0].tolist() for _ in range(6)]
+    assert order_a == [b.next_batch()[0][:, 0, 0, 0].tolist() for _ in range(6)]
+    other = Learner(ConvNet(), x, y, batch_size=5, optim=OptimConfig(), seed=seed % 126 + 1)
+    assert order_a != [other.next_batch()[0][:, 0, 0, 0].tolist() for _ in range(6)]
+
+
+def test_step_lr_every_second_update_on_both_learners():
+    optim = OptimConfig(lr=1.0, scheduler="StepLR", step_size=2, gamma=0.5)
+    a, b = learners(optim)
+    rates = []
+    for _ in range(5):
+        a.train_step()
+        b.train_step()
+        rates.append((a.lr, b.lr))
+    assert rates == [(1.0, 1.0), (0.5, 0.5), (0.5, 0.5), (0.25, 0.25), (0.25, 0.25)]
+
+
+def test_flops_of_a_one_sample_shard_are_those_of_a_batch_of_one(monkeypatch):
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", "off")
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    x, y = data()
+    template = ModelTemplate(ConvNet())
+    one = FlatLearner(template, x, y, torch.arange(1), batch_size=4, optim=OptimConfig(), seed=0)
+    assert one.flops_per_step() == 1728.0 / 4
+
+
+def test_reading_the_next_batch_runs_a_put_off_step_first():
+    from simbench.sim.batch import Batcher
+    from simbench.sim.kernel import Kernel
+
+    (alone,), (deferred,) = _flat_learners(OptimConfig(lr=0.1), n=1), _flat_learners(OptimConfig(lr=0.1), n=1)
+    batcher = Batcher(Kernel())
+    batcher.queue(batcher.prepare(deferred.train_step, ()))
+    alone.train_step()
+    assert torch.equal(deferred.next_indices(), alone.next_indices())
+    assert deferred.steps_done == 1
+
+
+def test_a_template_of_a_module_without_parameters():
+    template = ModelTemplate(nn.Flatten())
+    assert template.numel == 0 and template.initial.shape == (0,) and template.layers == []
