@@ -312,16 +312,18 @@ def test_parse_errors_other_than_value_and_type_errors_propagate():
         convert(1, int, "x", f(parse=broken))
 
 
-@pytest.mark.parametrize("check, ok, bad, message", [
-    (at_least(1), [1, 1.0, 2, 1e9], [0.999, 0, -1], "must be >= 1"),
-    (above(0), [1e-300, 1, 5.5], [0, 0.0, -1], "must be > 0"),
-    (within(0, 1), [0, 0.0, 0.5, 1, 1.0], [-1e-9, 1.0000001, 2], "must be in [0, 1]"),
-    (within(0, 1, open_hi=True), [0, 0.5, 0.999999], [1, 1.0, -0.1, 2], "must be in [0, 1)"),
-    (within(2, 5), [2, 5], [1.999, 5.001], "must be in [2, 5]"),
-    (within(2, 5, open_hi=True), [2, 4.999], [5, 1.999], "must be in [2, 5)"),
+# The checks are built inside the test, not at collection: mutation testing switches mutants
+# per test, so a factory must run while the test does.
+@pytest.mark.parametrize("make, ok, bad, message", [
+    (lambda: at_least(1), [1, 1.0, 2, 1e9], [0.999, 0, -1], "must be >= 1"),
+    (lambda: above(0), [1e-300, 1, 5.5], [0, 0.0, -1], "must be > 0"),
+    (lambda: within(0, 1), [0, 0.0, 0.5, 1, 1.0], [-1e-9, 1.0000001, 2], "must be in [0, 1]"),
+    (lambda: within(0, 1, open_hi=True), [0, 0.5, 0.999999], [1, 1.0, -0.1, 2], "must be in [0, 1)"),
+    (lambda: within(2, 5), [2, 5], [1.999, 5.001], "must be in [2, 5]"),
+    (lambda: within(2, 5, open_hi=True), [2, 4.999], [5, 1.999], "must be in [2, 5)"),
 ])
-def test_checks_at_their_boundaries(check, ok, bad, message):
-    meta = f(check=check)
+def test_checks_at_their_boundaries(make, ok, bad, message):
+    meta = f(check=make())
     for value in ok:
         assert convert(value, float, "p", meta) == value
     for value in bad:
@@ -724,3 +726,7 @@ def test_write_atomic_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_pat
 def test_modules_are_the_ones_tested():
     assert files.write_atomic is write_atomic and schema.from_dict is from_dict
     assert re.fullmatch(units._NUM, "-1.5e+3") and not re.fullmatch(units._NUM, "1.2.3")
+
+
+def test_one_line_keeps_printable_quotes_and_backslashes():
+    assert one_line("it's a\\b \"q\"") == "it's a\\b \"q\""

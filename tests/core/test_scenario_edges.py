@@ -21,8 +21,14 @@ def error(fn, *args, exc=ValueError) -> str:
     return str(info.value)
 
 
-seconds = dist_parser(parse_duration)
-factor = dist_parser(float)
+def seconds(spec):
+    # the parser is built inside each test (not once at import) so that mutation testing,
+    # which switches mutants per test, sees the factory run
+    return dist_parser(parse_duration)(spec)
+
+
+def factor(spec):
+    return dist_parser(float)(spec)
 
 
 # ------------------------------------------------------------------ Dist.sample and dist_parser
