@@ -11,7 +11,7 @@ from torch import nn
 
 from simbench.learn import Learner, OptimConfig
 from simbench.learn import flops as flops_mod
-from simbench.learn.flat import FlatLearner, ModelTemplate, batch_key, flat_eligible
+from simbench.learn.flat import FlatLearner, ModelTemplate, batch_key, batched_run, flat_eligible
 
 
 class ConvNet(nn.Module):
@@ -385,7 +385,7 @@ def test_batch_size_one_is_the_smallest():
         assert str(err.value) == "batch_size must be >= 1, got 0"
 
 
-@pytest.mark.parametrize("seed", [5, 126, 2**63 + 5])
+@pytest.mark.parametrize("seed", [5, 126, 2**63 + 5, 2**64 + 5])
 def test_both_learners_draw_the_same_batches_for_any_seed(seed):
     x = torch.arange(12.0).view(12, 1, 1, 1).expand(12, 1, 4, 4).contiguous()
     y = torch.zeros(12, dtype=torch.long)
@@ -432,3 +432,97 @@ def test_reading_the_next_batch_runs_a_put_off_step_first():
 def test_a_template_of_a_module_without_parameters():
     template = ModelTemplate(nn.Flatten())
     assert template.numel == 0 and template.initial.shape == (0,) and template.layers == []
+
+
+def _double(learner_kind, monkeypatch):
+    """A float64 ConvNet on float64 data, as a Learner or a FlatLearner."""
+    monkeypatch.setenv("SIMBENCH_CACHE_DIR", "off")
+    monkeypatch.setattr(flops_mod, "_MEMORY", {})
+    x, y = data()
+    x = x.double()
+    torch.manual_seed(0)
+    if learner_kind == "Learner":
+        return Learner(ConvNet().double(), x, y, batch_size=4, optim=OptimConfig(lr=0.1), seed=1)
+    return FlatLearner(ModelTemplate(ConvNet().double()), x, y, torch.arange(len(y)), batch_size=4,
+                       optim=OptimConfig(lr=0.1), seed=1)
+
+
+@pytest.mark.parametrize("kind", ["Learner", "FlatLearner"])
+def test_a_double_precision_model_keeps_its_precision(kind, monkeypatch):
+    """Flat vector, gradient and FLOP count of a float64 model are float64 (a float32 buffer
+    would round every step; a float32 probe batch would not run through the model)."""
+    learner = _double(kind, monkeypatch)
+    before = learner.get_flat()
+    assert before.dtype == torch.float64
+    learner.train_step()
+    assert learner.get_flat().dtype == torch.float64 and learner.get_grad_flat().dtype == torch.float64
+    step = before - 0.1 * learner.get_grad_flat()
+    assert (learner.get_flat() - step).abs().max() < 1e-15  # float32 rounding is ~1e-8
+    assert learner.flops_per_step() == 1728.0
+
+
+def test_a_flat_learner_takes_a_double_precision_vector():
+    template = ModelTemplate(ConvNet().double())
+    x, y = data()
+    learner = FlatLearner(template, x.double(), y, torch.arange(4), batch_size=4, optim=OptimConfig(), seed=0)
+    learner.idle()
+    value = torch.full((47,), 1 / 3, dtype=torch.float64)
+    learner.set_flat(value)
+    assert learner.get_flat().dtype == torch.float64 and torch.equal(learner.get_flat(), value)
+
+
+def test_adam_gets_the_configured_rate_and_weight_decay():
+    x, y = data()
+    learner = Learner(ConvNet(), x, y, batch_size=4, seed=0,
+                      optim=OptimConfig(name="adam", lr=0.3, weight_decay=0.25, betas=(0.5, 0.6), eps=1e-3))
+    (group,) = learner.optimizer.param_groups
+    assert (group["lr"], group["weight_decay"], group["betas"], group["eps"]) == (0.3, 0.25, (0.5, 0.6), 1e-3)
+
+
+def test_learner_input_errors_name_what_is_wrong():
+    x, y = data()
+    with pytest.raises(ValueError) as err:
+        Learner(ConvNet(), x, y[:5], batch_size=4, optim=OptimConfig(), seed=0)
+    assert str(err.value) == "x and y differ in length: 12 vs 5"
+    with pytest.raises(ValueError) as err:
+        Learner(ConvNet(), x, y, batch_size=4, optim=OptimConfig(scheduler="cosine"), seed=0)
+    assert str(err.value) == "unknown scheduler 'cosine'; allowed: none, StepLR"
+
+
+def test_a_learner_records_its_device():
+    x, y = data()
+    assert Learner(ConvNet(), x, y, batch_size=4, optim=OptimConfig(), seed=0).device == torch.device("cpu")
+
+
+def test_the_parameters_of_a_bare_convolution_are_conv_layers():
+    """A model that is itself a convolution: its parameters are named ``weight``/``bias`` and
+    have the conv kind (AdaComp bins them as convolutions)."""
+    x, y = torch.zeros(4, 1, 3, 3), torch.zeros(4, dtype=torch.long)
+    want = [("weight", 0, 18, "conv"), ("bias", 18, 20, "conv")]
+    assert Learner(nn.Conv2d(1, 2, 3), x, y, batch_size=2, optim=OptimConfig(), seed=0).layer_slices() == want
+    template = ModelTemplate(nn.Conv2d(1, 2, 3))
+    assert template.layers == want
+    assert FlatLearner(template, x, y, torch.arange(4), batch_size=2, optim=OptimConfig(), seed=0).layer_slices() == want
+
+
+def test_each_thread_runs_its_own_copy_of_the_template_module():
+    """``functional_call`` swaps parameters in and out of the module it runs, so the thread
+    that built the template runs the template's module and every other thread one deep copy
+    of its own, made once."""
+    import threading
+
+    template = ModelTemplate(ConvNet())
+    assert template._module() is template.module
+    seen = []
+    thread = threading.Thread(target=lambda: seen.extend([template._module(), template._module()]))
+    thread.start()
+    thread.join()
+    first, second = seen
+    assert first is second and first is not template.module
+    assert all(a is not b for a, b in zip(first.parameters(), template.module.parameters()))
+
+
+def test_batched_train_steps_return_what_the_learners_own_calls_return():
+    learners = _flat_learners(OptimConfig(lr=0.1))
+    assert [ln.train_steps(1) for ln in _flat_learners(OptimConfig(lr=0.1))] == [None] * 3
+    assert batched_run(learners, "train_steps", (2,)) == [None] * 3
