@@ -119,6 +119,8 @@ class Learner(ShardEpochs):
         self.batch_size = int(batch_size)
         self.optim_cfg = optim
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError(f"the model ({type(model).__name__}) has no trainable parameters")
         self._sizes = [p.numel() for p in self.params]
         self.num_params = int(sum(self._sizes))
         self.flat, self._grad_buffer, self._grad_views = self._flatten_params()
@@ -135,7 +137,7 @@ class Learner(ShardEpochs):
     def _flatten_params(self):
         """Re-home every parameter into one flat buffer; a second flat buffer holds gradients
         that are set from outside (``set_grad_flat``)."""
-        dtype = self.params[0].dtype if self.params else torch.float32
+        dtype = self.params[0].dtype
         flat = torch.empty(self.num_params, dtype=dtype, device=self.device)
         grad = torch.zeros(self.num_params, dtype=dtype, device=self.device)
         views = []

@@ -166,6 +166,10 @@ def test_flat_eligibility_reasons():
     assert flat_eligible(x, OptimConfig(scheduler="StepLR")) is None
     assert flat_eligible(nn.BatchNorm1d(2), OptimConfig()) == "the model has buffers (per-node running statistics)"
     assert flat_eligible(x, OptimConfig()) is None
+    from simbench.learn.flat import batch_blocker
+    assert batch_blocker(nn.Sequential(x, nn.Dropout(0.5))) == \
+        "the model has dropout (its random masks would be drawn in another order)"
+    assert batch_blocker(nn.Sequential(x, nn.Dropout(0.0))) is None
 
 
 def test_flops_of_a_template_and_a_learner_are_the_hand_count(tmp_path, monkeypatch):
@@ -228,11 +232,11 @@ def test_batch_keys_group_what_can_run_as_one_call():
                      "train_step", ()) is None
 
 
-def _flat_learners(optim, n=3, sizes=(5, 7, 9)):
+def _flat_learners(optim, n=3, sizes=(5, 7, 9), dtype=torch.float32):
     g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(40, 1, 4, 4, generator=g), torch.randint(0, 3, (40,), generator=g)
+    x, y = torch.randn(40, 1, 4, 4, generator=g, dtype=dtype), torch.randint(0, 3, (40,), generator=g)
     torch.manual_seed(0)
-    template = ModelTemplate(ConvNet())
+    template = ModelTemplate(ConvNet().to(dtype))
     out, lo = [], 0
     for k in range(n):
         out.append(FlatLearner(template, x, y, torch.arange(lo, lo + sizes[k]), batch_size=4, optim=optim, seed=k))
@@ -487,6 +491,9 @@ def test_learner_input_errors_name_what_is_wrong():
     with pytest.raises(ValueError) as err:
         Learner(ConvNet(), x, y, batch_size=4, optim=OptimConfig(scheduler="cosine"), seed=0)
     assert str(err.value) == "unknown scheduler 'cosine'; allowed: none, StepLR"
+    with pytest.raises(ValueError) as err:
+        Learner(nn.Flatten(), x, y, batch_size=4, optim=OptimConfig(), seed=0)
+    assert str(err.value) == "the model (Flatten) has no trainable parameters"
 
 
 def test_a_learner_records_its_device():
@@ -519,10 +526,42 @@ def test_each_thread_runs_its_own_copy_of_the_template_module():
     thread.join()
     first, second = seen
     assert first is second and first is not template.module
-    assert all(a is not b for a, b in zip(first.parameters(), template.module.parameters()))
+    for source in (template.module, template._pristine):
+        assert all(a is not b for a, b in zip(first.parameters(), source.parameters()))
 
 
 def test_batched_train_steps_return_what_the_learners_own_calls_return():
     learners = _flat_learners(OptimConfig(lr=0.1))
     assert [ln.train_steps(1) for ln in _flat_learners(OptimConfig(lr=0.1))] == [None] * 3
     assert batched_run(learners, "train_steps", (2,)) == [None] * 3
+
+
+def test_batched_double_precision_steps_match_the_learners_own_to_the_last_bits():
+    """float64 learners of unequal shards (5, 7 and 9 samples at batch 4: minibatches of
+    different sizes in one step) at different rates: the batched losses and parameters carry
+    float64 all the way (a float32 loss or rate would be off by ~1e-8)."""
+    optim = OptimConfig(lr=0.1)
+    alone, together = _flat_learners(optim, dtype=torch.float64), _flat_learners(optim, dtype=torch.float64)
+    for group in (alone, together):
+        for ln, lr in zip(group, (0.05, 0.1, 0.3)):
+            ln.set_lr(lr)
+    for _ in range(2):  # the second step draws batches of 1, 3 and 1: sizes differ
+        expected = [ln.compute_grad() for ln in alone]
+        got = batched_run(together, "compute_grad", ())
+        assert all(abs(a - b) < 1e-12 for a, b in zip(expected, got)), (expected, got)
+        for a, b in zip(alone, together):
+            a.apply_update()
+            b.apply_update()
+    for ln in alone:
+        ln.train_steps(2)
+    batched_run(together, "train_steps", (2,))
+    for a, b in zip(alone, together):
+        assert (a.get_flat() - b.get_flat()).abs().max() < 1e-12
+
+
+def test_a_learner_of_a_single_parameter_tensor():
+    x, y = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0, 1, 2])
+    learner = Learner(nn.Linear(4, 3, bias=False).double(), x.double(), y, batch_size=3, optim=OptimConfig(), seed=0)
+    assert learner.num_params == 12 and learner.get_flat().dtype == torch.float64
+    learner.train_step()
+    assert learner.get_grad_flat().abs().sum() > 0
