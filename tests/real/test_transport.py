@@ -207,3 +207,119 @@ def test_corrupted_but_authenticated_bodies_never_crash_the_reader():
         assert out is None or isinstance(out, Message)
     assert t.rejected["malformed"] > 0 and t.rejected["auth"] == 0
     t.abort()
+
+
+# -- edges that mutation testing found unpinned (benchmarks/mutation.sh transport) -------------
+
+def test_loopback_falls_back_to_name_resolution(monkeypatch):
+    """Literal addresses are judged without resolving; names by every address they resolve
+    to (all loopback); a name that does not resolve is not loopback."""
+    import socket
+
+    import simbench.real.transport as tr
+
+    def unresolvable(host, port):
+        raise socket.gaierror("no such host")
+
+    monkeypatch.setattr(tr.socket, "getaddrinfo", unresolvable)
+    assert is_loopback("127.0.0.1") and not is_loopback("no-such-host")
+    both = [(0, 0, 0, "", ("127.0.0.1", 0)), (0, 0, 0, "", ("10.1.2.3", 0))]
+    monkeypatch.setattr(tr.socket, "getaddrinfo", lambda host, port: both)
+    assert not is_loopback("half-local")
+    monkeypatch.setattr(tr.socket, "getaddrinfo", lambda host, port: [])
+    assert not is_loopback("resolves-to-nothing")
+
+
+def test_the_cluster_key_is_16_bytes_at_least_and_read_from_the_process_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMBENCH_CLUSTER_KEY", "e" * 16)
+    assert load_cluster_key(None) == b"e" * 16
+    monkeypatch.delenv("SIMBENCH_CLUSTER_KEY")
+    assert load_cluster_key(None) is None
+    f = tmp_path / "key"
+    f.write_bytes(b"x" * 15 + b"\n")
+    with pytest.raises(ClusterKeyError) as err:
+        load_cluster_key(str(f), {})
+    assert str(err.value) == f"--key-file {f}: the cluster key must be at least 16 bytes, got 15"
+
+
+def test_the_run_key_is_the_hmac_of_run_id_and_launch_nonce():
+    """Every machine derives the same key from the cluster key, so its spelling is fixed."""
+    import hashlib
+    import hmac
+
+    cluster = b"c" * 16
+    assert run_key(cluster, "r1", "n7") == hmac.new(cluster, b"simbench-run/r1/n7", hashlib.sha256).digest()
+    assert run_key(cluster, "r1") == hmac.new(cluster, b"simbench-run/r1/", hashlib.sha256).digest()
+
+
+def test_address_bounds_and_defaults():
+    assert Address.parse("h:0").port == 0 and Address.parse("h:65535").port == 65535
+    assert Address.parse("NODEX:7").host == "NODEX"
+    for text in ("h:65536", ":29500", "h:x1", "29500"):
+        with pytest.raises(ValueError) as err:
+            Address.parse(text)
+        assert str(err.value) == f"address: expected HOST:PORT with a port in 0..65535, got {text!r}"
+
+
+def test_a_message_of_exactly_the_size_limit_passes_both_ends():
+    payload = bytes(encode("m", 0, {}, {}))
+    t = Transport(1, KEY, max_size=len(payload), accept_from={0})
+    t.bind(Address("127.0.0.1", 0))
+    t.connect({0: Address("127.0.0.1", 9)})
+    t.check_size(0, payload)
+    assert t.check([header(KEY, 1, 0, payload), payload]) is not None
+    with pytest.raises(WireError) as err:
+        t.send(0, payload + b"!")
+    assert str(err.value) == (f"message of {len(payload) + 1} bytes to node 0 exceeds the size limit of "
+                              f"{len(payload)} bytes; raise --max-message-size")
+    t.abort()
+
+
+def test_sequence_numbers_count_each_links_messages_from_zero():
+    """The sender numbers a link's messages 0, 1, 2, ... and the receiver expects the next
+    one; frames a closed transport is asked to send are refused."""
+
+    async def main():
+        a, b = Transport(0, KEY, accept_from={1}), Transport(1, KEY, accept_from={0})
+        addr_b = b.bind(Address("127.0.0.1", 0))
+        a.bind(Address("127.0.0.1", 0))
+        a.connect({1: addr_b})
+        got = []
+        b.start(got.append)
+        for k in range(3):
+            assert a.send(1, bytes(encode("m", 0, {"k": k}, {})))
+        for _ in range(200):
+            if len(got) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert [m["k"] for m in got] == [0, 1, 2]
+        assert a._seq_out == {1: 3} and b._seq_in == {0: 3}
+        assert a.connected(1) is True and a.connected(1) is True  # the second answer from memory
+        assert a.connected(5) is False
+        a.abort()
+        assert a.closed is True and a.send(1, b"late") is False
+        await b.close(linger=0)
+
+    asyncio.run(main())
+
+
+def test_a_peer_never_reached_is_not_connected():
+    t = Transport(0, KEY)
+    t.bind(Address("127.0.0.1", 0))
+    t.connect({1: Address("127.0.0.1", 9)})  # nothing listens there
+    assert t.connected(1) is False
+    t.abort()
+
+
+def test_abort_drops_queued_messages_at_once():
+    """An in-process crash: messages queued for an unreachable peer are dropped, not given
+    the 5 s linger a clean close grants."""
+    import time
+
+    t = Transport(0, KEY)
+    t.bind(Address("127.0.0.1", 0))
+    t.connect({1: Address("127.0.0.1", 9)})
+    assert all(t.send(1, b"m" * 10) for _ in range(20))
+    start = time.monotonic()
+    t.abort()
+    assert time.monotonic() - start < 1.0
