@@ -112,10 +112,9 @@ class Message:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, tuple)):
-        return list(obj.tolist() if isinstance(obj, np.ndarray) else obj)
+    # (json writes tuples itself, as lists; it asks here only for what it cannot write)
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()  # a Python scalar, or nested lists (a 0-d array is a scalar too)
     raise TypeError(f"meta value {obj!r} of type {type(obj).__name__} is not JSON-encodable")
 
 

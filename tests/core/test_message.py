@@ -58,8 +58,9 @@ def test_non_contiguous_and_grad_tensors_round_trip():
 
 
 def test_numpy_scalars_and_tuples_in_meta_become_json():
-    msg = decode(encode("k", 0, {"n": np.int64(7), "x": np.float32(0.5), "t": (1, 2), "a": np.arange(3)}, {}))
-    assert msg.meta == {"n": 7, "x": 0.5, "t": [1, 2], "a": [0, 1, 2]}
+    msg = decode(encode("k", 0, {"n": np.int64(7), "x": np.float32(0.5), "t": (1, 2), "a": np.arange(3),
+                                 "z": np.array(2.5), "m": np.arange(4).reshape(2, 2)}, {}))
+    assert msg.meta == {"n": 7, "x": 0.5, "t": [1, 2], "a": [0, 1, 2], "z": 2.5, "m": [[0, 1], [2, 3]]}
 
 
 def test_unsupported_dtype_and_meta_are_refused_when_encoding():
