@@ -110,15 +110,12 @@ def _convert_type(value: Any, tp: Any, path: str) -> Any:
         given = [a for a in args if a is not type(None)]
         if len(given) == 1:  # Optional[X]: X's own error names the field that is wrong
             return _convert_type(value, given[0], path)
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in given:
             try:
                 return _convert_type(value, arg, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        allowed = " or ".join(_type_name(a) for a in args if a is not type(None))
+            except ConfigError:
+                pass
+        allowed = " or ".join(_type_name(a) for a in given)
         raise ConfigError(f"{path}: expected {allowed}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:

@@ -29,7 +29,7 @@ _SIZE_UNITS = {
 }
 
 
-def _parse(value, units: dict[str, float], what: str, case_sensitive_bytes: bool = False) -> float:
+def _parse(value, units: dict[str, float], what: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a {what}, got {value!r}")
     if isinstance(value, (int, float)):
@@ -45,7 +45,7 @@ def _parse(value, units: dict[str, float], what: str, case_sensitive_bytes: bool
     number, unit = float(m.group(1)), m.group(2)
     if unit == "":
         return number
-    key = unit if case_sensitive_bytes else unit.lower()
+    key = unit.lower()
     if key not in units:
         raise ValueError(f"unknown unit {unit!r} in {value!r} for a {what}; allowed: {', '.join(units)}")
     return number * units[key]
