@@ -166,10 +166,6 @@ def test_flat_eligibility_reasons():
     assert flat_eligible(x, OptimConfig(scheduler="StepLR")) is None
     assert flat_eligible(nn.BatchNorm1d(2), OptimConfig()) == "the model has buffers (per-node running statistics)"
     assert flat_eligible(x, OptimConfig()) is None
-    from simbench.learn.flat import batch_blocker
-    assert batch_blocker(nn.Sequential(x, nn.Dropout(0.5))) == \
-        "the model has dropout (its random masks would be drawn in another order)"
-    assert batch_blocker(nn.Sequential(x, nn.Dropout(0.0))) is None
 
 
 def test_flops_of_a_template_and_a_learner_are_the_hand_count(tmp_path, monkeypatch):
@@ -565,3 +561,12 @@ def test_a_learner_of_a_single_parameter_tensor():
     assert learner.num_params == 12 and learner.get_flat().dtype == torch.float64
     learner.train_step()
     assert learner.get_grad_flat().abs().sum() > 0
+
+
+def test_dropout_keeps_a_model_out_of_batched_steps():
+    from simbench.learn.flat import batch_blocker
+
+    x = nn.Linear(2, 2)
+    assert batch_blocker(nn.Sequential(x, nn.Dropout(0.5))) == \
+        "the model has dropout (its random masks would be drawn in another order)"
+    assert batch_blocker(nn.Sequential(x, nn.Dropout(0.0))) is None
