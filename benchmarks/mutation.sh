@@ -5,7 +5,8 @@
 #   benchmarks/mutation.sh sim core         only these groups
 #   MUTATION_JOBS=2 benchmarks/mutation.sh  mutants tested in parallel (default 1)
 #   benchmarks/mutation.sh --survivors sim  test only the group's surviving mutants again
-#                                           (after adding tests that should kill them)
+#                                           (after adding tests that should kill them; maps
+#                                           every test to the functions it runs again first)
 #   benchmarks/mutation.sh --only 'simbench.algorithms.ako.*' algorithms
 #                                           only the mutants whose names match (repeatable;
 #                                           mutmut retests every match, killed ones too)
@@ -76,6 +77,10 @@ for group in "${GROUPS_TO_RUN[@]}"; do
   if [ $RETEST = 1 ]; then
     mapfile -t names < <("$PY" "$ROOT/benchmarks/mutation_score.py" --names "$group")
     [ ${#names[@]} -eq 0 ] && { echo "no survivors in $group"; continue; }
+    # mutmut maps tests to the functions they run once, and later only maps tests with new
+    # names: a test whose body changed keeps its old map. Map every test again (one run of
+    # the group's selection) so the tests just written are run against the survivors.
+    rm -f "$work/mutants/mutmut-stats.json"
     echo "== $group: testing ${#names[@]} survivors again"
   else
     echo "== $group: mutating $packages; tests: $tests"
