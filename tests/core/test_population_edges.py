@@ -564,3 +564,20 @@ def test_next_change_at_and_after_the_horizon():
 def test_online_fraction_without_timelines_is_1():
     assert Population((), {}, {}).online_fraction(0.0) == 1.0
     assert Population((0,), {0: Device(1.0, None, None, None)}, {}).online_fraction(10.0) == 1.0
+
+
+def test_a_period_shorter_than_finish_time_cuts_the_sessions_there(tmp_path):
+    """A FedScale client's sessions past the spec's period used to stay in its Sessions, so the
+    timeline's cycle had instants past the period and its flips were out of order (the node was
+    never online). They are cut at the period, as times past finish_time are cut at it."""
+    trace = {"a": {"active": [20, 60], "inactive": [30, 80], "finish_time": 100},
+             "b": {"active": [0], "inactive": [], "finish_time": 100},
+             "c": {"active": [10], "inactive": [], "finish_time": 100}}
+    path = write(tmp_path, "behave", pickle.dumps(trace))
+    sessions = read_availability(W, path, "auto", 50.0)
+    assert sessions["a"] == Sessions([(20, 30)], 50.0) and sessions["b"] == Sessions([(0, 50)], 50.0)
+    a = TraceTimeline(sessions["a"])
+    assert [a.online(t) for t in (10, 25, 60, 75, 80, 125)] == [False, True, False, True, False, True]
+    assert a.flips == sorted(a.flips) and a.next_flip(0.0) == 20.0 and a.next_flip(30.0) == 70.0
+    assert TraceTimeline(sessions["b"]).online(75.0)
+    assert read_availability(W, path, "auto", 250.0)["c"] == Sessions([(10, 100)], 250.0)  # a longer period cuts nothing
