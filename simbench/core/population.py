@@ -40,7 +40,8 @@ FedScale's formats and how they are read
   ``dasklearn/simulation/simulation.py``, ``set_fedscale_trace_for_client``): each
   ``active`` time starts a session, each ``inactive`` time ends one, a client whose first
   ``inactive`` precedes its first ``active`` (or whose first ``active`` is 0) starts online,
-  and the trace repeats every ``finish_time`` seconds. FedScale's own
+  and the trace repeats every ``finish_time`` seconds (every ``availability.period`` when set;
+  sessions are then cut at the shorter of the two). FedScale's own
   ``ClientMetadata.is_active`` keeps a cursor that advances one session per call, so it can
   answer "offline" after a jump over several sessions; simbench looks the instant up
   instead (no state), so the two can differ where FedScale's cursor lags.
@@ -425,6 +426,7 @@ def read_availability(where: str, path: Path, fmt: str, period: float | None) ->
         if not isinstance(act, (list, tuple)) or not isinstance(ina, (list, tuple)):
             raise _fail(where, path, f"{label}: active and inactive must be lists of seconds")
         finish = _number(where, path, label, {"finish_time": entry["finish_time"]}, "finish_time", positive=True)
+        cut = finish if period is None else min(finish, period)  # sessions stay within one period
         ons, offs = ([_number(where, path, label, {f"{name}[{k}]": v}, f"{name}[{k}]") for k, v in enumerate(values)]
                      for name, values in (("active", act), ("inactive", ina)))
         start_online = bool(ons) and (ons[0] == 0 or (bool(offs) and offs[0] < ons[0]))
@@ -433,15 +435,15 @@ def read_availability(where: str, path: Path, fmt: str, period: float | None) ->
         events = sorted([(t, True) for t in ons if t > 0] + [(t, False) for t in offs])
         spans, state, since = [], start_online, 0.0
         for t, on in events:
-            t = min(t, finish)
+            t = min(t, cut)
             if on and not state:
                 state, since = True, t
             elif not on and state:
                 if t > since:
                     spans.append((since, t))
                 state = False
-        if state and finish > since:
-            spans.append((since, finish))
+        if state and cut > since:
+            spans.append((since, cut))
         out[_key(key)] = Sessions(_merge(spans), period if period is not None else finish)
     return out
 
