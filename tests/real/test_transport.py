@@ -323,3 +323,79 @@ def test_abort_drops_queued_messages_at_once():
     start = time.monotonic()
     t.abort()
     assert time.monotonic() - start < 1.0
+
+
+def test_a_clean_close_grants_connected_peers_the_linger_and_dead_ones_none():
+    async def main():
+        t = Transport(0, KEY)
+        t.bind(Address("127.0.0.1", 0))
+        t.connect({1: Address("127.0.0.1", 9), 2: Address("127.0.0.1", 9)})
+        for dst, push in list(t._push.items()):  # stand-ins record the linger each socket gets
+            push.close(0)
+            t._monitors.pop(dst).close(0)
+        closes = {}
+
+        class Push:
+            def __init__(self, dst):
+                self.dst = dst
+
+            def close(self, ms):
+                closes[self.dst] = ms
+
+        t._push, t._up = {1: Push(1), 2: Push(2)}, {1: True, 2: False}
+        await t.close(linger=1.5)
+        assert closes == {1: 1500, 2: 0} and t.closed is True
+        assert t.send(1, b"late") is False
+        await t.close(linger=1.5)  # a second close does nothing
+        assert closes == {1: 1500, 2: 0}
+
+    asyncio.run(main())
+
+
+def test_links_retry_and_notice_dead_peers_at_the_documented_pace():
+    t = Transport(0, KEY)
+    t.bind(Address("127.0.0.1", 0))
+    t.connect({1: Address("127.0.0.1", 9)})
+    push = t._push[1]
+    opts = [zmq.RECONNECT_IVL, zmq.RECONNECT_IVL_MAX, zmq.HEARTBEAT_IVL, zmq.HEARTBEAT_TIMEOUT, zmq.LINGER]
+    assert [push.getsockopt(o) for o in opts] == [100, 2000, 1000, 5000, 5000]
+    t.abort()
+
+
+def test_the_reader_is_named_after_its_node_and_outlives_a_socket_error():
+    """A ZeroMQ error while the transport is open (an interrupted call) is skipped: the next
+    frames are still read."""
+
+    async def main():
+        t = Transport(1, KEY, accept_from={0})
+        t.bind(Address("127.0.0.1", 0))
+        real = t._pull
+        frames = [good(k="after")]
+        idle = asyncio.Event()
+
+        class Pull:
+            calls = 0
+
+            async def recv_multipart(self, copy=True):
+                Pull.calls += 1
+                if Pull.calls == 1:
+                    raise zmq.ZMQError(zmq.EAGAIN)
+                if frames:
+                    return frames.pop()
+                await idle.wait()
+
+            def close(self, linger):
+                real.close(linger)
+
+        t._pull = Pull()
+        got = []
+        t.start(got.append)
+        assert t._reader.get_name() == "node1.reader"
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert [m["k"] for m in got] == ["after"]
+        await t.close(linger=0)
+
+    asyncio.run(main())
