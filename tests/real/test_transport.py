@@ -399,3 +399,30 @@ def test_the_reader_is_named_after_its_node_and_outlives_a_socket_error():
         await t.close(linger=0)
 
     asyncio.run(main())
+
+
+def test_the_inbound_socket_options_and_rejections_reported_to_the_callback():
+    from simbench.real.transport import TAG_SIZE
+
+    seen = []
+    t = Transport(0, KEY, max_size=1000, on_reject=seen.append)
+    assert t.closed is False and t._sync_ctx.underlying == t.ctx.underlying  # one context for both kinds of socket
+    t.bind(Address("127.0.0.1", 0))
+    assert [t._pull.getsockopt(o) for o in (zmq.LINGER, zmq.RCVHWM, zmq.MAXMSGSIZE)] == [0, 0, 2000 + TAG_SIZE]
+    assert t.check([b"one frame"]) is None and seen == ["frames"]
+    t.abort()
+
+
+def test_binding_a_given_port_and_a_taken_one():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    a, b = Transport(0, KEY), Transport(1, KEY)
+    assert a.bind(Address("127.0.0.1", port)) == Address("127.0.0.1", port)
+    with pytest.raises(OSError) as err:
+        b.bind(Address("127.0.0.1", port))
+    assert str(err.value) == f"cannot bind node 1 to 127.0.0.1:{port}: Address already in use (addr='tcp://127.0.0.1:{port}')"
+    a.abort()
+    b.abort()
