@@ -423,6 +423,7 @@ def test_binding_a_given_port_and_a_taken_one():
     assert a.bind(Address("127.0.0.1", port)) == Address("127.0.0.1", port)
     with pytest.raises(OSError) as err:
         b.bind(Address("127.0.0.1", port))
-    assert str(err.value) == f"cannot bind node 1 to 127.0.0.1:{port}: Address already in use (addr='tcp://127.0.0.1:{port}')"
+    # pyzmq's own text follows (newer versions add the endpoint)
+    assert str(err.value).startswith(f"cannot bind node 1 to 127.0.0.1:{port}: Address already in use")
     a.abort()
     b.abort()
