@@ -427,3 +427,13 @@ def test_binding_a_given_port_and_a_taken_one():
     assert str(err.value).startswith(f"cannot bind node 1 to 127.0.0.1:{port}: Address already in use")
     a.abort()
     b.abort()
+
+
+def test_port_1_is_bound_as_asked_not_as_any_free_port():
+    """Only port 0 means "any free port": port 1 is bound (as root) or refused (otherwise)."""
+    t = Transport(0, KEY)
+    try:
+        assert t.bind(Address("127.0.0.1", 1)).port == 1
+    except OSError as exc:
+        assert str(exc).startswith("cannot bind node 0 to 127.0.0.1:1: ")
+    t.abort()
