@@ -188,3 +188,12 @@ def test_random_crashes_at_the_rate_per_node_hour():
     with_recovery = crash_schedule(Scenario(crash_rate=2.0, recover_after=30.0), 6, horizon, np.random.default_rng(7))
     assert with_recovery == [Crash(node=node, at=t, recover_at=t + 30.0) for t, node in kept]
     assert all(type(c.at) is float for c in got)
+
+
+def test_a_distribution_parameter_of_zero_is_allowed():
+    from simbench.core.scenario import Dist, dist_parser
+    from simbench.core.units import parse_duration
+
+    parse = dist_parser(parse_duration)
+    assert parse({"dist": "uniform", "low": 0, "high": "1ms"}) == Dist("uniform", low=0.0, high=0.001)
+    assert parse({"dist": "exponential", "mean": "0s"}) == Dist("exponential", mean=0.0)
