@@ -1370,3 +1370,82 @@ def test_balanced_sampler_resumes_from_a_state_with_whole_numbers():
 def test_balanced_sampler_queues_a_device_with_a_single_sample_of_a_class():
     s = BalancedSampler(np.array([[1.0, 0.0], [0.0, 3.0]]))
     assert s.queues == [[0], [1]] and s.sample(1) == [0]
+
+
+# -- gossip, variant push ----------------------------------------------------------------------------
+def _push_node(**kw):
+    from simbench.algorithms.gossip import GossipNode, GossipParams
+
+    return GossipNode(ctx(0, GossipParams(variant="push", **kw), Quad([0.0, 0.0])))
+
+
+def test_push_gossip_peers_round_robin_by_step_or_drawn_from_the_nodes_stream():
+    from simbench.algorithms.gossip import choose_peer
+
+    assert [choose_peer((3, 5, 7), "round_robin", s, None) for s in range(5)] == [3, 5, 7, 3, 5]
+    rng, ref = np.random.default_rng(4), np.random.default_rng(4)
+    assert [choose_peer((3, 5, 7), "random", s, rng) for s in range(6)] == [(3, 5, 7)[int(ref.integers(3))] for _ in range(6)]
+
+
+def test_push_gossip_one_way_drops_stale_pushes_and_averages_the_rest_in_arrival_order():
+    """max_staleness 2 at step 5: a push of step 2 is dropped (2 < 3), one of step 3 is not;
+    each kept push halves the distance: x = ((0 + 4)/2 + 8)/2 = 5. Other kinds stay queued."""
+    node = _push_node(symmetric=False, max_staleness=2)
+    node.step = 5
+    rt = FakeRt(0, (1, 2, 3))
+    rt.deliver(0.0, 1, "gossip", {"step": 2}, {"x": [100.0, 100.0]})
+    rt.deliver(0.0, 9, "other", {}, {})
+    rt.deliver(0.0, 2, "gossip", {"step": 3}, {"x": [4.0, 0.0]})
+    rt.deliver(0.0, 3, "gossip", {"step": 5}, {"x": [8.0, 2.0]})
+    x = torch.zeros(2)
+    assert drive(node.mix_arrived(rt, x)) == 2
+    assert x.tolist() == [5.0, 1.0] and rt.logged("gossip_stale") == [1]
+    assert [m.kind for _at, _s, m in rt.queue] == ["other"]
+
+
+def test_push_gossip_symmetric_moves_both_ends_halfway_and_applies_replies():
+    """Symmetric: x moves by d = (x_j - x)/2 and d goes back to j, which subtracts it; a reply
+    also clears the pending exchange, and the pushes after it are still mixed."""
+    node = _push_node(symmetric=True)
+    node.step, node.pending_since = 4, 0.5
+    rt = FakeRt(0, (1, 2))
+    rt.deliver(0.0, 2, "gossip_reply", {"step": 3}, {"d": [0.5, -0.5]})
+    rt.deliver(0.0, 1, "gossip", {"step": 4}, {"x": [3.0, 5.0]})
+    x = torch.tensor([1.0, 1.0])
+    assert drive(node.mix_arrived(rt, x)) == 1
+    # after the reply x = (0.5, 1.5); the push: d = ((3, 5) - (0.5, 1.5)) / 2 = (1.25, 1.75)
+    assert x.tolist() == [1.75, 3.25] and node.pending_since is None
+    ((dst, reply),) = rt.sent_of("gossip_reply")
+    assert dst == 1 and reply.meta == {"step": 4} and reply.tensors["d"].tolist() == [1.25, 1.75]
+
+
+def test_push_gossip_waits_for_the_reply_until_the_timeout():
+    node = _push_node(symmetric=True, reply_timeout=0.5)
+    rt = FakeRt(0, (1,))
+    assert node.may_push(rt)  # nothing in flight
+    node.pending_since, rt.t = 1.0, 1.4
+    assert not node.may_push(rt) and rt.logged("gossip_timeouts") == []
+    rt.t = 1.5
+    assert node.may_push(rt) and rt.logged("gossip_timeouts") == [1]
+    patient = _push_node(symmetric=True, reply_timeout=None)
+    patient.pending_since, rt.t = 0.0, 1e9
+    assert not patient.may_push(rt)
+    one_way = _push_node(symmetric=False)
+    one_way.pending_since = 0.0
+    assert one_way.may_push(rt)
+
+
+def test_push_gossip_run_reports_epoch_0_then_pushes_round_robin_each_step():
+    from simbench.algorithms.gossip import GossipNode, GossipParams
+
+    learner = Quad([1.0], lr=0.5, spe=2)
+    node = no_eval(GossipNode(ctx(0, GossipParams(variant="push", peer_selection="round_robin", symmetric=False),
+                                  learner, epochs=2)))
+    rt = FakeRt(0, (1, 2, 3))
+    drive(node.run(rt))
+    assert node.ends == [0, 1, 2]
+    assert [(dst, m["step"]) for dst, m in rt.sent_of("gossip")] == [(1, 0), (2, 1), (3, 2), (1, 3)]
+    resumed = no_eval(GossipNode(ctx(0, GossipParams(variant="push"), Quad([1.0], spe=2), epochs=1)))
+    resumed.step = 1
+    drive(resumed.run(FakeRt(0, (1,))))
+    assert resumed.ends == [1]
