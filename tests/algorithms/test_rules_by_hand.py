@@ -1449,3 +1449,46 @@ def test_push_gossip_run_reports_epoch_0_then_pushes_round_robin_each_step():
     resumed.step = 1
     drive(resumed.run(FakeRt(0, (1,))))
     assert resumed.ends == [1]
+
+
+# -- D-SGD -------------------------------------------------------------------------------------------
+def test_dsgd_seed_mixing_with_self_weight_two():
+    """(w x + sum_j x_j)/(w + deg) at w = 2: x = 1 with neighbours 4 and 7 gives 13/4."""
+    from simbench.algorithms.dsgd import mix_seed
+
+    assert mix_seed(torch.tensor([1.0]), [torch.tensor([4.0]), torch.tensor([7.0])], 2.0).item() == 3.25
+    assert mix_seed(torch.tensor([1.0]), [torch.tensor([4.0])], 1.0).item() == 2.5
+
+
+def test_dsgd_swap_slots_come_from_the_whole_graph_and_a_lone_node_has_no_edges():
+    """Node 0 of a ring of 8 swaps with 7 (its nearest below, cyclically over all 8 nodes) at
+    step 0 and with 1 at step 4 of a round of 8 (seed 003's ring schedule); a node built
+    without a graph has no neighbours and no slots."""
+    from simbench.algorithms.dsgd import DSGDNode, DSGDParams
+
+    node = DSGDNode(ctx(0, DSGDParams(round_cnt=8), Quad([0.0]), graph=nx.cycle_graph(8)))
+    assert node.swaps.slots == {7: 0, 1: 4}
+    alone = DSGDNode(ctx(0, DSGDParams(), Quad([0.0])))
+    assert alone.rcv == {} and alone.swaps.slots == {}
+
+
+def test_dsgd_names_its_swap_server_task():
+    """The helper task answering swaps is named, so deadlock reports say "node0.swaps"."""
+    from simbench.algorithms.dsgd import DSGDNode, DSGDParams
+
+    class Stop(Exception):
+        pass
+
+    names = []
+
+    def spawn(coro, name):
+        coro.close()
+        names.append(name)
+        raise Stop
+
+    rt = FakeRt(0, (1,))
+    rt.spawn = spawn
+    node = no_eval(DSGDNode(ctx(0, DSGDParams(), Quad([0.0]), graph=nx.path_graph(2))))
+    with pytest.raises(Stop):
+        drive(node.run(rt))
+    assert names == ["swaps"]
