@@ -1,0 +1,178 @@
+"""Edge cases of the flow-level network and of a node's epoch rest, each on inputs where a
+plausible wrong rule gives another number: which flows are done when one completes (a tick
+of bytes and 1e-6 bytes of slack), flows frozen at rate 0 by a zero-bandwidth uplink in the
+max-min sharing, zero- and one-byte messages, a flow that starts while others run, flows
+slower than a byte a second, and what ``epoch_end`` logs (seed 003's ``--sleep_factor``,
+nttcslab/ecl-isvr ``trainer/abstracts.py`` ``Trainer.train``; see ``core/runtime.py``
+``EpochRest``).
+
+The network tests drive :class:`simbench.sim.network.Network` on a bare kernel with byte
+strings as payloads, so sizes are exact (a world's messages carry a header) and each arrival
+is ``(tick, src, dst, size)``."""
+
+import math
+
+import networkx as nx
+import numpy as np
+
+from simbench.core.scenario import ComputeSpec, NodeProfile, Scenario
+from simbench.core.seeding import WorldStreams
+from simbench.core.units import SECOND_TICKS
+from simbench.metrics.recorder import Recorder
+from simbench.sim.kernel import Kernel
+from simbench.sim.network import LinkSpec, Network
+from simbench.sim.world import SimWorld
+
+from simhelpers import events, net
+
+
+class Bench:
+    """A Network of ``n`` nodes, every pair linked (constant ``latency`` seconds, link
+    bandwidth unlimited unless given), on its own kernel; ``arrivals`` lists what came."""
+
+    def __init__(self, uplink, downlink=None, *, latency=0.0, bandwidth=math.inf):
+        n = len(uplink)
+        self.kernel = Kernel()
+        self.arrivals = []
+        spec = LinkSpec(lambda _rng: latency, bandwidth)
+        links = {(s, d): spec for s in range(n) for d in range(n) if s != d}
+        self.net = Network(self.kernel, links, uplink, downlink or [math.inf] * n, loss=0.0,
+                           rng=np.random.default_rng(0), deliver=self._deliver, drop_reason=None,
+                           on_drop=lambda *a: None)
+
+    def _deliver(self, src, dst, payload):
+        self.arrivals.append((self.kernel.now, src, dst, len(payload)))
+
+    def send(self, src, dst, size, at=0):
+        self.kernel.schedule(at, self.net.send, src, dst, b"x" * size)
+
+    def run(self, max_events=1000):
+        """Every event, at most ``max_events`` (a flow never declared done would loop at one tick)."""
+        for _ in range(max_events):
+            if not self.kernel.step():
+                return self.arrivals
+        raise AssertionError(f"still running after {max_events} events at tick {self.kernel.now}")
+
+
+# -- which flows are done when one completes ------------------------------------------------
+def test_a_flow_two_ticks_from_its_end_is_not_done_with_another_that_completes():
+    """Two flows on separate uplinks of 5e8 bytes/s (half a byte a tick): 5 bytes end at tick
+    10; the 6-byte one has 1 byte (two ticks) left then, more than a tick's bytes plus the
+    1e-6 slack, so it goes on and ends at tick 12 (two ticks of slack, or a slack of a byte,
+    would deliver it at 10)."""
+    b = Bench([5e8, math.inf, 5e8, math.inf])
+    b.send(0, 1, 5)
+    b.send(2, 3, 6)
+    assert b.run() == [(10, 0, 1, 5), (12, 2, 3, 6)]
+
+
+def test_a_flow_left_with_one_ticks_bytes_plus_the_slack_is_done_with_another():
+    """The boundary of the rule: at 249 999 750 bytes/s a 1-byte flow has exactly one tick's
+    bytes plus 1e-6 left (0.25000075, equal in floats) when a 3-byte flow at 1e9 bytes/s ends
+    at tick 3, so it is done with it at tick 3; alone it would end at tick 5 (ceil of
+    4.000004), which is where a strict ``<`` would put it."""
+    rate = 249_999_750.0
+    left = 1.0 - rate * (3 / SECOND_TICKS)
+    assert left == rate * (1.0 / SECOND_TICKS) + 1e-6  # on the boundary, not a hair either side
+    b = Bench([1e9, math.inf, rate, math.inf])
+    b.send(0, 1, 3)
+    b.send(2, 3, 1)
+    assert b.run() == [(3, 0, 1, 3), (3, 2, 3, 1)]
+    alone = Bench([1e9, math.inf, rate, math.inf])
+    alone.send(2, 3, 1)
+    assert alone.run() == [(5, 2, 3, 1)]
+
+
+def test_flows_slower_than_a_byte_a_second_finish():
+    """One byte at 0.5 bytes/s ends at 2 s and one at 1 byte/s at 1 s: a slow flow is done
+    when its bytes are through, whatever its rate (a rate threshold of 1 would never let them
+    end and reschedule their completion at the same tick forever)."""
+    b = Bench([0.5, math.inf, 1.0, math.inf])
+    b.send(0, 1, 1)
+    b.send(2, 3, 1)
+    assert b.run() == [(SECOND_TICKS, 2, 3, 1), (2 * SECOND_TICKS, 0, 1, 1)]
+
+
+# -- max-min sharing with flows frozen at rate 0 ---------------------------------------------
+def test_a_flow_on_a_zero_bandwidth_uplink_is_frozen_at_0_and_the_other_gets_the_downlink():
+    """Nodes 0 and 2 send to node 1, whose downlink carries 1000 bytes/s; node 0's uplink
+    carries nothing. Progressive filling freezes node 0's flow at rate 0 first (its uplink:
+    0/1); it keeps that rate when the downlink is shared next, so node 2's flow gets all
+    1000 bytes/s and its 1000 bytes arrive at 1 s, while node 0's message never leaves."""
+    b = Bench([0.0, math.inf, math.inf], [math.inf, 1000.0, math.inf])
+    b.send(0, 1, 100)
+    b.send(2, 1, 1000)
+    assert b.run() == [(SECOND_TICKS, 2, 1, 1000)]
+    (stuck,) = b.net._flows
+    assert (stuck.src, stuck.rate, stuck.remaining) == (0, 0.0, 100.0)
+
+
+def test_a_zero_rate_flow_leaves_the_shared_downlink_to_a_positive_one_as_they_change():
+    """As above with a second sender joining node 2 at 0.5 s: node 2 has sent 500 bytes by
+    then, the two positive flows split the downlink (500 bytes/s each) and the 0-rate flow
+    takes none of it: node 2's last 500 bytes end at 1.5 s; node 3 has sent 500 by then and
+    sends the rest alone, ending at 2 s."""
+    b = Bench([0.0, math.inf, math.inf, math.inf], [math.inf, 1000.0, math.inf, math.inf])
+    b.send(0, 1, 100)
+    b.send(2, 1, 1000)
+    b.send(3, 1, 1000, at=SECOND_TICKS // 2)
+    assert b.run() == [(3 * SECOND_TICKS // 2, 2, 1, 1000), (2 * SECOND_TICKS, 3, 1, 1000)]
+
+
+# -- zero- and one-byte messages, and a flow that starts while another runs -------------------
+def test_a_zero_byte_message_takes_only_the_latency_even_on_a_zero_bandwidth_uplink():
+    """A message with no bytes has nothing to transmit: it arrives one latency (3 ms) after it
+    is sent, through an uplink that carries nothing; one byte at 1000 bytes/s takes 1 ms more."""
+    b = Bench([0.0, 1000.0], latency=0.003)
+    b.send(0, 1, 0)
+    b.send(1, 0, 1)
+    assert b.run() == [(3_000_000, 0, 1, 0), (4_000_000, 1, 0, 1)]
+
+
+def test_a_zero_byte_message_queued_behind_another_leaves_with_its_last_byte():
+    """Messages on a link go one after another: an empty message sent behind 1000 bytes at
+    1000 bytes/s leaves at 1 s with the other's last byte and arrives with it."""
+    b = Bench([1000.0, math.inf], latency=0.002)
+    b.send(0, 1, 1000)
+    b.send(0, 1, 0)
+    b.send(0, 1, 1)
+    end = SECOND_TICKS + 2_000_000
+    assert b.run() == [(end, 0, 1, 1000), (end, 0, 1, 0), (end + 1_000_000, 0, 1, 1)]
+
+
+def test_a_flow_that_starts_while_another_runs_is_charged_only_from_its_start():
+    """Node 0 sends 2000 bytes at 1000 bytes/s from 0 s; node 2 starts 500 bytes at 1000
+    bytes/s at 1 s, on its own uplink: it ends at 1.5 s exactly. A new flow has no rate until
+    it is shared in, so the second before it started takes nothing off it."""
+    b = Bench([1000.0, math.inf, 1000.0, math.inf])
+    b.send(0, 1, 2000)
+    b.send(2, 3, 500, at=SECOND_TICKS)
+    assert b.run() == [(3 * SECOND_TICKS // 2, 2, 3, 500), (2 * SECOND_TICKS, 0, 1, 2000)]
+
+
+# -- what epoch_end logs ----------------------------------------------------------------------
+def test_epoch_end_logs_the_rest_it_earns_with_its_epoch_and_nothing_without_one():
+    """Node 0 rests with factor 2: epoch 0 ends at 0 s (no rest, it only starts the clock),
+    epoch 1 at 0.25 s earns 0.25 (0.5 + 0.5 * 2 u) s with u its sleep stream's first draw
+    (under a second), logged as ``sleep_proc`` for epoch 1. Epoch 0 reported again at 0.5 s
+    (a node starting over) restarts the clock: no rest, no log. Node 1 (factor 0) never rests
+    and logs nothing."""
+    class Epochs:
+        async def run(self, rt):
+            rt.epoch_end(0)
+            await rt.sleep(0.25)
+            rt.epoch_end(1)
+            await rt.sleep(0.25)
+            rt.epoch_end(0)
+
+    world = SimWorld(nx.path_graph(2), {0: Epochs(), 1: Epochs()}, roles={}, network=net(),
+                     compute=ComputeSpec(), scenario=Scenario(),
+                     profiles=[NodeProfile(sleep_factor=2.0), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    u = WorldStreams(0, 2).sleep(0).random()
+    rest = 0.25 * (0.5 + 0.5 * 2.0 * u)
+    assert 0 < rest < 1
+    assert events(world, "sleep_proc") == [(0.25, 0, rest)]
+    assert world.recorder.epochs == {(0, 1): {"time_s": 0.25, "sleep_proc": rest}}
+    assert world.runtimes[0]._rest.take() == rest  # taken at the next compute
