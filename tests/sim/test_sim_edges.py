@@ -14,6 +14,8 @@ import math
 
 import networkx as nx
 import numpy as np
+import pytest
+import torch
 
 from simbench.core.scenario import ComputeSpec, NodeProfile, Scenario
 from simbench.core.seeding import WorldStreams
@@ -150,6 +152,30 @@ def test_a_flow_that_starts_while_another_runs_is_charged_only_from_its_start():
     assert b.run() == [(3 * SECOND_TICKS // 2, 2, 3, 500), (2 * SECOND_TICKS, 0, 1, 2000)]
 
 
+# -- completions rescheduled by an abort ------------------------------------------------------
+def test_a_flow_whose_last_byte_left_is_delivered_at_that_tick_when_an_abort_reshares_first():
+    """Node 0's 10 bytes at 1e9 bytes/s are through at tick 10; node 2 crashes at tick 10,
+    just before that completion fires, and dropping its flow reshares the rates: the
+    rescheduled completion of node 0's flow is due now (0 ticks), so it arrives at tick 10,
+    not a tick later."""
+    b = Bench([1e9, math.inf, 1e9, math.inf])
+    b.kernel.schedule(10, b.net.abort_from, 2)  # scheduled first: runs first at tick 10
+    b.send(0, 1, 10)
+    b.send(2, 3, 100)
+    assert b.run() == [(10, 0, 1, 10)]
+
+
+def test_a_network_whose_flows_were_all_aborted_carries_the_next_message():
+    """Node 0's only flow is aborted at 0.5 s (its completion withdrawn, no flow left); a
+    message node 2 sends at 1 s then takes its own 0.5 s: arrival at 1.5 s."""
+    b = Bench([1000.0, math.inf, 1000.0, math.inf])
+    b.send(0, 1, 1000)
+    b.kernel.schedule(SECOND_TICKS // 2, b.net.abort_from, 0)
+    b.send(2, 3, 500, at=SECOND_TICKS)
+    assert b.run() == [(3 * SECOND_TICKS // 2, 2, 3, 500)]
+    assert b.net.active_flows == 0
+
+
 # -- what epoch_end logs ----------------------------------------------------------------------
 def test_epoch_end_logs_the_rest_it_earns_with_its_epoch_and_nothing_without_one():
     """Node 0 rests with factor 2: epoch 0 ends at 0 s (no rest, it only starts the clock),
@@ -176,3 +202,70 @@ def test_epoch_end_logs_the_rest_it_earns_with_its_epoch_and_nothing_without_one
     assert events(world, "sleep_proc") == [(0.25, 0, rest)]
     assert world.recorder.epochs == {(0, 1): {"time_s": 0.25, "sleep_proc": rest}}
     assert world.runtimes[0]._rest.take() == rest  # taken at the next compute
+
+
+def test_a_rest_counts_the_epoch_from_the_end_of_the_last_rest_not_from_a_compute_call():
+    """Factor 2, u1 and u2 the sleep stream's first draws. Epoch 0 ends at 0 s; a compute at
+    0.1 s with no rest due does not restart the clock, so epoch 1 (ending at 0.3 s, after a
+    0.2 s compute) earns 0.3 (0.5 + u1). The next compute rests that first and then takes
+    0.2 s: epoch 2 ends at 0.5 + r1 and earns 0.2 (0.5 + u2), counted from the rest's end."""
+    class Rests:
+        async def run(self, rt):
+            rt.epoch_end(0)
+            await rt.sleep(0.1)
+            await rt.compute(lambda: None, cost=0.2)
+            rt.epoch_end(1)
+            await rt.compute(lambda: None, cost=0.2)
+            rt.epoch_end(2)
+
+    world = SimWorld(nx.path_graph(2), {0: Rests(), 1: Rests()}, roles={}, network=net(),
+                     compute=ComputeSpec(), scenario=Scenario(),
+                     profiles=[NodeProfile(sleep_factor=2.0), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    stream = WorldStreams(0, 2).sleep(0)
+    u1, u2 = stream.random(), stream.random()
+    r1, r2 = 0.3 * (0.5 + u1), 0.2 * (0.5 + u2)
+    (t1, n1, v1), (t2, n2, v2) = events(world, "sleep_proc")
+    assert (n1, n2) == (0, 0)
+    assert (t1, v1) == pytest.approx((0.3, r1), abs=1e-9)
+    assert (t2, v2) == pytest.approx((0.5 + r1, r2), abs=1e-9)
+
+
+# -- learner steps through compute in a batched world -----------------------------------------
+def test_learner_steps_with_a_cost_are_put_off_to_the_end_of_the_instant_and_counted():
+    """Two nodes each take a step of 0.1 s (Work of one step at step_time 0.1): both are put
+    off and run together at the end of the instant (2 calls, 2 steps, 2 vectorized); each then
+    takes a step with no cost, which runs alone at once (2 alone). The losses equal those of
+    the same learners stepped in turn, and the world counts the 2 charged steps."""
+    from simbench.core.runtime import Work
+    from simbench.data import load_dataset
+    from simbench.learn import OptimConfig
+    from simbench.learn.flat import FlatLearner, ModelTemplate
+    from simbench.models import build_model
+
+    d = load_dataset("digits")
+
+    def learners():
+        template = ModelTemplate(build_model("mlp", d.input_shape, 10, seed=0, hidden=(16,)))
+        return [FlatLearner(template, d.x_train, d.y_train, torch.arange(40 * k, 40 * k + 40), batch_size=8,
+                            optim=OptimConfig(lr=0.1), seed=k) for k in range(2)]
+
+    class Steps:
+        def __init__(self, learner):
+            self.learner, self.losses = learner, []
+
+        async def run(self, rt):
+            self.losses.append(await rt.compute(self.learner.train_step, cost=Work(steps=1)))
+            self.losses.append(await rt.compute(self.learner.train_step, cost=None))
+
+    nodes = {i: Steps(ln) for i, ln in enumerate(learners())}
+    world = SimWorld(nx.path_graph(2), nodes, roles={}, network=net(), compute=ComputeSpec(step_time=0.1),
+                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0, batched=True)
+    world.run()
+    b = world.batcher
+    assert (b.calls, b.steps, b.vectorized, b.alone) == (2, 2, 2, 2)
+    assert world.steps == 2 and world.kernel.now == SECOND_TICKS // 10
+    expected = [[ln.train_step(), ln.train_step()] for ln in learners()]
+    assert [nodes[i].losses for i in range(2)] == [pytest.approx(e, abs=1e-6) for e in expected]
