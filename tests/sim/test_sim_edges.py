@@ -269,3 +269,78 @@ def test_learner_steps_with_a_cost_are_put_off_to_the_end_of_the_instant_and_cou
     assert world.steps == 2 and world.kernel.now == SECOND_TICKS // 10
     expected = [[ln.train_step(), ln.train_step()] for ln in learners()]
     assert [nodes[i].losses for i in range(2)] == [pytest.approx(e, abs=1e-6) for e in expected]
+
+
+# -- compute calls that cost nothing ----------------------------------------------------------
+def test_a_compute_call_of_no_cost_takes_no_time_and_draws_no_straggler_slowdown():
+    """A straggler (slowdown 3) computes a cost of 0 s, then 0.1 s: the first takes no time
+    and draws no factor (nothing to slow down); the second takes 0.3 s, one factor logged."""
+    from simbench.core.scenario import Stragglers
+    times = {0: [], 1: []}
+
+    class Computes:
+        async def run(self, rt):
+            await rt.compute(lambda: None, cost=0.0)
+            times[rt.node_id].append(rt.now())
+            await rt.compute(lambda: None, cost=0.1)
+            times[rt.node_id].append(rt.now())
+
+    world = SimWorld(nx.path_graph(2), {0: Computes(), 1: Computes()}, roles={}, network=net(),
+                     compute=ComputeSpec(), scenario=Scenario(stragglers=Stragglers(nodes=(0,))),
+                     profiles=[NodeProfile(straggler=True), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    assert times == {0: [0.0, pytest.approx(0.3, abs=1e-9)], 1: [0.0, pytest.approx(0.1, abs=1e-9)]}
+    assert events(world, "straggler_slowdown") == [(0.0, 0, 3.0)]
+
+
+def test_a_compute_call_of_no_cost_returns_without_yielding_to_other_processes():
+    """A call that costs nothing returns in the same step: the helper spawned just before it
+    (started at this tick, after the caller yields) runs after the caller's next line."""
+    order = []
+
+    class Main:
+        async def run(self, rt):
+            async def helper():
+                order.append("helper")
+
+            task = rt.spawn(helper())
+            order.append(await rt.compute(lambda: "computed", cost=None))
+            await rt.gather(task)
+
+    world = SimWorld(nx.path_graph(2), {0: Main()}, roles={}, network=net(), compute=ComputeSpec(),
+                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    assert order == ["computed", "helper"]
+
+
+# -- decoding in the world ---------------------------------------------------------------------
+def test_a_received_tensor_is_a_view_of_the_senders_buffer_and_a_foreign_payload_decodes():
+    """A message sent through a runtime is decoded from the sender's buffer: the received
+    tensor's bytes lie inside it (copy-on-write, nothing copied). A payload that no runtime
+    sent (a test's own bytes) is decoded from its bytes."""
+    from simbench.core.message import Message
+    seen = {}
+
+    class Sender:
+        async def run(self, rt):
+            msg = Message("blob", {"k": 1}, tensors={"x": torch.arange(1000, dtype=torch.float32)})
+            await rt.send(1, msg)
+            seen["buffer"] = msg.buffer
+
+    class Receiver:
+        async def run(self, rt):
+            m = await rt.recv()
+            seen["got"] = (m["k"], m.tensors["x"])
+
+    world = SimWorld(nx.path_graph(2), {0: Sender(), 1: Receiver()}, roles={}, network=net(),
+                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    k, x = seen["got"]
+    lo = seen["buffer"].const_data_ptr()
+    assert k == 1 and lo <= x.const_data_ptr() < lo + seen["buffer"].numel()
+    assert torch.equal(x, torch.arange(1000, dtype=torch.float32))
+    foreign = world.decode(Message("note", {"a": [1, 2]}).encode(3))
+    assert (foreign.kind, foreign.src, foreign.meta) == ("note", 3, {"a": [1, 2]})
