@@ -316,10 +316,12 @@ def test_a_compute_call_of_no_cost_returns_without_yielding_to_other_processes()
 
 
 # -- decoding in the world ---------------------------------------------------------------------
-def test_a_received_tensor_is_a_view_of_the_senders_buffer_and_a_foreign_payload_decodes():
-    """A message sent through a runtime is decoded from the sender's buffer: the received
-    tensor's bytes lie inside it (copy-on-write, nothing copied). A payload that no runtime
-    sent (a test's own bytes) is decoded from its bytes."""
+def test_every_receiver_of_a_broadcast_views_the_senders_buffer_and_a_foreign_payload_decodes():
+    """A message sent through a runtime to two nodes is decoded from the sender's buffer for
+    both: each received tensor's bytes lie inside it (copy-on-write, nothing copied) and each
+    message keeps that buffer (so it can be forwarded without encoding it again); the
+    decoding is kept until the last copy arrived. A payload that no runtime sent (a test's own
+    bytes) is decoded from its bytes."""
     from simbench.core.message import Message
     seen = {}
 
@@ -327,20 +329,31 @@ def test_a_received_tensor_is_a_view_of_the_senders_buffer_and_a_foreign_payload
         async def run(self, rt):
             msg = Message("blob", {"k": 1}, tensors={"x": torch.arange(1000, dtype=torch.float32)})
             await rt.send(1, msg)
+            await rt.send(2, msg)
             seen["buffer"] = msg.buffer
 
     class Receiver:
         async def run(self, rt):
             m = await rt.recv()
-            seen["got"] = (m["k"], m.tensors["x"])
+            seen[rt.node_id] = (m["k"], m.tensors["x"], m.buffer)
 
-    world = SimWorld(nx.path_graph(2), {0: Sender(), 1: Receiver()}, roles={}, network=net(),
-                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
+    world = SimWorld(nx.star_graph(2), {0: Sender(), 1: Receiver(), 2: Receiver()}, roles={}, network=net(),
+                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile()] * 3,
                      recorder=Recorder("test", wall_clock=False), seed=0)
     world.run()
-    k, x = seen["got"]
-    lo = seen["buffer"].const_data_ptr()
-    assert k == 1 and lo <= x.const_data_ptr() < lo + seen["buffer"].numel()
-    assert torch.equal(x, torch.arange(1000, dtype=torch.float32))
+    buffer = seen["buffer"]
+    lo = buffer.const_data_ptr()
+    for node in (1, 2):
+        k, x, held = seen[node]
+        assert k == 1 and held is buffer and lo <= x.const_data_ptr() < lo + buffer.numel(), node
+        assert torch.equal(x, torch.arange(1000, dtype=torch.float32))
     foreign = world.decode(Message("note", {"a": [1, 2]}).encode(3))
     assert (foreign.kind, foreign.src, foreign.meta) == ("note", 3, {"a": [1, 2]})
+
+
+def test_a_negative_latency_draw_delivers_at_once_never_in_the_past():
+    """A latency distribution may draw below 0 (a normal one): the message then arrives when
+    its last byte leaves, here at 5 ms, not 1 ms before it was sent."""
+    b = Bench([math.inf, math.inf], latency=-0.001)
+    b.send(0, 1, 10, at=5_000_000)
+    assert b.run() == [(5_000_000, 0, 1, 10)]
