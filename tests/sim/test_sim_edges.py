@@ -357,3 +357,41 @@ def test_a_negative_latency_draw_delivers_at_once_never_in_the_past():
     b = Bench([math.inf, math.inf], latency=-0.001)
     b.send(0, 1, 10, at=5_000_000)
     assert b.run() == [(5_000_000, 0, 1, 10)]
+
+
+def test_a_message_sent_again_after_its_copies_arrived_is_not_decoded_again(monkeypatch):
+    """Node 0 sends one message object to node 1 at 0 s and again at 1 s: its encoding is
+    decoded once (kept among the recent decodings), both arrivals view the sender's buffer, and
+    the recent decodings hold its bytes once."""
+    import simbench.sim.world as world_module
+    from simbench.core.message import Message
+    decodes = []
+    real = world_module.decode
+    monkeypatch.setattr(world_module, "decode", lambda *a, **kw: decodes.append(1) or real(*a, **kw))
+    got, sent = [], []
+
+    class Twice:
+        async def run(self, rt):
+            msg = Message("blob", {"k": 1}, tensors={"x": torch.arange(100, dtype=torch.float32)})
+            await rt.send(1, msg)
+            await rt.sleep(1.0)
+            await rt.send(1, msg)
+            sent.append(msg.buffer)
+
+    class Receiver:
+        async def run(self, rt):
+            for _ in range(2):
+                m = await rt.recv()
+                got.append((rt.now(), m.buffer, m.tensors["x"].const_data_ptr()))
+
+    world = SimWorld(nx.path_graph(2), {0: Twice(), 1: Receiver()}, roles={}, network=net(),
+                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile()] * 2,
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    (t1, b1, p1), (t2, b2, p2) = got
+    (buffer,) = sent
+    assert (t1, t2) == (0.0, 1.0) and b1 is buffer and b2 is buffer
+    lo = buffer.const_data_ptr()
+    assert lo <= p1 < lo + buffer.numel() and lo <= p2 < lo + buffer.numel()
+    assert len(decodes) == 1
+    assert len(world._recent) == 1 and world._recent_bytes == buffer.numel()
