@@ -32,18 +32,22 @@ class Bench:
     """A Network of ``n`` nodes, every pair linked (constant ``latency`` seconds, link
     bandwidth unlimited unless given), on its own kernel; ``arrivals`` lists what came."""
 
-    def __init__(self, uplink, downlink=None, *, latency=0.0, bandwidth=math.inf):
+    def __init__(self, uplink, downlink=None, *, latency=0.0, bandwidth=math.inf, loss=0.0):
         n = len(uplink)
         self.kernel = Kernel()
-        self.arrivals = []
-        spec = LinkSpec(lambda _rng: latency, bandwidth)
+        self.arrivals, self.drops = [], []
+        draw = latency if callable(latency) else (lambda _rng: latency)
+        spec = LinkSpec(draw, bandwidth)
         links = {(s, d): spec for s in range(n) for d in range(n) if s != d}
-        self.net = Network(self.kernel, links, uplink, downlink or [math.inf] * n, loss=0.0,
+        self.net = Network(self.kernel, links, uplink, downlink or [math.inf] * n, loss=loss,
                            rng=np.random.default_rng(0), deliver=self._deliver, drop_reason=None,
-                           on_drop=lambda *a: None)
+                           on_drop=self._drop)
 
     def _deliver(self, src, dst, payload):
         self.arrivals.append((self.kernel.now, src, dst, len(payload)))
+
+    def _drop(self, src, dst, payload, reason):
+        self.drops.append((self.kernel.now, src, dst, len(payload), reason))
 
     def send(self, src, dst, size, at=0):
         self.kernel.schedule(at, self.net.send, src, dst, b"x" * size)
@@ -395,3 +399,60 @@ def test_a_message_sent_again_after_its_copies_arrived_is_not_decoded_again(monk
     assert lo <= p1 < lo + buffer.numel() and lo <= p2 < lo + buffer.numel()
     assert len(decodes) == 1
     assert len(world._recent) == 1 and world._recent_bytes == buffer.numel()
+
+
+# -- losses and the network's random stream ---------------------------------------------------
+def test_without_losses_the_network_stream_feeds_only_the_latency_draws():
+    """With loss 0 no loss is drawn: the three jittered latencies are the stream's first three
+    draws (a loss draw per message would shift them)."""
+    b = Bench([math.inf, math.inf], latency=lambda rng: float(rng.uniform(0.0, 0.001)))
+    for _ in range(3):
+        b.send(0, 1, 4)
+    rng = np.random.default_rng(0)
+    expected = []
+    for _ in range(3):  # FIFO per link: an arrival never comes before the one ahead of it
+        tick = int(float(rng.uniform(0.0, 0.001)) * SECOND_TICKS + 0.5)
+        expected.append(max(tick, expected[-1] if expected else 0))
+    assert [t for t, *_ in b.run()] == expected
+
+
+def test_a_loss_draw_equal_to_the_loss_rate_keeps_the_message():
+    """A message is lost when its draw is below the rate: with the rate set to exactly the
+    stream's first draw, the first message arrives and the second (draw below it) is lost."""
+    rng = np.random.default_rng(0)
+    first, second = rng.random(), rng.random()
+    assert second < first
+    b = Bench([math.inf, math.inf], loss=first)
+    b.send(0, 1, 4)
+    b.send(0, 1, 5)
+    assert b.run() == [(0, 0, 1, 4)] and b.drops == [(0, 0, 1, 5, "lost")]
+
+
+# -- the recent decodings ---------------------------------------------------------------------
+def test_recent_decodings_are_kept_up_to_the_byte_budget_oldest_out_first(monkeypatch):
+    """Messages A, B, C (each W bytes, decoded as views of their buffers) arrive one after
+    another with a budget of exactly 2W: after B both are kept (2W is within the budget); C
+    pushes out the oldest, A, leaving B and C and 2W bytes."""
+    import simbench.sim.world as world_module
+    from simbench.core.message import Message
+    kept = []
+
+    class Three:
+        async def run(self, rt):
+            for k in range(3):
+                await rt.send(1, Message("blob", {"k": k}, tensors={"x": torch.zeros(64)}))
+                await rt.sleep(1.0)
+                kept.append(([w.msg["k"] for w in rt.world._recent.values()], rt.world._recent_bytes))
+
+    class Receiver:
+        async def run(self, rt):
+            for _ in range(3):
+                await rt.recv()
+
+    world = SimWorld(nx.path_graph(2), {0: Three(), 1: Receiver()}, roles={}, network=net(),
+                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile()] * 2,
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    size = len(Message("blob", {"k": 0}, tensors={"x": torch.zeros(64)}).encode(0))
+    monkeypatch.setattr(world_module, "RECENT_BYTES", 2 * size)
+    world.run()
+    assert kept == [([0], size), ([0, 1], 2 * size), ([1, 2], 2 * size)]
