@@ -456,3 +456,77 @@ def test_recent_decodings_are_kept_up_to_the_byte_budget_oldest_out_first(monkey
     monkeypatch.setattr(world_module, "RECENT_BYTES", 2 * size)
     world.run()
     assert kept == [([0], size), ([0, 1], 2 * size), ([1, 2], 2 * size)]
+
+
+# -- latency draws in a world -----------------------------------------------------------------
+def _latency_ticks(network, count=6):
+    """The latencies, in ticks, of ``count`` messages sent 2 s apart."""
+    from simbench.core.message import Message
+    ticks = []
+
+    class Many:
+        async def run(self, rt):
+            for k in range(count):
+                await rt.send(0, Message("m", {"k": k}))
+                await rt.sleep(2.0)  # past any latency drawn: no arrival waits for the one ahead
+
+    class Keep:
+        async def run(self, rt):
+            for k in range(count):
+                await rt.recv()
+                ticks.append(rt.kernel.now - k * 2 * SECOND_TICKS)
+
+    world = SimWorld(nx.path_graph(2), {0: Keep(), 1: Many()}, roles={}, network=network,
+                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile()] * 2,
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    return ticks
+
+
+def test_latencies_are_drawn_per_message_from_a_distribution_and_with_jitter():
+    """A uniform [1, 2] ms latency without jitter, and a constant 0 with 1 s of jitter: each
+    message draws its own latency in that range; a constant one is the same for all."""
+    from simbench.core.scenario import Dist
+    drawn = _latency_ticks(net(Dist("uniform", low=0.001, high=0.002)))
+    assert all(1_000_000 <= t <= 2_000_000 for t in drawn) and len(set(drawn)) > 1
+    jittered = _latency_ticks(net(0.0, jitter=1.0))
+    assert all(0 <= t <= SECOND_TICKS for t in jittered) and len(set(jittered)) > 1
+    assert _latency_ticks(net(0.003)) == [3_000_000] * 6
+
+
+# -- receives ---------------------------------------------------------------------------------
+def test_a_recv_with_a_zero_timeout_returns_at_once_without_yielding():
+    """An empty mailbox and a timeout of 0: the call returns None in the same step, before the
+    helper spawned just before it starts."""
+    order = []
+
+    class Main:
+        async def run(self, rt):
+            async def helper():
+                order.append("helper")
+
+            task = rt.spawn(helper())
+            order.append(await rt.recv(timeout=0.0))
+            await rt.gather(task)
+
+    world = SimWorld(nx.path_graph(2), {0: Main()}, roles={}, network=net(), compute=ComputeSpec(),
+                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    assert order == [None, "helper"]
+
+
+def test_a_receive_withdrawn_by_a_crash_ends_cleanly_when_its_process_is_killed_later():
+    """A process that is not one of the node's tasks waits in the node's recv; the node
+    crashes (its waiters are withdrawn) and the process is killed afterwards: its receive
+    ends without touching the node's (empty) waiter list."""
+    world = SimWorld(nx.path_graph(2), {}, roles={}, network=net(), compute=ComputeSpec(),
+                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    rt = world.runtimes[0]
+    proc = world.kernel.spawn(rt.recv(), "outside")
+    world.kernel.step()  # it starts and waits
+    assert len(rt._waiters) == 1
+    rt.crash()
+    proc.kill()
+    assert not proc.alive and rt._waiters == []
