@@ -488,6 +488,8 @@ def test_latencies_are_drawn_per_message_from_a_distribution_and_with_jitter():
     message draws its own latency in that range; a constant one is the same for all."""
     from simbench.core.scenario import Dist
     drawn = _latency_ticks(net(Dist("uniform", low=0.001, high=0.002)))
+    stream = WorldStreams(0, 2).network  # the world's network stream: one draw per message, nothing else
+    assert drawn == [int(float(stream.uniform(0.001, 0.002)) * SECOND_TICKS + 0.5) for _ in range(6)]
     assert all(1_000_000 <= t <= 2_000_000 for t in drawn) and len(set(drawn)) > 1
     jittered = _latency_ticks(net(0.0, jitter=1.0))
     assert all(0 <= t <= SECOND_TICKS for t in jittered) and len(set(jittered)) > 1
@@ -530,3 +532,30 @@ def test_a_receive_withdrawn_by_a_crash_ends_cleanly_when_its_process_is_killed_
     rt.crash()
     proc.kill()
     assert not proc.alive and rt._waiters == []
+
+
+def test_a_killed_sleep_withdraws_its_timer():
+    """A helper sleeping 1 s is cancelled at 0.5 s: its wake-up at 1 s is withdrawn from the
+    kernel at once (the node's own sleep to 2 s is the only timer left)."""
+    left = []
+
+    class Main:
+        async def run(self, rt):
+            async def nap():
+                await rt.sleep(1.0)
+
+            task = rt.spawn(nap())
+            await rt.sleep(0.5)
+            task.cancel()
+            await rt.sleep(1.5)
+
+    class Watch:
+        async def run(self, rt):
+            await rt.sleep(0.75)
+            left.append(sorted(t for t, _, entry in rt.kernel._heap if entry[0] is not None))
+
+    world = SimWorld(nx.path_graph(2), {0: Main(), 1: Watch()}, roles={}, network=net(), compute=ComputeSpec(),
+                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
+                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world.run()
+    assert left == [[2 * SECOND_TICKS]]
