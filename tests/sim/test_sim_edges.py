@@ -1,16 +1,20 @@
-"""Edge cases of the flow-level network and of a node's epoch rest, each on inputs where a
+"""Edge cases of the simulator that mutation testing found unpinned, each on inputs where a
 plausible wrong rule gives another number: which flows are done when one completes (a tick
 of bytes and 1e-6 bytes of slack), flows frozen at rate 0 by a zero-bandwidth uplink in the
 max-min sharing, zero- and one-byte messages, a flow that starts while others run, flows
-slower than a byte a second, and what ``epoch_end`` logs (seed 003's ``--sleep_factor``,
-nttcslab/ecl-isvr ``trainer/abstracts.py`` ``Trainer.train``; see ``core/runtime.py``
-``EpochRest``).
+slower than a byte a second, aborts that reshare, losses and latency draws from the
+network's stream, what ``epoch_end`` logs and when a rest restarts the epoch clock (seed
+003's ``--sleep_factor``, nttcslab/ecl-isvr ``trainer/abstracts.py`` ``Trainer.train``; see
+``core/runtime.py`` ``EpochRest``), compute calls that cost nothing or are batched, the
+world's shared decodings, and receives and sleeps that end early.
 
 The network tests drive :class:`simbench.sim.network.Network` on a bare kernel with byte
 strings as payloads, so sizes are exact (a world's messages carry a header) and each arrival
-is ``(tick, src, dst, size)``."""
+is ``(tick, src, dst, size)``. Mutants that cannot change behaviour are listed with their
+reasons, not tested."""
 
 import math
+import re
 
 import networkx as nx
 import numpy as np
@@ -21,7 +25,7 @@ from simbench.core.scenario import ComputeSpec, NodeProfile, Scenario
 from simbench.core.seeding import WorldStreams
 from simbench.core.units import SECOND_TICKS
 from simbench.metrics.recorder import Recorder
-from simbench.sim.kernel import Kernel
+from simbench.sim.kernel import Kernel, SimFuture
 from simbench.sim.network import LinkSpec, Network
 from simbench.sim.world import SimWorld
 
@@ -559,3 +563,14 @@ def test_a_killed_sleep_withdraws_its_timer():
                      recorder=Recorder("test", wall_clock=False), seed=0)
     world.run()
     assert left == [[2 * SECOND_TICKS]]
+
+
+def test_reading_an_unresolved_future_names_it():
+    k = Kernel()
+    fut = k.timeout(5)
+    labelled = SimFuture(k, ("recv", 2, None))
+    for f, label in ((labelled, "('recv', 2, None)"), (SimFuture(k), "''")):
+        with pytest.raises(RuntimeError, match=rf"^future {re.escape(label)} is not resolved yet$"):
+            f.result()
+    k.run()
+    assert fut.result() is None
