@@ -346,3 +346,18 @@ def test_iid_split_shuffles_before_cutting():
     perm = np.random.default_rng(0).permutation(300)
     assert [p.tolist() for p in parts] == [sorted(perm[:100]), sorted(perm[100:200]), sorted(perm[200:])]
     assert math.isclose(sum(len(p) for p in iid(labels, 7, np.random.default_rng(1))), 300)
+
+
+def test_dsgd_reports_whole_epoch_numbers():
+    """Epochs are reported as integers 0, 1, 2 (they key the per-epoch tables), not 1.0, 2.0."""
+    graph = nx.path_graph(2)
+    seen = []
+    nodes = {}
+    for i in graph.nodes:
+        node = DSGD.make_node(NodeContext(node_id=i, role="worker", params=DSGDParams(round_cnt=1),
+                                          learner=Target([0.0], still=True, x0=[0.0]), epochs=2, graph=graph))
+        node.end_epoch = lambda rt, epoch, i=i: seen.append((i, epoch))
+        nodes[i] = node
+    make_world(graph, nodes, latency=0.001, step_time=0.01).run()
+    assert sorted(seen) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert all(type(epoch) is int for _, epoch in seen)

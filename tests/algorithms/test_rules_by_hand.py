@@ -1443,7 +1443,7 @@ def test_push_gossip_run_reports_epoch_0_then_pushes_round_robin_each_step():
                                   learner, epochs=2)))
     rt = FakeRt(0, (1, 2, 3))
     drive(node.run(rt))
-    assert node.ends == [0, 1, 2]
+    assert node.ends == [0, 1, 2] and all(type(e) is int for e in node.ends)
     assert [(dst, m["step"]) for dst, m in rt.sent_of("gossip")] == [(1, 0), (2, 1), (3, 2), (1, 3)]
     resumed = no_eval(GossipNode(ctx(0, GossipParams(variant="push"), Quad([1.0], spe=2), epochs=1)))
     resumed.step = 1
@@ -1492,3 +1492,11 @@ def test_dsgd_names_its_swap_server_task():
     with pytest.raises(Stop):
         drive(node.run(rt))
     assert names == ["swaps"]
+
+
+def test_push_gossip_reports_whole_epoch_numbers():
+    from simbench.algorithms.gossip import GossipNode, GossipParams
+
+    node = no_eval(GossipNode(ctx(0, GossipParams(variant="push"), Quad([1.0], spe=2), epochs=2)))
+    drive(node.run(FakeRt(0, (1,))))
+    assert node.ends == [0, 1, 2] and [type(e) for e in node.ends] == [int, int, int]
