@@ -1500,3 +1500,59 @@ def test_push_gossip_reports_whole_epoch_numbers():
     node = no_eval(GossipNode(ctx(0, GossipParams(variant="push"), Quad([1.0], spe=2), epochs=2)))
     drive(node.run(FakeRt(0, (1,))))
     assert node.ends == [0, 1, 2] and [type(e) for e in node.ends] == [int, int, int]
+
+
+# -- ps_async: Hardy's per-parameter staleness ------------------------------------------------------
+def _bare_async_server(version, pulled, finished, numel=4):
+    """The server's per-parameter state alone (the shard and network are not needed)."""
+    from simbench.algorithms.ps_async import PSAsyncServer, TouchLog
+
+    srv = object.__new__(PSAsyncServer)
+    srv.touches, srv.version, srv.pulled, srv.finished = TouchLog(numel), version, pulled, finished
+    srv.param_staleness_sum, srv.param_staleness_count, srv.param_staleness_max = 0.0, 0, 0
+    return srv
+
+
+def test_per_parameter_staleness_counts_the_updates_that_touched_each_entry_since_the_pull():
+    """Updates 1 (entries 0, 1) and 2 (dense) were applied since worker 1 pulled version 1:
+    its push to entries 1 and 3 is divided by 2 and 1. The history is kept back to the oldest
+    version a live worker other than the sender holds (worker 3's 2; worker 2 finished)."""
+    srv = _bare_async_server(version=3, pulled={1: 1, 2: 0, 3: 2}, finished={2})
+    srv.touches.record(1, torch.tensor([0, 1]))
+    srv.touches.record(2, None)
+    grad = torch.full((4,), 6.0)  # the decompressed push: zero but at idx
+    push = Message("grad", {"version": 1}, {"idx": torch.tensor([1, 3])})
+    push.src = 1
+    srv.scale_per_parameter(grad, push)
+    assert grad.tolist() == [6.0, 3.0, 6.0, 6.0]
+    assert (srv.param_staleness_sum, srv.param_staleness_count, srv.param_staleness_max) == (3.0, 2, 2)
+    assert [v for v, _ in srv.touches.entries] == [2, 3]
+    # worker 3 (pulled 2) pushes entry 0: touched by update 2 only (update 3 touched 1 and 3)
+    grad = torch.full((4,), 5.0)
+    srv.version = 4
+    push = Message("grad", {"version": 2}, {"idx": torch.tensor([0])})
+    push.src = 3
+    srv.scale_per_parameter(grad, push)
+    assert grad.tolist() == [5.0] * 4
+    assert (srv.param_staleness_sum, srv.param_staleness_count, srv.param_staleness_max) == (4.0, 3, 2)
+
+
+def test_an_empty_sparse_push_leaves_the_staleness_statistics_alone():
+    srv = _bare_async_server(version=1, pulled={1: 0}, finished=set())
+    srv.touches.record(0, None)
+    srv.scale_per_parameter(torch.zeros(4), Message("grad", {"version": 0}, {"idx": torch.zeros(0, dtype=torch.long)}))
+    assert (srv.param_staleness_sum, srv.param_staleness_count, srv.param_staleness_max) == (0.0, 0, 0)
+
+
+def test_dense_per_parameter_division_and_the_servers_update_cost():
+    from simbench.algorithms.ps_async import scale_by_parameter_staleness
+
+    grad = torch.tensor([6.0, 6.0, 6.0])
+    scale_by_parameter_staleness(grad, None, torch.tensor([0, 2, 3]))
+    assert grad.tolist() == [6.0, 3.0, 2.0]  # staleness 0 counts as 1
+    srv = _bare_async_server(version=0, pulled={}, finished=set())
+    srv.params = SimpleNamespace(handle_time=None)
+    srv.shard = SimpleNamespace(numel=10)
+    assert srv.service_cost().flops == 40.0  # 4 FLOPs per parameter of the shard
+    srv.params.handle_time = 0.25
+    assert srv.service_cost() == 0.25
