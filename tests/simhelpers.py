@@ -42,8 +42,10 @@ def net(latency: float | Dist = 0.0, bandwidth: float = math.inf, **kw) -> Netwo
 
 def make_world(graph: nx.Graph, nodes: dict, *, network: NetworkSpec | None = None,
                compute: ComputeSpec | None = None, scenario: Scenario | None = None, seed: int = 0,
-               roles: dict | None = None, **overrides) -> SimWorld:
-    """A SimWorld for a test; ``overrides`` are NetworkSpec or ComputeSpec fields."""
+               roles: dict | None = None, profiles: list | None = None, batched: bool = False,
+               **overrides) -> SimWorld:
+    """A SimWorld for a test; ``overrides`` are NetworkSpec or ComputeSpec fields; ``profiles``
+    (default: drawn from ``scenario``) set each node's speed, straggling and rest by hand."""
     net_kw = {k: overrides.pop(k) for k in list(overrides) if k in _NET_FIELDS}
     compute_kw = {k: overrides.pop(k) for k in list(overrides) if k in _COMPUTE_FIELDS}
     if overrides:
@@ -54,8 +56,8 @@ def make_world(graph: nx.Graph, nodes: dict, *, network: NetworkSpec | None = No
     n = graph.number_of_nodes()
     return SimWorld(graph, nodes, roles=roles or {}, network=network or net(**net_kw),
                     compute=compute or ComputeSpec(**compute_kw), scenario=scenario,
-                    profiles=node_profiles(scenario, n, np.random.default_rng(seed)),
-                    recorder=Recorder("test", wall_clock=False), seed=seed)
+                    profiles=profiles or node_profiles(scenario, n, np.random.default_rng(seed)),
+                    recorder=Recorder("test", wall_clock=False), seed=seed, batched=batched)
 
 
 def events(world: SimWorld, metric: str) -> list[tuple[float, object, float]]:

@@ -21,15 +21,13 @@ import numpy as np
 import pytest
 import torch
 
-from simbench.core.scenario import ComputeSpec, NodeProfile, Scenario
+from simbench.core.scenario import NodeProfile, Scenario
 from simbench.core.seeding import WorldStreams
 from simbench.core.units import SECOND_TICKS
-from simbench.metrics.recorder import Recorder
 from simbench.sim.kernel import Kernel, SimFuture
 from simbench.sim.network import LinkSpec, Network
-from simbench.sim.world import SimWorld
 
-from simhelpers import events, net
+from simhelpers import events, make_world, net
 
 
 class Bench:
@@ -199,10 +197,8 @@ def test_epoch_end_logs_the_rest_it_earns_with_its_epoch_and_nothing_without_one
             await rt.sleep(0.25)
             rt.epoch_end(0)
 
-    world = SimWorld(nx.path_graph(2), {0: Epochs(), 1: Epochs()}, roles={}, network=net(),
-                     compute=ComputeSpec(), scenario=Scenario(),
-                     profiles=[NodeProfile(sleep_factor=2.0), NodeProfile()],
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.path_graph(2), {0: Epochs(), 1: Epochs()},
+                       profiles=[NodeProfile(sleep_factor=2.0), NodeProfile()])
     world.run()
     u = WorldStreams(0, 2).sleep(0).random()
     rest = 0.25 * (0.5 + 0.5 * 2.0 * u)
@@ -226,10 +222,8 @@ def test_a_rest_counts_the_epoch_from_the_end_of_the_last_rest_not_from_a_comput
             await rt.compute(lambda: None, cost=0.2)
             rt.epoch_end(2)
 
-    world = SimWorld(nx.path_graph(2), {0: Rests(), 1: Rests()}, roles={}, network=net(),
-                     compute=ComputeSpec(), scenario=Scenario(),
-                     profiles=[NodeProfile(sleep_factor=2.0), NodeProfile()],
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.path_graph(2), {0: Rests(), 1: Rests()},
+                       profiles=[NodeProfile(sleep_factor=2.0), NodeProfile()])
     world.run()
     stream = WorldStreams(0, 2).sleep(0)
     u1, u2 = stream.random(), stream.random()
@@ -268,9 +262,7 @@ def test_learner_steps_with_a_cost_are_put_off_to_the_end_of_the_instant_and_cou
             self.losses.append(await rt.compute(self.learner.train_step, cost=None))
 
     nodes = {i: Steps(ln) for i, ln in enumerate(learners())}
-    world = SimWorld(nx.path_graph(2), nodes, roles={}, network=net(), compute=ComputeSpec(step_time=0.1),
-                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
-                     recorder=Recorder("test", wall_clock=False), seed=0, batched=True)
+    world = make_world(nx.path_graph(2), nodes, step_time=0.1, batched=True)
     world.run()
     b = world.batcher
     assert (b.calls, b.steps, b.vectorized, b.alone) == (2, 2, 2, 2)
@@ -293,18 +285,18 @@ def test_a_compute_call_of_no_cost_takes_no_time_and_draws_no_straggler_slowdown
             await rt.compute(lambda: None, cost=0.1)
             times[rt.node_id].append(rt.now())
 
-    world = SimWorld(nx.path_graph(2), {0: Computes(), 1: Computes()}, roles={}, network=net(),
-                     compute=ComputeSpec(), scenario=Scenario(stragglers=Stragglers(nodes=(0,))),
-                     profiles=[NodeProfile(straggler=True), NodeProfile()],
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.path_graph(2), {0: Computes(), 1: Computes()},
+                       scenario=Scenario(stragglers=Stragglers(nodes=(0,))),
+                       profiles=[NodeProfile(straggler=True), NodeProfile()])
     world.run()
     assert times == {0: [0.0, pytest.approx(0.3, abs=1e-9)], 1: [0.0, pytest.approx(0.1, abs=1e-9)]}
     assert events(world, "straggler_slowdown") == [(0.0, 0, 3.0)]
 
 
-def test_a_compute_call_of_no_cost_returns_without_yielding_to_other_processes():
-    """A call that costs nothing returns in the same step: the helper spawned just before it
-    (started at this tick, after the caller yields) runs after the caller's next line."""
+def _before_a_fresh_helper(call):
+    """Node 0 spawns a helper, then awaits ``call(rt)``: what the call returned and the
+    helper's mark, in the order they happened. A helper starts at this tick, after the
+    caller yields, so a call that does not yield comes first."""
     order = []
 
     class Main:
@@ -313,14 +305,17 @@ def test_a_compute_call_of_no_cost_returns_without_yielding_to_other_processes()
                 order.append("helper")
 
             task = rt.spawn(helper())
-            order.append(await rt.compute(lambda: "computed", cost=None))
+            order.append(await call(rt))
             await rt.gather(task)
 
-    world = SimWorld(nx.path_graph(2), {0: Main()}, roles={}, network=net(), compute=ComputeSpec(),
-                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
-                     recorder=Recorder("test", wall_clock=False), seed=0)
-    world.run()
-    assert order == ["computed", "helper"]
+    make_world(nx.path_graph(2), {0: Main()}).run()
+    return order
+
+
+def test_a_compute_call_of_no_cost_returns_without_yielding_to_other_processes():
+    """A call that costs nothing returns in the same step, before the helper spawned just
+    before it starts."""
+    assert _before_a_fresh_helper(lambda rt: rt.compute(lambda: "computed", cost=None)) == ["computed", "helper"]
 
 
 # -- decoding in the world ---------------------------------------------------------------------
@@ -345,9 +340,7 @@ def test_every_receiver_of_a_broadcast_views_the_senders_buffer_and_a_foreign_pa
             m = await rt.recv()
             seen[rt.node_id] = (m["k"], m.tensors["x"], m.buffer)
 
-    world = SimWorld(nx.star_graph(2), {0: Sender(), 1: Receiver(), 2: Receiver()}, roles={}, network=net(),
-                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile()] * 3,
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.star_graph(2), {0: Sender(), 1: Receiver(), 2: Receiver()})
     world.run()
     buffer = seen["buffer"]
     lo = buffer.const_data_ptr()
@@ -392,9 +385,7 @@ def test_a_message_sent_again_after_its_copies_arrived_is_not_decoded_again(monk
                 m = await rt.recv()
                 got.append((rt.now(), m.buffer, m.tensors["x"].const_data_ptr()))
 
-    world = SimWorld(nx.path_graph(2), {0: Twice(), 1: Receiver()}, roles={}, network=net(),
-                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile()] * 2,
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.path_graph(2), {0: Twice(), 1: Receiver()})
     world.run()
     (t1, b1, p1), (t2, b2, p2) = got
     (buffer,) = sent
@@ -453,9 +444,7 @@ def test_recent_decodings_are_kept_up_to_the_byte_budget_oldest_out_first(monkey
             for _ in range(3):
                 await rt.recv()
 
-    world = SimWorld(nx.path_graph(2), {0: Three(), 1: Receiver()}, roles={}, network=net(),
-                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile()] * 2,
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.path_graph(2), {0: Three(), 1: Receiver()})
     size = len(Message("blob", {"k": 0}, tensors={"x": torch.zeros(64)}).encode(0))
     monkeypatch.setattr(world_module, "RECENT_BYTES", 2 * size)
     world.run()
@@ -480,9 +469,7 @@ def _latency_ticks(network, count=6):
                 await rt.recv()
                 ticks.append(rt.kernel.now - k * 2 * SECOND_TICKS)
 
-    world = SimWorld(nx.path_graph(2), {0: Keep(), 1: Many()}, roles={}, network=network,
-                     compute=ComputeSpec(), scenario=Scenario(), profiles=[NodeProfile()] * 2,
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.path_graph(2), {0: Keep(), 1: Many()}, network=network)
     world.run()
     return ticks
 
@@ -504,31 +491,14 @@ def test_latencies_are_drawn_per_message_from_a_distribution_and_with_jitter():
 def test_a_recv_with_a_zero_timeout_returns_at_once_without_yielding():
     """An empty mailbox and a timeout of 0: the call returns None in the same step, before the
     helper spawned just before it starts."""
-    order = []
-
-    class Main:
-        async def run(self, rt):
-            async def helper():
-                order.append("helper")
-
-            task = rt.spawn(helper())
-            order.append(await rt.recv(timeout=0.0))
-            await rt.gather(task)
-
-    world = SimWorld(nx.path_graph(2), {0: Main()}, roles={}, network=net(), compute=ComputeSpec(),
-                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
-                     recorder=Recorder("test", wall_clock=False), seed=0)
-    world.run()
-    assert order == [None, "helper"]
+    assert _before_a_fresh_helper(lambda rt: rt.recv(timeout=0.0)) == [None, "helper"]
 
 
 def test_a_receive_withdrawn_by_a_crash_ends_cleanly_when_its_process_is_killed_later():
     """A process that is not one of the node's tasks waits in the node's recv; the node
     crashes (its waiters are withdrawn) and the process is killed afterwards: its receive
     ends without touching the node's (empty) waiter list."""
-    world = SimWorld(nx.path_graph(2), {}, roles={}, network=net(), compute=ComputeSpec(),
-                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.path_graph(2), {})
     rt = world.runtimes[0]
     proc = world.kernel.spawn(rt.recv(), "outside")
     world.kernel.step()  # it starts and waits
@@ -558,9 +528,7 @@ def test_a_killed_sleep_withdraws_its_timer():
             await rt.sleep(0.75)
             left.append(sorted(t for t, _, entry in rt.kernel._heap if entry[0] is not None))
 
-    world = SimWorld(nx.path_graph(2), {0: Main(), 1: Watch()}, roles={}, network=net(), compute=ComputeSpec(),
-                     scenario=Scenario(), profiles=[NodeProfile(), NodeProfile()],
-                     recorder=Recorder("test", wall_clock=False), seed=0)
+    world = make_world(nx.path_graph(2), {0: Main(), 1: Watch()})
     world.run()
     assert left == [[2 * SECOND_TICKS]]
 
