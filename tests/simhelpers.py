@@ -4,6 +4,9 @@
 :class:`SimWorld` with test defaults: no latency and unlimited bandwidth unless given, the
 default compute model unless a ComputeSpec field is given, an empty Scenario, node
 profiles drawn by ``node_profiles``, a recorder without wall-clock readings, seed 0.
+
+``error(fn, *args, exc=ValueError, **kwargs)`` is the one-line message a call raises, for
+tests that check error texts word for word.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+import pytest
 import torch
 
 from simbench.core.message import Message
@@ -38,6 +42,13 @@ def net(latency: float | Dist = 0.0, bandwidth: float = math.inf, **kw) -> Netwo
     lat = latency if isinstance(latency, Dist) else Dist("constant", value=latency)
     return NetworkSpec(latency=lat, bandwidth=bandwidth,
                        uplink=kw.pop("uplink", bandwidth), downlink=kw.pop("downlink", bandwidth), **kw)
+
+
+def error(fn, *args, exc=ValueError, **kwargs) -> str:
+    """The message ``fn(*args, **kwargs)`` raises (and that it raises exactly ``exc`` or a subclass)."""
+    with pytest.raises(exc) as info:
+        fn(*args, **kwargs)
+    return str(info.value)
 
 
 def make_world(graph: nx.Graph, nodes: dict, *, network: NetworkSpec | None = None,

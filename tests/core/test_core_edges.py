@@ -23,7 +23,6 @@ from types import SimpleNamespace
 from typing import Union
 
 import numpy as np
-import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -38,11 +37,7 @@ from simbench.core.schema import ConfigError, convert, from_dict, path_component
 from simbench.core.seeding import RunStreams, WorldStreams
 from simbench.core.yamlio import load_yaml_text
 
-
-def error(fn, *args, exc=ValueError, **kwargs) -> str:
-    with pytest.raises(exc) as info:
-        fn(*args, **kwargs)
-    return str(info.value)
+from simhelpers import error
 
 
 # ====================================================================== message: exact errors

@@ -21,12 +21,7 @@ from simbench.core.schema import (ConfigError, above, at_least, convert, from_di
 from simbench.core.units import parse_bandwidth, parse_duration, parse_size, to_ticks
 from simbench.core.yamlio import load_yaml_file, load_yaml_text, parse_override, read_text_file
 
-
-def error(fn, *args, exc=ValueError, **kwargs) -> str:
-    """The message ``fn(*args, **kwargs)`` raises (and that it raises exactly ``exc`` or a subclass)."""
-    with pytest.raises(exc) as info:
-        fn(*args, **kwargs)
-    return str(info.value)
+from simhelpers import error
 
 
 # ============================================================================= units

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,16 +22,15 @@ from simbench.core.population import (Device, DrawnTimeline, Population, Populat
 from simbench.core.scenario import Dist
 from simbench.core.schema import ConfigError, from_dict
 
+from simhelpers import error as raised
+
 W = "population.x.trace"
 DEV_HEADER = "node,flops_per_s,up_bps,down_bps\n"
 AV_HEADER = "node,start_s,end_s\n"
 REFUSED = "only plain dicts, lists, strings and numbers are read (nothing is imported or run)"
 
 
-def error(call, *args, **kwargs) -> str:
-    with pytest.raises(ConfigError) as info:
-        call(*args, **kwargs)
-    return str(info.value)
+error = partial(raised, exc=ConfigError)  # every population error is a ConfigError
 
 
 def write(tmp_path, name, content):

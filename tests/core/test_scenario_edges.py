@@ -14,11 +14,7 @@ from simbench.core.scenario import (DIST_KINDS, Crash, Dist, NetworkSpec, Partit
                                     check_nodes, crash_schedule, dist_parser, resolve_weak_mode)
 from simbench.core.units import parse_duration
 
-
-def error(fn, *args, exc=ValueError) -> str:
-    with pytest.raises(exc) as info:
-        fn(*args)
-    return str(info.value)
+from simhelpers import error
 
 
 def seconds(spec):
