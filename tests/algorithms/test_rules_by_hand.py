@@ -1556,3 +1556,109 @@ def test_dense_per_parameter_division_and_the_servers_update_cost():
     assert srv.service_cost().flops == 40.0  # 4 FLOPs per parameter of the shard
     srv.params.handle_time = 0.25
     assert srv.service_cost() == 0.25
+
+
+# -- ps_async: the server's and worker's loops ------------------------------------------------------
+def _async_server(params, workers=(1,), epochs=1, steps_per_epoch=1):
+    """A one-shard ``ps_async`` server (node 0) over a 4-parameter Quad (lr 0.5), whose epoch
+    reports record (time, epoch), on a FakeRt whose ``spawn`` runs each handler at once until
+    it has served every queued request (a handler then waits forever); names are recorded."""
+    from simbench.algorithms.ps_async import PSAsyncServer
+
+    roles = {0: "server", **{w: "worker" for w in workers}}
+    srv = PSAsyncServer(ctx(0, params, Quad([0.0] * 4, lr=0.5), roles, epochs=epochs, steps_per_epoch=steps_per_epoch))
+    srv.ends = []
+    srv.end_epoch = lambda rt, epoch: srv.ends.append((rt.t, epoch))
+    rt = FakeRt(0, nodes=roles)
+    rt.spawned = []
+
+    def spawn(coro, name=None):
+        rt.spawned.append(name)
+        with pytest.raises(AssertionError, match="wait forever"):
+            drive(coro)
+        return SimpleNamespace(cancel=lambda: None)
+
+    rt.spawn = spawn
+    return srv, rt
+
+
+def test_async_server_counts_staleness_per_update_and_per_entry_and_reports_each_epoch():
+    """One worker, one step per epoch, 2 epochs: an epoch is one update. Its second push was
+    computed on version 0 after update 1 came in: staleness 1, and each dense entry was touched
+    by that one update (per-entry staleness 1, divided by max(1, 1)). The model steps by
+    lr * g: 0 -> -2 -> -4; every reply carries the new version."""
+    from simbench.algorithms.ps_async import PSAsyncParams
+
+    srv, rt = _async_server(PSAsyncParams(parameter_staleness=True), epochs=2)
+    rt.deliver(1.0, 1, "pull")
+    rt.deliver(2.0, 1, "grad", {"version": 0, "n": 1}, {"g": [4.0] * 4})
+    rt.deliver(3.5, 1, "grad", {"version": 0, "n": 1}, {"g": [4.0] * 4})
+    rt.deliver(5.0, 1, "done")
+    drive(srv.run(rt))
+    assert rt.spawned == ["handler0"]
+    assert [(m["version"], m.tensors["x"].tolist()) for _dst, m in rt.sent_of("params")] == \
+        [(0, [0.0] * 4), (1, [-2.0] * 4), (2, [-4.0] * 4)]
+    assert srv.ends == [(0.0, 0), (2.0, 1), (3.5, 2)]  # one epoch per update, at its arrival
+    assert rt.logged("staleness") == [0.0, 1.0] and rt.logged("staleness_mean") == [0.5]
+    assert (srv.updates, srv.staleness_sum, srv.longest_gap) == (2, 1, 1.5)
+    assert (srv.param_staleness_sum, srv.param_staleness_count) == (4.0, 8)
+    assert rt.logged("param_staleness_mean") == [0.5] and rt.logged("param_staleness_max") == [1.0]
+    assert rt.sent_of("stop") == [(1, rt.sent_of("stop")[0][1])]
+
+
+def test_async_server_with_only_fresh_updates_logs_zero_staleness():
+    """One update on the newest model: staleness 0 for the update and for every entry."""
+    from simbench.algorithms.ps_async import PSAsyncParams
+
+    srv, rt = _async_server(PSAsyncParams(parameter_staleness=True))
+    rt.deliver(2.0, 1, "grad", {"version": 0, "n": 1}, {"g": [2.0] * 4})
+    rt.deliver(3.0, 1, "done")
+    drive(srv.run(rt))
+    assert rt.logged("staleness_mean") == [0.0]
+    assert rt.logged("param_staleness_mean") == [0.0] and rt.logged("param_staleness_max") == [0.0]
+    assert srv.ends == [(0.0, 0), (2.0, 1)]
+
+
+def test_async_server_counts_silent_workers_gone_after_the_timeout_from_the_start():
+    """Workers 1 and 2 never speak: both are counted gone when the run has been silent for
+    ``worker_timeout`` (2 s, no gap seen yet, no network to stretch it); the server then
+    reports the one epoch its workers owed. ``multi`` spawns ``handlers`` named handlers."""
+    from simbench.algorithms.ps_async import PSAsyncParams
+
+    params = PSAsyncParams(worker_timeout=2.0, ps_mode="multi", handlers=3)
+    srv, rt = _async_server(params, workers=(1, 2))
+    assert srv.silence_limit() == 2.0  # before the run: the timeout as set
+    drive(srv.run(rt))
+    assert rt.spawned == ["handler0", "handler1", "handler2"]
+    assert rt.logged("worker_timeouts") == [2] and rt.t == 2.0
+    assert srv.ends == [(0.0, 0), (2.0, 1)] and srv.finished == {1, 2}
+
+
+def _async_worker(steps_done=0):
+    from simbench.algorithms.ps_async import PSAsyncParams, PSAsyncWorker
+
+    learner = Quad([1.0, 1.0], spe=2)
+    learner.steps_done = steps_done
+    worker = PSAsyncWorker(ctx(1, PSAsyncParams(), learner, {0: "server", 1: "worker"}, epochs=1))
+    rt = FakeRt(1, nodes=(0, 1))
+    for at, version in ((1.0, 0), (2.0, 1), (3.0, 2)):
+        rt.deliver(at, 0, "params", {"version": version}, {"x": [0.0, float(version)]})
+    return worker, rt
+
+
+def test_async_worker_takes_exactly_epochs_times_steps_per_epoch_steps_then_says_done():
+    """One epoch of 2 steps: pull, push on version 0, push on version 1, then done on the third
+    reply; each push is x - c at the model just received, tagged with its version."""
+    worker, rt = _async_worker()
+    drive(worker.run(rt))
+    assert [m.kind for _t, _dst, m in rt.sent] == ["pull", "grad", "grad", "done"]
+    assert [(m["version"], m.tensors["g"].tolist()) for _dst, m in rt.sent_of("grad")] == \
+        [(0, [-1.0, -1.0]), (1, [-1.0, 0.0])]
+    assert worker.learner.steps_done == 2 and worker.learner.idles == 2
+
+
+def test_async_worker_that_has_done_its_steps_does_not_pull():
+    """Restored with every step done: it sends nothing, not even a pull."""
+    worker, rt = _async_worker(steps_done=2)
+    drive(worker.run(rt))
+    assert rt.sent == [] and len(rt.queue) == 3
