@@ -36,11 +36,12 @@ async def wait_each(rt: Runtime, pending: set[int], timeout: float | None, match
                     take: Callable[[Message], None]) -> set[int]:
     """Hand every ``match`` message to ``take`` (which removes its sender from ``pending`` when
     it settles that peer) until no peer is pending or ``timeout`` seconds have passed; the
-    peers still pending."""
+    peers still pending. What has arrived by the deadline is taken even at the deadline, as
+    ``rt.recv(timeout=0)`` takes it: a timeout of 0 waits for nothing but takes what is queued."""
     deadline = None if timeout is None else rt.now() + timeout
     while pending:
         left = None if deadline is None else deadline - rt.now()
-        if left is not None and left <= 0:
+        if left is not None and left < 0:
             break
         msg = await rt.recv(timeout=left, match=match)
         if msg is None:

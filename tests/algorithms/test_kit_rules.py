@@ -32,25 +32,34 @@ def queued(rt):
 
 
 # -- wait_each ----------------------------------------------------------------------------------------
-def _taker(pending):
-    taken = []
+def _wait_for_three(rt, timeout, first=0.0, second=0.5):
+    """wait_each on ``rt`` for peers 1, 2 and 3, whose "a" messages come at ``first`` and ``second``
+    seconds and never: what it returns, the pending set it was handed, the senders taken."""
+    rt.deliver(first, 1, "a")
+    rt.deliver(second, 2, "a")
+    pending, taken = {1, 2, 3}, []
 
     def take(msg):
         taken.append(msg.src)
         pending.discard(msg.src)
-    return take, taken
+
+    return drive(kit.wait_each(rt, pending, timeout, "a", take)), pending, taken
 
 
 def test_wait_each_returns_its_pending_set_holding_the_peers_not_heard_by_the_deadline():
     """Peers 1 (queued), 2 (0.5 s) and 3 (silent), 1 s: the same set comes back, holding 3, at 1 s."""
     rt = FakeRt()
-    rt.deliver(0.0, 1, "a")
-    rt.deliver(0.5, 2, "a")
-    pending = {1, 2, 3}
-    take, taken = _taker(pending)
-    left = drive(kit.wait_each(rt, pending, 1.0, "a", take))
+    left, pending, taken = _wait_for_three(rt, 1.0)
     assert left is pending and left == {3}
     assert taken == [1, 2] and rt.t == pytest.approx(1.0)
+
+
+def test_wait_each_with_a_zero_timeout_takes_what_has_arrived_without_waiting():
+    """A timeout of 0 waits for nothing but, as ``rt.recv(timeout=0)`` in both runtimes, still
+    hands over what has arrived: 1's message (queued), not 2's (0.5 s)."""
+    rt = FakeRt()
+    left, _, taken = _wait_for_three(rt, 0.0)
+    assert left == {2, 3} and taken == [1] and rt.t == 0.0 and len(rt.queue) == 1
 
 
 class _LateRt(FakeRt):
@@ -66,12 +75,8 @@ def test_wait_each_past_its_deadline_returns_the_pending_peers_without_another_r
     """1's message comes at 0.9 s but is handed over at 1.1 s, past the 1 s deadline: wait_each
     stops there (2's message, queued at 0.95 s, is left) and returns the peers still pending."""
     rt = _LateRt()
-    rt.deliver(0.9, 1, "a")
-    rt.deliver(0.95, 2, "a")
-    pending = {1, 2, 3}
-    take, taken = _taker(pending)
-    assert drive(kit.wait_each(rt, pending, 1.0, "a", take)) == {2, 3}
-    assert taken == [1] and rt.t == pytest.approx(1.1) and len(rt.queue) == 1
+    left, _, taken = _wait_for_three(rt, 1.0, 0.9, 0.95)
+    assert left == {2, 3} and taken == [1] and rt.t == pytest.approx(1.1) and len(rt.queue) == 1
 
 
 # -- seed 003's edge swaps ----------------------------------------------------------------------------
@@ -107,6 +112,20 @@ def test_a_step_stops_waiting_for_a_neighbour_that_says_goodbye_instead_of_answe
     drive(swaps.step(rt, 1.0, False))
     assert rt.t == pytest.approx(0.3) and rt.logs == [] and swaps.gone == {3} and rcv == {}
     assert queued(rt) == [(1, "params_round", 0), (1, "params_swap", None)]
+
+
+def test_a_step_with_a_zero_timeout_applies_the_answers_that_have_arrived():
+    """``swap_timeout: 0`` (never wait): at t = 0.5 step 0 swaps with 3, whose answer to an earlier
+    swap came at 0.2 s: it is applied at once, not left queued with a timeout logged (a queue that
+    would grow by one answer per swap for the whole run); 1's answer, due at 0.9 s, is not awaited."""
+    swaps, rcv = _edges()
+    rt = FakeRt(0, (1, 2, 3))
+    rt.t = 0.5
+    rt.deliver(0.2, 3, "params_reply", {}, {"x": [30.0]})
+    rt.deliver(0.9, 1, "params_reply", {}, {"x": [10.0]})
+    drive(swaps.step(rt, 0.0, False))
+    assert rcv == {3: torch.tensor([30.0])} and rt.logs == [] and rt.t == 0.5
+    assert queued(rt) == [(1, "params_reply", None)]
 
 
 def test_rounds_are_counted_and_each_barrier_announces_its_own_number():
