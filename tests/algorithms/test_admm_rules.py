@@ -45,6 +45,13 @@ def recorded(node):
     return node
 
 
+def _received(node, **z):
+    """Hand ``node`` the duals ``z<j>=(values)`` as if neighbour j had answered a swap."""
+    for j, v in z.items():
+        node.receive(int(j[1:]), T(*v))
+    return node
+
+
 class SwapRt(FakeRt):
     """FakeRt that keeps the spawned swap server (run later by hand) and its name."""
 
@@ -120,11 +127,13 @@ def test_dual_send_buffer_and_receipt_by_hand():
 
 
 def test_dual_average_rule_by_variant_and_flag():
-    """The seed's plain ADMM always averages; the others only with piw 2; ``dual_avg`` overrides."""
+    """The seed's plain ADMM always averages, the ISVR variants only with piw 2, plain PDMM
+    never; ``dual_avg`` overrides. Arguments: (params, always, isvr)."""
     p = EdgeConsensusParams
-    assert averages_duals(p(), True) is True and averages_duals(p(), False) is False
-    assert averages_duals(p(piw=2.0), False) is True and averages_duals(p(piw=0.5), False) is False
-    assert averages_duals(p(dual_avg=False), True) is False and averages_duals(p(dual_avg=True), False) is True
+    assert averages_duals(p(), True, False) is True and averages_duals(p(), False, True) is False
+    assert averages_duals(p(piw=2.0), False, True) is True and averages_duals(p(piw=0.5), False, True) is False
+    assert averages_duals(p(piw=2.0), False, False) is False
+    assert averages_duals(p(dual_avg=False), True, False) is False and averages_duals(p(dual_avg=True), False, False) is True
 
 
 def test_ecl_layer_dims_and_metric_follow_the_references_dim_num():
@@ -199,6 +208,19 @@ def test_only_the_reference_rule_reads_the_layer_metric():
     assert layered.metric.tolist() == [2.0] * 5 + [1.0] * 2
 
 
+def test_plain_pdmm_never_averages_the_duals_whatever_piw():
+    """edge-consensus-learning ``PdmmSGD`` steps with the last received duals (docs/algorithms.md:
+    "``pdmm`` never"); piw is an ISVR and argmin knob. pdmm, rho 0, on node 2 of G: x = (1, 2),
+    g = (1, 1.5), mu 10, eta 1, received z_0 = (2, 4) (A = -1), z_3 = (1, -2) (A = +1):
+    pull = ((-2, -4) + (1, -2))/2 = (-0.5, -3), x = (10 - 1 - 0.5, 20 - 1.5 - 3) / 11 at piw 1 and 2.
+    The old code averaged at piw 2: ((1.5, 3), (1, 0)), x = (8.75, 17) / 11."""
+    for piw in (1.0, 2.0):
+        node = _received(ecl(PDMM, rho=0.0, piw=piw), z0=(2.0, 4.0), z3=(1.0, -2.0))
+        assert node.averaging is False and node.zbar is node.z
+        drive(node.primal(FakeRt(2, (0, 3))))
+        assert node.learner.flat.tolist() == pytest.approx([8.5 / 11, 15.5 / 11])
+
+
 def test_ecl_receive_splits_the_dual_from_the_parameters_and_mixes_by_theta():
     admm = ecl(ADMM, theta=0.5)
     admm.z[0].copy_(T(2.0, -2.0))
@@ -224,12 +246,6 @@ def test_ecl_penalty_reference_default_explicit_and_derived_by_degree():
 
 
 # -- nodes: one primal step -----------------------------------------------------------------------
-def _received(node, **z):
-    for j, v in z.items():
-        node.receive(int(j[1:]), T(*v))
-    return node
-
-
 def test_isvr_primal_step_with_gradient_coefficient_and_dual_average_by_hand():
     """admm_isvr, piw 2 (so averaging), use_gcoef, K 3, lr 0.1, E 2: eta = 2 / (0.1 (6 + 3 - 4))
     = 4, c = 1 - 0.1 4 2 (1.5 - 1) = 0.6. x = (1, 2), c_f = (0, 0.5): g = (1, 1.5). Received
