@@ -152,6 +152,17 @@ def test_ecl_layer_dims_and_metric_follow_the_references_dim_num():
         layer_metric(SimpleNamespace(named_tensors=lambda: named), torch.zeros(12))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ecl_layer_metric_lives_on_the_models_device():
+    """The metric multiplies the flat parameters in the primal step: it is built where they are
+    (kills the CPU-only device mutants of ``layer_metric`` where a GPU is)."""
+    named = {"a.weight": torch.zeros(1, 4), "a.bias": torch.zeros(1), "n.weight": torch.zeros(3), "n.bias": torch.zeros(3)}
+    like = torch.zeros(11, device="cuda")
+    got = layer_metric(SimpleNamespace(named_tensors=lambda: named), like)
+    assert got.device == like.device
+    assert got.cpu().tolist() == pytest.approx([2.0] * 5 + [math.sqrt(3.0)] * 6, rel=1e-6)
+
+
 def test_ecl_local_steps_need_the_argmin_primal():
     with pytest.raises(ConfigError, match="^algorithm.local_steps: 2 optimizer steps per step are the argmin "
                                           "primal's; set primal: argmin \\(primal 'reference' takes one step\\)$"):
