@@ -96,7 +96,7 @@ from .kit import EdgeSwaps, StepClock
 @dataclass(frozen=True)
 class EdgeConsensusParams:
     piw: float = field(default=1.0, metadata={"choices": (0.5, 1.0, 2.0)})
-    """Seed's ``--piw``: penalty weight in eta = piw / (lr (K E + K - piw E)); 2 also averages received duals."""
+    """Seed's ``--piw``: penalty weight in eta = piw / (lr (K E + K - piw E)); 2 also averages received duals (ISVR variants)."""
     use_gcoef: bool = False
     """Seed's ``--use_gcoef``: scale the gradient by 1 - lr eta E (K/piw - 1) (ISVR variants)."""
     round_cnt: int = field(default=10, metadata={"check": (lambda k: k >= 1, "must be >= 1")})
@@ -229,11 +229,13 @@ def dual_in(z: torch.Tensor, y: torch.Tensor, theta: float) -> torch.Tensor:
     return z.mul_(1.0 - theta).add_(y, alpha=theta)
 
 
-def averages_duals(params: EdgeConsensusParams, always: bool) -> bool:
-    """Whether the primal step uses the running dual average (see the module docstring)."""
+def averages_duals(params: EdgeConsensusParams, always: bool, isvr: bool) -> bool:
+    """Whether the primal step uses the running dual average (see the module docstring):
+    ``dual_avg`` if set, else always for plain ADMM, with piw == 2 for the ISVR variants, never
+    for plain PDMM (edge-consensus-learning ``PdmmSGD`` has no average, whatever piw is)."""
     if params.dual_avg is not None:
         return params.dual_avg
-    return always or params.piw == 2.0
+    return always or (isvr and params.piw == 2.0)
 
 
 class EdgeConsensusNode(Node):
@@ -243,7 +245,7 @@ class EdgeConsensusNode(Node):
         super().__init__(ctx)
         self.rule = "isvr" if isvr else self.params.primal
         """The primal step: ``isvr``, or plain admm/pdmm's ``primal`` (``reference`` | ``argmin``)."""
-        self.averaging = averages_duals(self.params, avg_always)
+        self.averaging = averages_duals(self.params, avg_always, isvr)
         self.clock = StepClock(self)
         i = ctx.node_id
         nbrs = sorted(ctx.graph.neighbors(i)) if ctx.graph is not None else []
