@@ -1662,3 +1662,28 @@ def test_async_worker_that_has_done_its_steps_does_not_pull():
     worker, rt = _async_worker(steps_done=2)
     drive(worker.run(rt))
     assert rt.sent == [] and len(rt.queue) == 3
+
+
+# -- gan_single: the centralized baseline ---------------------------------------------------------
+def test_gan_single_charges_each_epoch_its_steps_flops_and_reports_every_epoch():
+    """One call per epoch of ``steps_per_epoch`` steps, charged steps x the learner's FLOPs
+    per step (1e6 for the Quad) with the step count; reports at 0 and after each epoch."""
+    from simbench.algorithms.gan_single import GanSingleNode, GanSingleParams
+    from simbench.core.runtime import Work
+
+    learner = Quad([1.0], spe=3)
+    node = no_eval(GanSingleNode(ctx(0, GanSingleParams(), learner, epochs=2)))
+    rt = FakeRt()
+    drive(node.run(rt))
+    assert rt.costs == [Work(flops=3e6, steps=3)] * 2
+    assert node.ends == [0, 1, 2] and learner.steps_done == 6
+
+
+def test_gan_single_trains_on_the_lowest_node_and_leaves_the_others_idle():
+    from simbench.algorithms.gan_single import GanSingle, GanSingleParams, GanSingleNode, IdleNode
+
+    graph = nx.relabel_nodes(nx.path_graph(3), {0: 5, 1: 3, 2: 9})
+    roles = GanSingle.roles(graph, GanSingleParams())
+    assert roles == {5: "idle", 3: "worker", 9: "idle"}
+    assert type(GanSingle.make_node(ctx(3, GanSingleParams(), Quad([0.0]), roles))) is GanSingleNode
+    assert type(GanSingle.make_node(ctx(5, GanSingleParams(), None, roles))) is IdleNode
