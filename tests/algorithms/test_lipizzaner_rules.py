@@ -535,7 +535,7 @@ def test_the_final_es_uses_optimize_sigma_or_mixture_sigma_on_optimize_samples_n
     cell.optimize_weights(Script(random=[[0.25, 0.75]]))
     assert cell.weights == {0: 0.25, 2: 0.75} and math.isnan(cell.score) and math.isnan(cell.init_score)
     # with a workload the random start is what is scored: 1 sample of G_0, 3 of G_2
-    cell.ctx.workload = RecordingFid([6.0])
+    cell.ctx.workload, cell.weights = RecordingFid([6.0]), {}
     cell.params = LipizzanerParams(lr=0.002, optimize_random_init=True, optimize_generations=0, optimize_samples=4)
     cell.optimize_weights(Script(random=[[0.25, 0.75]]))
     assert [s.flatten().tolist() for s in cell.ctx.workload.seen] == [[1.0, 20.0, 30.0, 40.0]]
@@ -634,17 +634,24 @@ def test_a_generation_by_hand():
     assert cell.weights == pytest.approx({0: 1 / 3, 2: 1 / 3, 1: 1 / 3})
 
 
-def test_a_generation_keeps_the_own_networks_when_the_trained_copies_are_no_better():
-    """The same cell with every learning rate 0 and no mutation: the winners (G_2, D_2) do
-    not move, and as copies of neighbours they replace the own networks only because they
-    are fitter; with the own networks the fittest, both stay (a tie is no improvement)."""
+def test_a_generation_with_one_tournament_per_member_keeps_the_own_networks_when_no_copy_is_better():
+    """population_size null: 3 tournaments each (G: 0 vs 1, 1 vs 2 (a tie: the lower), 2 vs 0;
+    D: 0 vs 2, 1 vs 2, 2 vs 1), so 3 trained copies of each; every learning rate is 0 and
+    nothing mutates. The own networks are the fittest (G 0.2, D 0.2), and a copy of them
+    only ties: no replacement. The D the G copies train against and the G whose fakes D
+    trains on are drawn among the 3 copies."""
     cell, L = evo_cell(((2.0, 0.0), (30.0, 0.0)), {2: ((1.0, 0.0), (20.0, 0.0)), 1: ((3.0, 0.0), (10.0, 0.0))},
-                       batches=1, mutation_probability=0.0, discriminator_skip_each_nth_step=0)
+                       batches=1, population_size=None, mutation_probability=0.0, discriminator_skip_each_nth_step=0)
     own_g, own_d = cell.g, cell.d
-    rng = Script(choice=[[1, 2, 3], [0, 1], [0, 2]], normal=[[0.5], [0.5]], random=[[0.1], [0.1]], integers=[0, 0])
+    rng = Script(choice=[[1, 2, 3], [0, 1], [1, 2], [2, 0], [0, 2], [1, 2], [2, 1]],
+                 normal=[[0.5] * 3] * 2, random=[[0.1] * 3] * 2, integers=[1, 2])
     cell.evolve(rng)
+    assert [a for k, a, _ in rng.calls if k == "integers"] == [(3,), (3,)]
+    assert [kw["size"] for k, _, kw in rng.calls if k == "normal"] == [3, 3]
     assert cell.g is own_g and cell.d is own_d
-    assert L.g_steps == [(2.0, 0.0, 30.0)] and L.d_steps == [(30.0, 0.0, [2.0] * 4, 1.0)]
+    assert L.g_steps == [(2.0, 0.0, 20.0), (1.0, 0.0, 20.0), (2.0, 0.0, 20.0)]
+    assert L.d_steps == [(30.0, 0.0, [2.0] * 4, 1.0), (20.0, 0.0, [2.0] * 4, 1.0), (20.0, 0.0, [2.0] * 4, 1.0)]
+    assert L.noises == [3] * 27
     assert L.g.tolist() == [2.0] and L.d.tolist() == [30.0]
 
 
@@ -712,6 +719,7 @@ def test_the_master_saves_the_lowest_fid_mixture_ties_to_the_lower_cell(tmp_path
     cell.learner.arch = {"model": "m"}
     cell.score = 5.0
     rt = rt_for()
+    rt.deliver(0.5, 2, "cell", {"gen": 9, "lr_g": 0.1, "lr_d": 0.2}, {"g": [1.0], "d": [2.0]})  # a late copy: not a result
     result(rt, 1.0, 3, 4.0, [0.5, 0.5])
     result(rt, 2.0, 2, None, [0.1, 0.9])
     result(rt, 3.0, 1, 4.0, [0.25, 0.75])
@@ -769,10 +777,11 @@ def test_without_a_workload_the_master_only_logs_the_chosen_cell():
 
 class Evaluating:
     def __init__(self):
-        self.calls = []
+        self.calls, self.rts = [], []
 
     def evaluate(self, rt, ctx, epoch, learner):
         self.calls.append((epoch, learner))
+        self.rts.append(rt)
         return {}
 
 
@@ -783,6 +792,7 @@ def test_end_epoch_evaluates_logs_the_mixture_fid_and_tells_the_master_observer(
     rt = rt_for()
     cell.end_epoch(rt, 3)                                  # not scored yet: no mixture_fid
     assert rt.logs == [] and cell.ctx.workload.calls == [(3, cell.learner)] and seen == [(0, 3, [0], [1.0])]
+    assert cell.ctx.workload.rts == [rt]
     cell.score = 12.5
     cell.end_epoch(rt, 4)
     assert rt.logs == [("mixture_fid", 12.5)] and rt.log_kw == [("mixture_fid", {"epoch": 4})]
