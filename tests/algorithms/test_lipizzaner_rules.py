@@ -578,7 +578,7 @@ class EvoLearner(CellLearner):
         self.d = self.d + 10 * lr
 
     def sample(self, n=None, z=None):
-        return self.g[0] * torch.ones(int(n), 1)
+        return self.g[0] * torch.ones(int(n) if z is None else len(z), 1)
 
 
 def evo_cell(own, copies, **params):
@@ -599,10 +599,11 @@ def test_a_generation_by_hand():
     (coin 0.1: kept), 0 (0.15 - 1 clipped); D 0.2 -> 0.3, then kept. G_2 trains to 2.3 and
     D_2 to 26; both beat the own networks' fitness (0.29 < 1.2, 0.36 < 4.2) and replace them."""
     cell, L = evo_cell(((1.0, 0.002), (10.0, 0.002)), {2: ((2.0, 0.1), (20.0, 0.2)), 1: ((3.0, 0.1), (30.0, 0.2))},
-                       batches=3, alpha=1.0, mutation_probability=0.5)
+                       batches=3, alpha=1.0, mutation_probability=0.5, es_generations=1, mixture_sigma=0.1, fid_batch=6)
+    cell.ctx.workload = RecordingFid([5.0, 4.0])
     own_g, own_d = cell.g, cell.d
     rng = Script(choice=[[7, 2, 5], [2, 1], [0, 1]],
-                 normal=[[0.05], [0.1], [-0.2], [-1.0], [0.0]],
+                 normal=[[0.05], [0.1], [-0.2], [-1.0], [0.0], [0.1, 0.0, -0.1]],
                  random=[[0.9], [0.7], [0.1], [0.6], [0.2]],
                  integers=[0, 0, 0, 0, 0])
     cell.evolve(rng)
@@ -612,11 +613,14 @@ def test_a_generation_by_hand():
     assert [k for k, _, _ in rng.calls] == ["choice"] * 3 + [
         "normal", "random", "integers", "normal", "random", "integers",   # batch 0: G, then D
         "normal", "random", "integers",                                    # batch 1: G only
-        "normal", "random", "integers", "normal", "random", "integers"]    # batch 2: G, then D
+        "normal", "random", "integers", "normal", "random", "integers",     # batch 2: G, then D
+        "normal"]                                                           # the mixture weights
     assert [a for k, a, _ in rng.calls if k == "integers"] == [(1,)] * 5
-    assert [a for k, a, _ in rng.calls if k == "normal"] == [(-0.0002, 0.002)] * 5
+    assert [a for k, a, _ in rng.calls if k == "normal"][:5] == [(-0.0002, 0.002)] * 5
+    assert rng.calls[-1] == ("normal", (0.0, 0.1), {"size": 3})
+    assert L.adams == [("g", 0.1), ("d", 0.2)]     # the winners' fresh Adams, over G's and D's parameters
     # fitness: every pair once on the real rows 7, 2, 5, each on its own noise; then 3 + 3 re-scores
-    assert L.reals == [[7.0, 2.0, 5.0]] * 15 and L.noises == [3] * 15
+    assert L.reals == [[7.0, 2.0, 5.0]] * 15 and L.noises == [3] * 15 + [6, 6]
     assert [own_g.fitness, cell.copies[2][0].fitness, cell.copies[1][0].fitness] == pytest.approx([1.2, 0.2, 1.2])
     assert [own_d.fitness, cell.copies[2][1].fitness, cell.copies[1][1].fitness] == pytest.approx([4.2, 1.2, 0.2])
     assert L.batches == 3
@@ -631,7 +635,10 @@ def test_a_generation_by_hand():
     assert L.opt_g.param_groups[0]["lr"] == 0.0 and L.opt_d.param_groups[0]["lr"] == pytest.approx(0.3)
     assert cell.copies[2][0].params.tolist() == [2.0]       # the gathered copy is not trained itself
     assert L.g.tolist() == pytest.approx([2.3]) and L.d.tolist() == pytest.approx([26.0])
-    assert cell.weights == pytest.approx({0: 1 / 3, 2: 1 / 3, 1: 1 / 3})
+    # the mixture ES on the new own G (2.3) and the gathered ones (2, 3): uniform, then mutated, kept
+    seen = [[round(x, 6) for x in t.flatten().tolist()] for t in cell.ctx.workload.seen]
+    assert seen == [[2.3, 2.3, 2.0, 2.0, 3.0, 3.0], [2.3, 2.3, 2.3, 2.0, 2.0, 3.0]]
+    assert cell.weights == pytest.approx({0: 1 / 3 + 0.1, 2: 1 / 3, 1: 1 / 3 - 0.1}) and cell.score == 4.0
 
 
 def test_a_generation_with_one_tournament_per_member_keeps_the_own_networks_when_no_copy_is_better():
@@ -677,7 +684,9 @@ def test_gather_keeps_the_latest_copy_and_waits_once_for_a_silent_neighbour():
     rt = rt_for()
     rt.deliver(0.0, 2, "cell", {"gen": 0, "lr_g": 0.1, "lr_d": 0.2}, {"g": [1.0], "d": [2.0]})
     rt.deliver(0.0, 2, "cell", {"gen": 1, "lr_g": 0.3, "lr_d": 0.4}, {"g": [5.0], "d": [6.0]})
+    late = rt.deliver(0.0, 3, "result", {"fid": 1.0}, {})   # not a neighbour's copy: left in the queue
     drive(cell.gather(rt))
+    assert [m for _, _, m in rt.queue] == [late]
     g, d = cell.copies[2]
     assert (g.params.tolist(), g.lr, d.params.tolist(), d.lr) == ([5.0], 0.3, [6.0], 0.4)
     assert type(g.lr) is float and type(d.lr) is float
@@ -851,7 +860,8 @@ def test_a_cell_runs_its_generations_then_sends_its_mixture_to_the_master():
     rt.deliver(0.0, 0, "cell", {"gen": 0, "lr_g": 0.1, "lr_d": 0.2}, {"g": [5.0], "d": [6.0]})
     rt.deliver(0.0, 3, "cell", {"gen": 0, "lr_g": 0.1, "lr_d": 0.2}, {"g": [7.0], "d": [8.0]})
     calls = []
-    cell.evolve = lambda rng: calls.append(("evolve", rng is rt.rng, cell.gen, cell.members()))
+    cell.evolve = lambda rng: calls.append(("evolve", rng is rt.rng, cell.gen, cell.members())) if len(calls) < 3 \
+        else pytest.fail("more generations than epochs")
 
     def optimize(rng):
         calls.append(("optimize", rng is rt.rng, cell.gen))
@@ -875,7 +885,7 @@ def test_without_the_final_es_a_cell_sends_none_for_scores_it_never_had_and_the_
     rt = rt_for(1, nodes=(3, 1, 2, 0))
     rt.deliver(0.0, 0, "cell", {"gen": 0, "lr_g": 0.1, "lr_d": 0.2}, {"g": [5.0], "d": [6.0]})
     rt.deliver(0.0, 3, "cell", {"gen": 0, "lr_g": 0.1, "lr_d": 0.2}, {"g": [7.0], "d": [8.0]})
-    cell.evolve = lambda rng: None
+    cell.evolve = lambda rng: pytest.fail("more generations than epochs") if cell.gen > 0 else None
     cell.optimize_weights = lambda rng: pytest.fail("the final ES is off")
     drive(cell.run(rt))
     ((dst, msg),) = rt.sent_of("result")
