@@ -870,6 +870,7 @@ def test_a_cell_runs_its_generations_then_sends_its_mixture_to_the_master():
     drive(cell.run(rt))
     assert calls == [("evolve", True, 0, [2, 0, 3]), ("evolve", True, 1, [2, 0, 3]), ("optimize", True, 2)]
     assert cell.gen == 2 and [e for e, _ in cell.ctx.workload.calls] == [0, 1, 2]
+    assert cell.ctx.workload.rts == [rt] * 3
     assert rt.costs == [cell.cost(), cell.cost(), cell.final_cost()]
     assert [(dst, m["gen"]) for dst, m in rt.sent_of("cell")] == [(0, 0), (3, 0), (0, 1), (3, 1), (0, 2), (3, 2)]
     assert rt.logs == [("final_init_fid", 4.0), ("final_mixture_fid", 3.0), ("final_weight_2", 0.5),
@@ -896,10 +897,10 @@ def test_without_the_final_es_a_cell_sends_none_for_scores_it_never_had_and_the_
     master.gen = 1                                   # nothing left to train, epoch 0 long evaluated
     seen = []
 
-    async def collect(rt, own):
-        seen.append(own.cells)
+    async def collect(rt_, own):
+        seen.append((rt_ is rt, own.cells))
     master.collect = collect
     rt = rt_for(0)
     drive(master.run(rt))
-    assert seen == [[0]] and rt.sent_of("result") == [] and master.ctx.workload.calls == []
+    assert seen == [(True, [0])] and rt.sent_of("result") == [] and master.ctx.workload.calls == []
     assert [dst for dst, _ in rt.sent_of("cell")] == [2, 1]
