@@ -91,6 +91,8 @@ def test_ps_roles_with_shards_and_a_supervisor_and_without_params_fields():
     assert ps_roles(hubs_graph(5, [0, 2]), "ps_sync", params) == {0: "server", 1: "worker", 2: "shard", 3: "worker",
                                                                    4: "supervisor"}
     assert PSSync.roles(hubs_graph(5, [0, 2]), params)[4] == "supervisor"
+    with pytest.raises(ConfigError, match="^algorithm.supervisor: ps_sync needs"):
+        PSSync.roles(nx.star_graph(1), params.__class__(supervisor=True))
     # two workers are enough: the supervisor takes the higher one
     assert ps_roles(nx.star_graph(2), "ps_sync", PSSyncParams(supervisor=True)) == {0: "server", 1: "worker",
                                                                                     2: "supervisor"}
@@ -100,6 +102,13 @@ def test_ps_roles_with_shards_and_a_supervisor_and_without_params_fields():
         ps_roles(hubs_graph(3, [0, 1]), "ps_y", PSSyncParams(shards=2, supervisor=True))
     with pytest.raises(ConfigError, match="^algorithm.shards: 2 shards need 2 server nodes"):
         ps_roles(nx.star_graph(3), "ps_sync", PSSyncParams(shards=2))
+    # the algorithm's name reaches the topology errors of one server and of shards
+    with pytest.raises(ConfigError, match="^topology: ps_z needs a server linked to every other node"):
+        ps_roles(nx.path_graph(4), "ps_z", PSSyncParams())
+    bad = hubs_graph(5, [0, 1])
+    bad.remove_edge(1, 4)
+    with pytest.raises(ConfigError, match="^topology: ps_z needs server node 1 linked"):
+        ps_roles(bad, "ps_z", PSSyncParams(shards=2))
 
 
 def test_make_node_builds_each_role():
@@ -347,6 +356,7 @@ def test_make_compressor_covers_the_learners_layers_with_a_seed_per_node():
     learner = Quad([0.0] * 6)
     c = make_compressor(ctx(2, CompressionParams(compression="random_k", k_fraction=0.5), learner))
     assert c.active and c.numel == 6 and c.params.compression == "random_k"
+    assert c.gen.initial_seed() == 1000003 * 3 and c.layers[0].name == "w"
     plain = make_compressor(ctx(2, SimpleNamespace(), learner))
     assert not plain.active
     a = make_compressor(ctx(2, CompressionParams(compression="random_k", k_fraction=0.5), learner))
@@ -354,3 +364,16 @@ def test_make_compressor_covers_the_learners_layers_with_a_seed_per_node():
     g = torch.arange(1.0, 7.0)
     assert a(g)["idx"].tolist() == c(g)["idx"].tolist()
     assert any(a(g)["idx"].tolist() != b(g)["idx"].tolist() for _ in range(5))
+
+
+def test_ps_sync_decompresses_a_sparse_push_to_its_slice_length():
+    """A top-k push (indices into the server's slice) becomes a dense gradient of the slice's
+    length: shard 1 of [0, 2) [2, 5) gets idx 2 -> entry 4 of the model."""
+    roles = {0: "server", 1: "shard", 2: "worker"}
+    learner = SliceQuad([0.0] * 5)
+    node = no_eval(PSSyncServer(ctx(1, PSSyncParams(shards=2), learner, roles, epochs=1, steps_per_epoch=1)))
+    rt = SpawnRt(1, nodes=range(3))
+    rt.deliver(0.1, 2, "grad", {"round": 0, "n": 2}, {"idx": [2], "val": [3.0]})
+    rt.queue[-1][2].tensors["idx"] = torch.tensor([2], dtype=torch.int32)
+    drive(node.run(rt))
+    assert learner.slices == [([0.0, 0.0, 3.0], 2, 5)] and learner.flat.tolist() == [0.0, 0.0, 0.0, 0.0, -3.0]
