@@ -377,3 +377,17 @@ def test_ps_sync_decompresses_a_sparse_push_to_its_slice_length():
     rt.queue[-1][2].tensors["idx"] = torch.tensor([2], dtype=torch.int32)
     drive(node.run(rt))
     assert learner.slices == [([0.0, 0.0, 3.0], 2, 5)] and learner.flat.tolist() == [0.0, 0.0, 0.0, 0.0, -3.0]
+
+
+def test_a_compressing_worker_pushes_the_sparse_parts_and_logs_its_ratio_on_the_runtime():
+    """Top-1 of x - c at [0, 3] (c = 0) is index 1 (3.0); with one server it goes out whole,
+    and an epoch of 1 step logs the ratio once."""
+    learner = Quad([0.0, 0.0], spe=1, batch=2)
+    worker = PSWorker(ctx(0, PSSyncParams(compression="topk", k_fraction=0.5), learner, {0: "worker", 1: "server"}))
+    rt = FakeRt(0, nodes=range(2))
+    rt.deliver(0.1, 1, "params", {"round": 0, "shard": 0}, {"x": [0.0, 3.0]})
+    rt.deliver(0.2, 1, "stop")
+    drive(worker.run(rt))
+    (dst, msg), = rt.sent_of("grad")
+    assert dst == 1 and msg.meta == {"round": 0, "n": 2} and msg.tensors["idx"].tolist() == [1]
+    assert msg.tensors["val"].tolist() == [3.0] and rt.logged("compression_ratio") == [worker.compressor.ratio]
