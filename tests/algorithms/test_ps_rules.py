@@ -155,8 +155,10 @@ def test_a_single_server_steps_the_whole_model_with_the_learners_optimizer():
     assert learner.slices == [] and learner.handed[0].tolist() == [2.0, 2.0, 4.0]
     assert learner.flat.tolist() == [0.0, 1.0, 1.0]
     rt = SpawnRt(0, nodes=range(2))
+    on = []
+    _node.end_epoch = lambda r, epoch: on.append((r is rt, epoch))
     drive(sh.end_epoch(rt, 3))
-    assert _node.ends == [3] and sh.last_epoch == 3 and rt.sent == [] and rt.spawned == []
+    assert on == [(True, 3)] and sh.last_epoch == 3 and rt.sent == [] and rt.spawned == []
 
 
 def test_other_shards_send_their_slice_to_shard_0_and_finish_sends_the_missing_epochs():
@@ -181,7 +183,7 @@ def test_shard_0_reports_the_concatenation_once_every_slice_of_that_epoch_came_i
     learner = SliceQuad([0.0] * 7, x0=[0.0, 1, 2, 3, 4, 5, 6])
     seen = []
     node = PSSyncServer(ctx(2, PSSyncParams(), learner, SHARD_ROLES))
-    node.end_epoch = lambda rt, epoch: seen.append((epoch, learner.flat.tolist()))
+    node.end_epoch = lambda on, epoch: seen.append((epoch, learner.flat.tolist(), on is rt))
     sh = node.shard
     rt = SpawnRt(2, nodes=range(5))
     rt.deliver(1.0, 4, "slice", {"epoch": 1, "shard": 2}, {"x": [60.0, 61.0, 62.0]})
@@ -194,7 +196,7 @@ def test_shard_0_reports_the_concatenation_once_every_slice_of_that_epoch_came_i
     assert rt.spawned == ["report0", "report1"] and sh.last_epoch == 1 and rt.sent == []
     learner.flat[:] = torch.tensor([-1.0] * 7)
     drive(sh.finish(rt, 1))
-    assert seen == [(0, [0.0, 1.0, 20.0, 21.0, 40.0, 41.0, 42.0]), (1, [7.0, 8.0, 30.0, 31.0, 60.0, 61.0, 62.0])]
+    assert seen == [(0, [0.0, 1.0, 20.0, 21.0, 40.0, 41.0, 42.0], True), (1, [7.0, 8.0, 30.0, 31.0, 60.0, 61.0, 62.0], True)]
     assert learner.flat.tolist() == [-1.0] * 7 and rt.queue == []
 
 
