@@ -1687,3 +1687,21 @@ def test_gan_single_trains_on_the_lowest_node_and_leaves_the_others_idle():
     assert roles == {5: "idle", 3: "worker", 9: "idle"}
     assert type(GanSingle.make_node(ctx(3, GanSingleParams(), Quad([0.0]), roles))) is GanSingleNode
     assert type(GanSingle.make_node(ctx(5, GanSingleParams(), None, roles))) is IdleNode
+
+
+def test_async_server_resumed_means_one_stale_sparse_update_over_itself_and_can_wait_forever():
+    """A server resumed at version 3 whose history holds a dense update at version 2: one push
+    on version 2 to entry 1 is 1 update stale, and entry 1 was touched once since: both means
+    are 1 / 1. Without ``worker_timeout`` the server waits for ``done`` however long it takes."""
+    from simbench.algorithms.ps_async import PSAsyncParams
+
+    srv, rt = _async_server(PSAsyncParams(parameter_staleness=True, worker_timeout=None))
+    assert srv.silence_limit() is None
+    srv.version = 3
+    srv.touches.record(2, None)
+    rt.deliver(1.0, 1, "grad", {"version": 2, "n": 1}, {"idx": [1], "val": [4.0]})
+    rt.deliver(500.0, 1, "done")
+    drive(srv.run(rt))
+    assert rt.sent_of("params")[0][1].tensors["x"].tolist() == [0.0, -2.0, 0.0, 0.0]
+    assert rt.logged("staleness_mean") == [1.0] and rt.logged("param_staleness_mean") == [1.0]
+    assert srv.ends == [(1.0, 1)] and rt.t == 500.0 and rt.logged("worker_timeouts") == []
