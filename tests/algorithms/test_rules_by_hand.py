@@ -1559,14 +1559,14 @@ def test_dense_per_parameter_division_and_the_servers_update_cost():
 
 
 # -- ps_async: the server's and worker's loops ------------------------------------------------------
-def _async_server(params, workers=(1,), epochs=1, steps_per_epoch=1):
+def _async_server(params, workers=(1,), epochs=1, steps_per_epoch=1, **kw):
     """A one-shard ``ps_async`` server (node 0) over a 4-parameter Quad (lr 0.5), whose epoch
     reports record (time, epoch), on a FakeRt whose ``spawn`` runs each handler at once until
     it has served every queued request (a handler then waits forever); names are recorded."""
     from simbench.algorithms.ps_async import PSAsyncServer
 
     roles = {0: "server", **{w: "worker" for w in workers}}
-    srv = PSAsyncServer(ctx(0, params, Quad([0.0] * 4, lr=0.5), roles, epochs=epochs, steps_per_epoch=steps_per_epoch))
+    srv = PSAsyncServer(ctx(0, params, Quad([0.0] * 4, lr=0.5), roles, epochs=epochs, steps_per_epoch=steps_per_epoch, **kw))
     srv.ends = []
     srv.end_epoch = lambda rt, epoch: srv.ends.append((rt.t, epoch))
     rt = FakeRt(0, nodes=roles)
@@ -1705,3 +1705,23 @@ def test_async_server_resumed_means_one_stale_sparse_update_over_itself_and_can_
     assert rt.sent_of("params")[0][1].tensors["x"].tolist() == [0.0, -2.0, 0.0, 0.0]
     assert rt.logged("staleness_mean") == [1.0] and rt.logged("param_staleness_mean") == [1.0]
     assert srv.ends == [(1.0, 1)] and rt.t == 500.0 and rt.logged("worker_timeouts") == []
+
+
+def test_async_server_silence_limit_stretches_to_4x_the_longest_gap_and_the_nominal_cycle():
+    """Two workers' dense pushes and replies of 4 float32 parameters through a 64 B/s link:
+    2 x 2 x 16 B / 64 B/s = 1 s (0 when the capacity is unknown or infinite). The limit is the
+    largest of the timeout, 4x the longest gap and 4x that cycle."""
+    from simbench.algorithms.ps_async import PSAsyncParams
+
+    params = PSAsyncParams(worker_timeout=1.0)
+    srv, _rt = _async_server(params, workers=(1, 2), network=SimpleNamespace(narrowest=64.0))
+    assert srv.cycle_estimate(2) == 1.0 and srv.cycle_estimate(3) == 1.5
+    for bw in (math.inf, 0.0):
+        assert _async_server(params, network=SimpleNamespace(narrowest=bw))[0].cycle_estimate(2) == 0.0
+    assert _async_server(params, network=SimpleNamespace(narrowest=0.5))[0].cycle_estimate(2) == 128.0
+    srv.nominal_cycle, srv.longest_gap = 0.5, 0.75
+    assert srv.silence_limit() == 3.0
+    srv.longest_gap = 0.1
+    assert srv.silence_limit() == 2.0
+    srv.nominal_cycle = 0.05
+    assert srv.silence_limit() == 1.0
