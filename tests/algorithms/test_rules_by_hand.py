@@ -1725,3 +1725,14 @@ def test_async_server_silence_limit_stretches_to_4x_the_longest_gap_and_the_nomi
     assert srv.silence_limit() == 2.0
     srv.nominal_cycle = 0.05
     assert srv.silence_limit() == 1.0
+
+
+def test_staleness_aware_with_adacomp_is_refused_with_the_way_out():
+    from simbench.algorithms.ps_async import PSAsyncParams
+
+    with pytest.raises(ConfigError) as err:
+        PSAsyncParams(staleness_aware=True, compression="adacomp")
+    assert str(err.value) == (
+        "algorithm.staleness_aware: true cannot be combined with parameter_staleness (on by default with "
+        "compression: adacomp); set parameter_staleness: false for Zhang et al.'s whole-update rule")
+    assert PSAsyncParams(staleness_aware=True, compression="adacomp", parameter_staleness=False).staleness_aware
