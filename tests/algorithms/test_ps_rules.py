@@ -21,21 +21,6 @@ from simbench.core.message import Message
 from simbench.core.schema import ConfigError
 
 
-class SpawnRt(FakeRt):
-    """FakeRt whose ``spawn`` keeps the coroutine and whose ``gather`` runs them in order."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.spawned = []
-
-    def spawn(self, coro, name=""):
-        self.spawned.append(name)
-        return coro
-
-    async def gather(self, *tasks):
-        return [drive(t) for t in tasks]
-
-
 class SliceQuad(Quad):
     """Quad with a shard's slice update (SGD of step lr on ``flat[a:b]``) and an evaluation that
     records the model it was asked about."""
@@ -154,7 +139,7 @@ def test_a_single_server_steps_the_whole_model_with_the_learners_optimizer():
     sh.apply(torch.tensor([2.0, 2.0, 4.0]))
     assert learner.slices == [] and learner.handed[0].tolist() == [2.0, 2.0, 4.0]
     assert learner.flat.tolist() == [0.0, 1.0, 1.0]
-    rt = SpawnRt(0, nodes=range(2))
+    rt = FakeRt(0, nodes=range(2))
     on = []
     _node.end_epoch = lambda r, epoch: on.append((r is rt, epoch))
     drive(sh.end_epoch(rt, 3))
@@ -164,14 +149,14 @@ def test_a_single_server_steps_the_whole_model_with_the_learners_optimizer():
 def test_other_shards_send_their_slice_to_shard_0_and_finish_sends_the_missing_epochs():
     learner = SliceQuad([0.0] * 7, x0=[0.0, 1, 2, 3, 4, 5, 6])
     node, sh = _shard(1, learner)
-    rt = SpawnRt(1, nodes=range(5))
+    rt = FakeRt(1, nodes=range(5))
     drive(sh.end_epoch(rt, 0))
     drive(sh.end_epoch(rt, 1))
     assert node.ends == [] and sh.last_epoch == 1
     drive(sh.finish(rt, 3))
     got = [(dst, m.kind, m.meta, m.tensors["x"].tolist()) for _t, dst, m in rt.sent]
     assert got == [(2, "slice", {"epoch": e, "shard": 1}, [2.0, 3.0]) for e in (0, 1, 2, 3)]
-    rt = SpawnRt(1, nodes=range(5))
+    rt = FakeRt(1, nodes=range(5))
     drive(sh.finish(rt, 1))
     assert rt.sent == []
 
@@ -185,7 +170,7 @@ def test_shard_0_reports_the_concatenation_once_every_slice_of_that_epoch_came_i
     node = PSSyncServer(ctx(2, PSSyncParams(), learner, SHARD_ROLES))
     node.end_epoch = lambda on, epoch: seen.append((epoch, learner.flat.tolist(), on is rt))
     sh = node.shard
-    rt = SpawnRt(2, nodes=range(5))
+    rt = FakeRt(2, nodes=range(5))
     rt.deliver(1.0, 4, "slice", {"epoch": 1, "shard": 2}, {"x": [60.0, 61.0, 62.0]})
     rt.deliver(2.0, 4, "slice", {"epoch": 0, "shard": 2}, {"x": [40.0, 41.0, 42.0]})
     rt.deliver(3.0, 1, "slice", {"epoch": 0, "shard": 1}, {"x": [20.0, 21.0]})
@@ -282,7 +267,7 @@ def test_a_ps_sync_shard_averages_its_slice_by_batch_size_and_reports_to_shard_0
     roles = {0: "server", 1: "shard", 2: "worker", 3: "worker"}
     learner = SliceQuad([0.0] * 4, x0=[0.0, 0.0, 10.0, 20.0])
     node = no_eval(PSSyncServer(ctx(1, PSSyncParams(shards=2, timeout=1.0), learner, roles, epochs=1, steps_per_epoch=2)))
-    rt = SpawnRt(1, nodes=range(4))
+    rt = FakeRt(1, nodes=range(4))
     rt.deliver(0.1, 2, "grad", {"round": 0, "n": 1}, {"g": [4.0, 8.0]})
     rt.deliver(0.2, 3, "grad", {"round": 0, "n": 3}, {"g": [8.0, 0.0]})
     rt.deliver(0.2, 3, "pull_sup")
@@ -310,14 +295,14 @@ def test_ps_sync_skips_a_round_nobody_answered_and_reports_epochs_by_steps_per_e
     roles = {0: "server", 1: "worker"}
     node = no_eval(PSSyncServer(ctx(0, PSSyncParams(timeout=0.5), learner, roles, epochs=2, steps_per_epoch=2)))
     assert node.round == 0
-    rt = SpawnRt(0, nodes=range(2))
+    rt = FakeRt(0, nodes=range(2))
     drive(node.run(rt))
     assert node.round == 4 and node.ends == [0, 1, 2] and learner.handed == [] and learner.flat.tolist() == [1.0, 2.0]
     assert rt.t == pytest.approx(2.0) and [m["round"] for _d, m in rt.sent_of("params")] == [0, 1, 2, 3]
     assert [dst for dst, _m in rt.sent_of("stop")] == [1]
     node.round = 2
     node.ends = []
-    rt = SpawnRt(0, nodes=range(2))
+    rt = FakeRt(0, nodes=range(2))
     drive(node.run(rt))
     assert node.ends == [2] and [m["round"] for _d, m in rt.sent_of("params")] == [2, 3]
 
@@ -374,7 +359,7 @@ def test_ps_sync_decompresses_a_sparse_push_to_its_slice_length():
     roles = {0: "server", 1: "shard", 2: "worker"}
     learner = SliceQuad([0.0] * 5)
     node = no_eval(PSSyncServer(ctx(1, PSSyncParams(shards=2), learner, roles, epochs=1, steps_per_epoch=1)))
-    rt = SpawnRt(1, nodes=range(3))
+    rt = FakeRt(1, nodes=range(3))
     rt.deliver(0.1, 2, "grad", {"round": 0, "n": 2}, {"idx": [2], "val": [3.0]})
     rt.queue[-1][2].tensors["idx"] = torch.tensor([2], dtype=torch.int32)
     drive(node.run(rt))

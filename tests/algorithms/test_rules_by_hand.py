@@ -38,7 +38,8 @@ from simhelpers import QuadLearner
 class FakeRt:
     """Messages arrive at scripted times (:meth:`deliver`); ``recv`` takes the oldest matching
     message that has arrived by ``now + timeout`` and moves the clock to its arrival (or to the
-    deadline); ``compute`` and ``send`` take no time. What is sent and logged is recorded."""
+    deadline); ``compute`` and ``send`` take no time; ``spawn`` keeps a task for ``gather`` to run. What is
+    sent, logged and spawned is recorded."""
 
     def __init__(self, node_id=0, neighbors=(), nodes=None, seed=0, online=None):
         self.node_id = node_id
@@ -52,6 +53,7 @@ class FakeRt:
         self.rng = np.random.default_rng(seed)
         self._online = online
         self.costs: list = []
+        self.spawned: list = []
 
     def deliver(self, at, src, kind, meta=None, tensors=None):
         msg = Message(kind, dict(meta or {}), {k: torch.as_tensor(v, dtype=torch.float32) for k, v in (tensors or {}).items()})
@@ -99,8 +101,13 @@ class FakeRt:
         self.costs.append(cost)
         return fn(*args)
 
+    def spawn(self, coro, name=""):
+        """Keep the coroutine (``gather`` runs it) and record its name."""
+        self.spawned.append(name)
+        return coro
+
     async def gather(self, *tasks):
-        return []
+        return [drive(t) for t in tasks]
 
     def online(self, nodes):
         return list(nodes) if self._online is None else [n for n in nodes if n in self._online(self.t)]
@@ -1570,7 +1577,6 @@ def _async_server(params, workers=(1,), epochs=1, steps_per_epoch=1, **kw):
     srv.ends = []
     srv.end_epoch = lambda rt, epoch: srv.ends.append((rt.t, epoch))
     rt = FakeRt(0, nodes=roles)
-    rt.spawned = []
 
     def spawn(coro, name=None):
         rt.spawned.append(name)
