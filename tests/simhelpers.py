@@ -68,7 +68,8 @@ def make_world(graph: nx.Graph, nodes: dict, *, network: NetworkSpec | None = No
     return SimWorld(graph, nodes, roles=roles or {}, network=network or net(**net_kw),
                     compute=compute or ComputeSpec(**compute_kw), scenario=scenario,
                     profiles=profiles or node_profiles(scenario, n, np.random.default_rng(seed)),
-                    recorder=Recorder("test", wall_clock=False), seed=seed, batched=batched)
+                    recorder=Recorder("test", wall_clock=False), seed=seed,
+                    **({"batched": True} if batched else {}))  # else SimWorld's own default
 
 
 def events(world: SimWorld, metric: str) -> list[tuple[float, object, float]]:

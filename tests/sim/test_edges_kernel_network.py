@@ -642,3 +642,25 @@ def test_only_a_flat_learners_own_step_methods_are_put_off():
     b = Batcher(Kernel())
     assert b.prepare(sub.extra, ()) is None and b.prepare(sub.train_step, ()) is None
     assert b.prepare(print, ()) is None
+
+
+def test_a_run_collects_generation_0_at_most_every_50000_allocations_and_restores_the_thresholds():
+    """SimWorld.run raises gc's generation-0 threshold to 50 000 (a lower one only) for the
+    run and leaves generations 1 and 2 alone; the caller's thresholds are back afterwards."""
+    import gc
+
+    seen = []
+
+    class Reads:
+        async def run(self, rt):
+            seen.append(gc.get_threshold())
+
+    before = gc.get_threshold()
+    try:
+        for start in [(700, 11, 12), (60_000, 13, 14)]:
+            gc.set_threshold(*start)
+            make_world(nx.path_graph(1), {0: Reads()}).run()
+            assert gc.get_threshold() == start
+        assert seen == [(50_000, 11, 12), (60_000, 13, 14)]
+    finally:
+        gc.set_threshold(*before)

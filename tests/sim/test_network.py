@@ -180,6 +180,23 @@ def test_bytes_sent_are_the_encoded_sizes():
     assert events(world, "bytes_sent_total") == [(0.0, 0, 0.0), (0.0, 1, float(world.network.bytes_sent[1]))]
 
 
+def test_a_run_ends_with_each_nodes_message_count_and_the_world_keeps_its_graph():
+    """The closing totals: messages sent per node (``msgs_sent_total``), beside the bytes; a
+    world is sequential unless asked (no batcher) and keeps the graph it was given."""
+    graph = nx.path_graph(2)
+
+    class Sender:
+        async def run(self, rt):
+            for _ in range(3):
+                await rt.send(0, blob(10))
+
+    world = make_world(graph, {0: Sink(3), 1: Sender()})
+    world.run()
+    assert events(world, "msgs_sent_total") == [(0.0, 0, 0.0), (0.0, 1, 3.0)]
+    assert world.graph is graph and world.batcher is None
+    assert make_world(graph, {0: Idle(), 1: Idle()}, batched=True).batcher is not None
+
+
 def test_one_message_to_many_neighbours_is_counted_once_per_copy():
     msg = blob(1000)
 
