@@ -6,7 +6,8 @@ import torch
 
 from simbench.core.message import Message
 from simbench.core.runtime import Work
-from simbench.core.scenario import Crash, Dist, Scenario, Stragglers, WeakWorkers
+from simbench.core.scenario import Crash, Dist, NodeProfile, Scenario, Stragglers, WeakWorkers, crash_schedule
+from simbench.core.seeding import WorldStreams
 from simbench.core.units import to_ticks
 
 from simhelpers import events, make_world
@@ -260,3 +261,27 @@ def test_flop_cost_model_and_free_bookkeeping():
     world = make_world(nx.path_graph(1), {0: Worker()}, flops_per_s=1e10)
     world.run()
     assert done == [0.75] and world.runtimes[0].compute_s == 0.75
+
+
+def test_random_crashes_follow_the_worlds_fault_stream_and_weak_workers_are_logged_at_the_start():
+    """crash_rate: each node's crash time is drawn from the world's fault stream (the draw of
+    ``crash_schedule`` for these n nodes and the 24 h horizon); a crash later than the run
+    never happens. A weak worker is logged at time 0 with its speed; a node the algorithm
+    gives no role is a ``worker``, and every node knows every node of the run."""
+    roles = []
+
+    class Long:
+        async def run(self, rt):
+            roles.append((rt.role, rt.nodes))
+            await rt.sleep(4 * 3600.0)
+
+    scenario = Scenario(crash_rate=0.2)  # a crash every 5 node-hours on average: 0.4 h, 3.3 h, 4.7 h
+    expected = crash_schedule(scenario, 3, 24 * 3600.0, WorldStreams(3, 3).faults)
+    assert any(c.at < 4 * 3600.0 for c in expected) and any(c.at > 4 * 3600.0 for c in expected)
+    world = make_world(nx.empty_graph(3), {i: Long() for i in range(3)}, scenario=scenario, seed=3, roles={1: "server"},
+                       profiles=[NodeProfile(), NodeProfile(weak=True, speed=0.25), NodeProfile()])
+    world.run()
+    crashes = [(t, node) for t, node, _v in events(world, "crash")]
+    assert crashes == [(pytest.approx(c.at), c.node) for c in expected if c.at < 4 * 3600.0]
+    assert events(world, "weak_worker") == [(0.0, 1, 0.25)]
+    assert roles == [("worker", (0, 1, 2)), ("server", (0, 1, 2)), ("worker", (0, 1, 2))]
