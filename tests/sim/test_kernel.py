@@ -8,7 +8,7 @@ import pytest
 from simbench.core.message import Message
 from simbench.core.runtime import Work
 from simbench.core.scenario import Dist, Scenario, Stragglers
-from simbench.sim.kernel import Deadlock, Kernel, Killed, gather
+from simbench.sim.kernel import Deadlock, Kernel, Killed, SimFuture, gather
 
 from simhelpers import Idle, make_world
 
@@ -406,3 +406,53 @@ def test_same_seed_gives_identical_event_lists():
 
 def test_another_seed_gives_another_run():
     assert _chatty_events(0) != _chatty_events(1)
+
+
+# -- processes: the edges of _resume ---------------------------------------------------
+
+def test_a_process_killed_before_it_starts_never_runs_and_fails_nothing(kernel):
+    ran = []
+
+    async def body():
+        ran.append(kernel.now)
+
+    proc = kernel.spawn(body(), "early")
+    proc.kill()                       # at the spawn's tick, before the start event runs
+    kernel.run()
+    assert ran == [] and not proc.alive and isinstance(proc.done._exc, Killed)
+
+
+def test_a_process_awaiting_another_ones_end_is_reported_as_waiting_on_its_done(kernel):
+    async def forever():
+        await SimFuture(kernel, "never")
+
+    async def join(p):
+        await p.done
+
+    stuck = kernel.spawn(forever(), "stuck")
+    kernel.spawn(join(stuck), "joiner")
+    with pytest.raises(Deadlock, match=r"joiner \(waiting on stuck\.done\)"):
+        kernel.run()
+
+
+def test_an_awaitable_that_yields_a_resolved_future_resumes_the_process_at_once(kernel):
+    """SimFuture's own ``await`` never yields a resolved future, but other awaitables may:
+    the process goes on in the same tick with the future's value."""
+    class Yields:
+        def __init__(self, fut):
+            self.fut = fut
+
+        def __await__(self):
+            yield self.fut
+            return self.fut.result()
+
+    got = []
+
+    async def body():
+        fut = SimFuture(kernel, "ready")
+        fut.set_result(7)
+        got.append((await Yields(fut), kernel.now))
+
+    kernel.schedule(5, lambda: kernel.spawn(body(), "p"))
+    kernel.run()
+    assert got == [(7, 5)]
