@@ -288,6 +288,43 @@ def test_a_deadlock_report_names_twenty_processes_and_counts_the_rest():
     assert msg.endswith("p19 (waiting on x) and 3 more") and "p20" not in msg
 
 
+def test_a_deadlock_of_exactly_twenty_processes_names_them_all_and_counts_none_more():
+    k = Kernel()
+
+    async def wait(fut):
+        await fut
+
+    for i in range(20):
+        k.spawn(wait(SimFuture(k, "x")), f"p{i:02d}")
+    with pytest.raises(Deadlock) as info:
+        k.run()
+    assert str(info.value).endswith("p18 (waiting on x), p19 (waiting on x)")
+    k = Kernel()
+    for i in range(21):
+        k.spawn(wait(SimFuture(k, "x")), f"p{i:02d}")
+    with pytest.raises(Deadlock, match=r"p19 \(waiting on x\) and 1 more$"):
+        k.run()
+
+
+def test_run_counts_every_event_and_reports_progress_every_4096():
+    """``on_progress`` (the progress bar's hook) runs after every 4096th event of ``run``."""
+    from simbench.sim.kernel import PROGRESS_EVERY
+
+    k = Kernel()
+    calls = []
+    k.on_progress = lambda: calls.append(k.events_processed)
+    for t in range(3 * PROGRESS_EVERY + 5):
+        k.schedule(t, lambda: None)
+    k.run()
+    assert PROGRESS_EVERY == 4096 and k.events_processed == 3 * 4096 + 5
+    assert calls == [4096, 8192, 12288]
+
+
+def test_scheduling_into_the_past_is_refused_with_the_delay():
+    with pytest.raises(ValueError, match=r"^cannot schedule into the past \(delay=-3 ticks\)$"):
+        Kernel().schedule(-3, print)
+
+
 # -- node tasks and put-off steps -------------------------------------------------------------
 def test_a_crashed_node_cannot_spawn_and_the_task_is_closed():
     world = make_world(nx.path_graph(2), {0: Idle(), 1: Idle()})
@@ -664,3 +701,14 @@ def test_a_run_collects_generation_0_at_most_every_50000_allocations_and_restore
         assert seen == [(50_000, 11, 12), (60_000, 13, 14)]
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_process_spawned_without_a_name_or_daemon_flag_is_a_plain_process_in_reports():
+    k = Kernel()
+
+    async def wait(fut):
+        await fut
+
+    k.spawn(wait(SimFuture(k, "x")))
+    with pytest.raises(Deadlock, match=r"nothing is scheduled: process \(waiting on x\)$"):
+        k.run()
