@@ -274,50 +274,20 @@ def test_deadlock_reports_what_each_process_waits_on():
     assert _describe(None) == "nothing"
 
 
-def test_a_deadlock_report_names_twenty_processes_and_counts_the_rest():
+@pytest.mark.parametrize("count, ending", [(23, "p19 (waiting on x) and 3 more"), (21, "p19 (waiting on x) and 1 more"),
+                                          (20, "p18 (waiting on x), p19 (waiting on x)")])
+def test_a_deadlock_report_names_twenty_processes_and_counts_the_rest(count, ending):
     k = Kernel()
 
     async def wait(fut):
         await fut
 
-    for i in range(23):
+    for i in range(count):
         k.spawn(wait(SimFuture(k, "x")), f"p{i:02d}")
     with pytest.raises(Deadlock) as info:
         k.run()
     msg = str(info.value)
-    assert msg.endswith("p19 (waiting on x) and 3 more") and "p20" not in msg
-
-
-def test_a_deadlock_of_exactly_twenty_processes_names_them_all_and_counts_none_more():
-    k = Kernel()
-
-    async def wait(fut):
-        await fut
-
-    for i in range(20):
-        k.spawn(wait(SimFuture(k, "x")), f"p{i:02d}")
-    with pytest.raises(Deadlock) as info:
-        k.run()
-    assert str(info.value).endswith("p18 (waiting on x), p19 (waiting on x)")
-    k = Kernel()
-    for i in range(21):
-        k.spawn(wait(SimFuture(k, "x")), f"p{i:02d}")
-    with pytest.raises(Deadlock, match=r"p19 \(waiting on x\) and 1 more$"):
-        k.run()
-
-
-def test_run_counts_every_event_and_reports_progress_every_4096():
-    """``on_progress`` (the progress bar's hook) runs after every 4096th event of ``run``."""
-    from simbench.sim.kernel import PROGRESS_EVERY
-
-    k = Kernel()
-    calls = []
-    k.on_progress = lambda: calls.append(k.events_processed)
-    for t in range(3 * PROGRESS_EVERY + 5):
-        k.schedule(t, lambda: None)
-    k.run()
-    assert PROGRESS_EVERY == 4096 and k.events_processed == 3 * 4096 + 5
-    assert calls == [4096, 8192, 12288]
+    assert msg.endswith(ending) and "p20" not in msg
 
 
 def test_scheduling_into_the_past_is_refused_with_the_delay():
