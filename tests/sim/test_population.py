@@ -173,11 +173,13 @@ def test_per_node_bandwidth_comes_from_the_population():
             else:
                 got.append(((await rt.recv()).nbytes, rt.now()))
 
-    pop = Population((1,), {1: Device(None, None, uplink=2.5e5, downlink=None)}, {})
+    pop = Population((1,), {0: Device(None, None, uplink=None, downlink=5e5),
+                            1: Device(None, None, uplink=2.5e5, downlink=None)}, {})
     w = world(nx.path_graph(2), {0: One(), 1: One()}, pop, bandwidth=1e9)
     w.run()
     assert got[0][1] == pytest.approx(got[0][0] / 2.5e5)  # node 1's 2 Mbit/s uplink, not the 8 Gbit/s links
-    assert w.network.uplink == [1e9, 2.5e5] and w.network.downlink == [1e9, 1e9]
+    # a device without its own uplink or downlink keeps the run's
+    assert w.network.uplink == [1e9, 2.5e5] and w.network.downlink == [5e5, 1e9]
 
 
 # -- whole runs ------------------------------------------------------------------------------------
