@@ -32,6 +32,11 @@ class SendAt:
         await rt.send(self.dst, blob(self.size, **self.meta))
 
 
+async def _wait(fut):
+    """A process body that waits on ``fut`` (for deadlock reports)."""
+    await fut
+
+
 class Ticks:
     """Receives ``count`` messages; ``log`` holds ``(src, tick of arrival)`` of each."""
 
@@ -256,15 +261,11 @@ def test_after_a_failure_surfaces_the_kernel_runs_on():
 
 def test_deadlock_reports_what_each_process_waits_on():
     k = Kernel()
-
-    async def wait(fut):
-        await fut
-
     futures = [SimFuture(k, ("recv", 0, None)), SimFuture(k, ("recv", 1, ("a", "b"))),
                SimFuture(k, ("recv", 2, lambda m: True)), SimFuture(k, "lock"), SimFuture(k)]
     for i, f in enumerate(futures):
-        k.spawn(wait(f), f"p{i}")
-    k.spawn(wait(SimFuture(k, "daemon's")), "zz", daemon=True)
+        k.spawn(_wait(f), f"p{i}")
+    k.spawn(_wait(SimFuture(k, "daemon's")), "zz", daemon=True)
     with pytest.raises(Deadlock) as info:
         k.run()
     assert str(info.value) == (
@@ -278,16 +279,19 @@ def test_deadlock_reports_what_each_process_waits_on():
                                           (20, "p18 (waiting on x), p19 (waiting on x)")])
 def test_a_deadlock_report_names_twenty_processes_and_counts_the_rest(count, ending):
     k = Kernel()
-
-    async def wait(fut):
-        await fut
-
     for i in range(count):
-        k.spawn(wait(SimFuture(k, "x")), f"p{i:02d}")
+        k.spawn(_wait(SimFuture(k, "x")), f"p{i:02d}")
     with pytest.raises(Deadlock) as info:
         k.run()
     msg = str(info.value)
     assert msg.endswith(ending) and "p20" not in msg
+
+
+def test_a_process_spawned_without_a_name_or_daemon_flag_is_a_plain_process_in_reports():
+    k = Kernel()
+    k.spawn(_wait(SimFuture(k, "x")))
+    with pytest.raises(Deadlock, match=r"nothing is scheduled: process \(waiting on x\)$"):
+        k.run()
 
 
 def test_scheduling_into_the_past_is_refused_with_the_delay():
@@ -672,13 +676,3 @@ def test_a_run_collects_generation_0_at_most_every_50000_allocations_and_restore
     finally:
         gc.set_threshold(*before)
 
-
-def test_a_process_spawned_without_a_name_or_daemon_flag_is_a_plain_process_in_reports():
-    k = Kernel()
-
-    async def wait(fut):
-        await fut
-
-    k.spawn(wait(SimFuture(k, "x")))
-    with pytest.raises(Deadlock, match=r"nothing is scheduled: process \(waiting on x\)$"):
-        k.run()
