@@ -171,6 +171,10 @@ class EdgeSwaps:
             waiting.discard(msg.src)
 
         await wait_each(rt, waiting, timeout, self._is("done"), take)
+        # A neighbour's last requests came before its goodbye, but one may have woken the server
+        # task without it having run yet (it came in the same instant, or the same read of a
+        # socket, as the goodbye): yield once so it is answered before the caller stops the server.
+        await rt.sleep(0)
 
     def _store(self, j: int, x: torch.Tensor) -> None:
         if self.on_receive is None:

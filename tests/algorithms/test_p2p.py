@@ -298,3 +298,33 @@ def test_a_node_that_finishes_first_lets_its_neighbours_finish_without_timeouts(
     assert res.status == "finished"
     ep = res.epochs[res.epochs["node"] != "avg"]
     assert set(ep.groupby("node")["epoch"].max()) == {2}
+
+
+def test_a_swap_request_that_comes_with_the_goodbye_is_answered_before_the_server_stops():
+    """Peer 1 asks node 0 for a swap and says goodbye at once; both arrive at 1.0 s, the instant
+    node 0's own last step ends. The request has woken node 0's server task, which has not run
+    yet when node 0's finish finds the goodbye queued: finish lets it run before the node stops
+    its server, so the request gets its answer (on real processes a request and a goodbye often
+    come in one read of the socket, and the launch test's byte counts then differed)."""
+    from simbench.algorithms.kit import EdgeSwaps
+
+    class Finisher:
+        async def run(self, rt):
+            self.rcv = {1: torch.zeros(2)}
+            swaps = EdgeSwaps("params", 0, [1], 2, 1, {1: torch.tensor([7.0, 8.0])}, self.rcv)
+            server = rt.spawn(swaps.serve(rt), "swaps")
+            await rt.sleep(1.0)  # timed before peer 1 sends: in the 1.0 s instant it wakes first
+            await swaps.finish(rt, None)
+            server.cancel()
+
+    class Asker:
+        async def run(self, rt):
+            await rt.send(0, Message("params_swap", {}, {"x": torch.tensor([1.0, 2.0])}))
+            await rt.send(0, Message("params_done"))
+            self.reply = await rt.recv(timeout=5.0, match="params_reply")
+
+    nodes = {0: Finisher(), 1: Asker()}
+    world = make_world(nx.path_graph(2), nodes, latency=1.0)
+    world.run()
+    assert nodes[0].rcv[1].tolist() == [1.0, 2.0]
+    assert nodes[1].reply is not None and nodes[1].reply.tensors["x"].tolist() == [7.0, 8.0]
