@@ -81,10 +81,6 @@ class Network:
         The network's own stream (latency jitter, losses).
     deliver : callable(src, dst, payload)
         Called at arrival time for each delivered message.
-    drop_reason : callable(src, dst) -> str | None, or None
-        Asked at arrival; a non-empty reason drops the message (crash, partition). None
-        while nothing can drop a message but losses (the world sets it at the first crash or
-        partition: one call less per message until then).
     on_drop : callable(src, dst, payload, reason)
         Told about every dropped message (for the event log).
     """
@@ -92,7 +88,6 @@ class Network:
     def __init__(self, kernel: Kernel, links: dict[tuple[int, int], LinkSpec],
                  uplink, downlink, *, loss: float, rng: np.random.Generator,
                  deliver: Callable[[int, int, bytes], None],
-                 drop_reason: Callable[[int, int], str | None] | None,
                  on_drop: Callable[[int, int, bytes, str], None]) -> None:
         self.kernel = kernel
         self.links = links
@@ -101,7 +96,10 @@ class Network:
         self.loss = loss
         self.rng = rng
         self._deliver = deliver
-        self.drop_reason = drop_reason
+        self.drop_reason: Callable[[int, int], str | None] | None = None
+        """Asked at arrival; a non-empty reason drops the message (crash, partition). None while
+        nothing can drop a message but losses: the world sets it at the first crash or partition,
+        one call less per message until then."""
         self._on_drop = on_drop
         self._queues: dict[tuple[int, int], deque[_Transfer]] = {}
         self._resources: dict[tuple[int, int], tuple] = {}

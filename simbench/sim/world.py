@@ -113,8 +113,7 @@ class SimWorld:
             downs[i] = dev.downlink if dev.downlink is not None else down
         self.network = Network(
             self.kernel, links, ups, downs, loss=network.loss,
-            rng=streams.network, deliver=self._deliver,
-            drop_reason=None, on_drop=self._on_drop,
+            rng=streams.network, deliver=self._deliver, on_drop=self._on_drop,
         )
         all_nodes = tuple(range(n))
         self.runtimes = [

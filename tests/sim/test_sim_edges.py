@@ -42,8 +42,7 @@ class Bench:
         spec = LinkSpec(draw, bandwidth)
         links = {(s, d): spec for s in range(n) for d in range(n) if s != d}
         self.net = Network(self.kernel, links, uplink, downlink or [math.inf] * n, loss=loss,
-                           rng=np.random.default_rng(0), deliver=self._deliver, drop_reason=None,
-                           on_drop=self._drop)
+                           rng=np.random.default_rng(0), deliver=self._deliver, on_drop=self._drop)
 
     def _deliver(self, src, dst, payload):
         self.arrivals.append((self.kernel.now, src, dst, len(payload)))
