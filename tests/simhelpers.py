@@ -6,15 +6,19 @@ default compute model unless a ComputeSpec field is given, an empty Scenario, no
 profiles drawn by ``node_profiles``, a recorder without wall-clock readings, seed 0.
 
 ``error(fn, *args, exc=ValueError, **kwargs)`` is the one-line message a call raises, for
-tests that check error texts word for word.
+tests that check error texts word for word; ``run_cli(*args)`` runs ``simbench ARGS`` in this
+process and returns what a subprocess would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
+import subprocess
+import traceback
 from pathlib import Path
 
 import networkx as nx
@@ -49,6 +53,34 @@ def error(fn, *args, exc=ValueError, **kwargs) -> str:
     with pytest.raises(exc) as info:
         fn(*args, **kwargs)
     return str(info.value)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``simbench ARGS`` run in this process (``simbench.cli.main``), returned as a subprocess's
+    result: exit code, stdout, stderr. An exception escaping ``main`` is exit code 1 with its
+    traceback on stderr, as Python prints one. It saves a Python start and torch's import
+    (about 3 s) per call; stories that need a real process (signals, torch's thread count,
+    modules imported from the working directory) start one."""
+    from simbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's own exits (--version, a bad flag)
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+                if stop.code is not None and not isinstance(stop.code, int):
+                    print(stop.code, file=err)
+            except Exception:
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["simbench", *args], code, out.getvalue(), err.getvalue())
 
 
 def make_world(graph: nx.Graph, nodes: dict, *, network: NetworkSpec | None = None,

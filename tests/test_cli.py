@@ -12,6 +12,7 @@ import yaml
 from simbench.cli import main
 
 from conftest import QUIET
+from simhelpers import run_cli
 
 TINY = {"name": "cli", "nodes": 4, "topology": {"kind": "ring"}, "dataset": {"name": "digits", "max_train": 400},
         "model": {"name": "mlp", "options": {"hidden": [8]}}, "train": {"epochs": 2, "eval_samples": 100},
@@ -19,6 +20,7 @@ TINY = {"name": "cli", "nodes": 4, "topology": {"kind": "ring"}, "dataset": {"na
 
 
 def cli(*args, **kw):
+    """``simbench ARGS`` as a real process: for what only one shows (torch's thread count, exits)."""
     return subprocess.run([sys.executable, "-m", "simbench", *args], capture_output=True, text=True, timeout=300, **kw)
 
 
@@ -55,7 +57,7 @@ def test_the_progress_bar_moves_within_an_epoch(tmp_path, write_config):
     simulated time and messages before the epoch ends."""
     data = {**TINY, "dataset": {"name": "digits"}, "train": {"epochs": 1, "batch_size": 1, "eval_samples": 50},
             "output": {**QUIET, "progress": True}}
-    proc = cli("run", str(write_config(data)), "--out", str(tmp_path))
+    proc = run_cli("run", str(write_config(data)), "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     frames = [re.search(r"(\d+)/8 .*sim ([0-9.]+)s, (\d+) msgs, (\d+) steps", f) for f in proc.stderr.splitlines()]
     within = [m for m in frames if m and m.group(1) == "4" and int(m.group(3)) > 0]  # after epoch 0, before epoch 1
@@ -89,8 +91,8 @@ def test_version_and_a_bad_flag(capsys):
 
 def test_report_figures_as_pdf_and_the_wide_table(tmp_path, write_config):
     matrix = write_config({"name": "m", "base": TINY, "axes": {"algorithm": ["dsgd", "gossip"], "seed": [0, 1]}}, "m.yaml")
-    assert cli("matrix", str(matrix), "--out", str(tmp_path), "--quiet", "--report").returncode == 0
-    assert cli("report", str(tmp_path / "m"), "--figures", "pdf").returncode == 0
+    assert run_cli("matrix", str(matrix), "--out", str(tmp_path), "--quiet", "--report").returncode == 0
+    assert run_cli("report", str(tmp_path / "m"), "--figures", "pdf").returncode == 0
     assert (tmp_path / "m" / "acc_vs_time.pdf").read_bytes()[:4] == b"%PDF"
     wide = pd.read_csv(tmp_path / "m" / "cells_wide.csv")
     assert len(wide) == 4 and {"final_acc", "bytes_sent", "status", "algorithm", "seed"} <= set(wide.columns)
@@ -103,7 +105,7 @@ def test_report_figures_as_pdf_and_the_wide_table(tmp_path, write_config):
 def test_a_hosts_file_whose_store_port_is_a_nodes_port_is_one_line(tmp_path, write_config):
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(yaml.safe_dump({"nodes": {0: "127.0.0.1:29500", 1: "127.0.0.1:29501"}}))
-    proc = cli("node", str(write_config(TINY)), "--hosts", str(hosts), "--node-id", "0", "--insecure")
+    proc = run_cli("node", str(write_config(TINY)), "--hosts", str(hosts), "--node-id", "0", "--insecure")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (f"simbench node: {hosts}: store (default: node 0's port + 1 = 127.0.0.1:29501) is "
                                    "node 1's address; give `store: HOST:PORT` on a free port")
@@ -118,7 +120,7 @@ def test_a_port_in_use_is_one_line(tmp_path, write_config):
         hosts = tmp_path / "hosts.yaml"
         hosts.write_text(yaml.safe_dump({"store": f"127.0.0.1:{port + 7}", "nodes": {0: f"127.0.0.1:{port}"}}))
         data = {**TINY, "nodes": 1, "topology": {"kind": "complete"}, "algorithm": "gan_single"}
-        proc = cli("node", str(write_config({**TINY, "algorithm": "dsgd"})), "--hosts", str(hosts), "--node-id", "0",
+        proc = run_cli("node", str(write_config({**TINY, "algorithm": "dsgd"})), "--hosts", str(hosts), "--node-id", "0",
                    "--insecure", "--set", "topology.kind=complete")
     assert data and proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
     assert f"cannot bind node 0 to 127.0.0.1:{port}" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

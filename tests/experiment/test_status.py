@@ -16,6 +16,7 @@ from simbench.experiment.config import load_config, parse_config
 from simbench.experiment.run import run_experiment
 
 from conftest import QUIET
+from simhelpers import run_cli
 
 TINY = {"name": "st", "seed": 0, "nodes": 4, "topology": {"kind": "ring"},
         "dataset": {"name": "digits", "max_train": 400, "max_test": 100},
@@ -43,9 +44,6 @@ class Broken(DSGD):
 '''
 
 
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "simbench", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
 
 
 def one_line(proc) -> str:
@@ -60,7 +58,9 @@ def test_a_run_that_raises_is_failed_with_its_error_last_event_and_traceback(tmp
     (tmp_path / "brokenalgo.py").write_text(BROKEN)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "algorithm": "brokenalgo:Broken"}))
-    proc = cli("run", str(cfg), "--out", str(tmp_path / "out"), "--quiet", cwd=tmp_path)
+    # a real process: the algorithm's module is imported from the working directory
+    proc = subprocess.run([sys.executable, "-m", "simbench", "run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("failed: Broken-ring4-s0-")
     assert "ZeroDivisionError: the algorithm divided by zero (last event: node" in proc.stderr
@@ -88,7 +88,7 @@ def test_a_run_in_which_every_node_crashed_says_all_crashed(tmp_path):
 
 def test_a_bad_value_is_a_one_line_error_before_anything_runs(tmp_path, write_config):
     path = write_config(TINY)
-    err = one_line(cli("run", str(path), "--set", "network.jitter=-1ms", "--out", str(tmp_path / "out")))
+    err = one_line(run_cli("run", str(path), "--set", "network.jitter=-1ms", "--out", str(tmp_path / "out")))
     assert err == ("simbench: network.jitter: '-1ms' is not allowed; a duration is a finite number of seconds >= 0")
     assert not (tmp_path / "out").exists()
 
@@ -96,14 +96,14 @@ def test_a_bad_value_is_a_one_line_error_before_anything_runs(tmp_path, write_co
 # -- 2. paths stay under --out -----------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/abs", "..", ".", "a/b", "a\\b"])
 def test_run_names_are_one_directory_name(name, tmp_path, write_config):
-    err = one_line(cli("run", str(write_config(TINY)), "--set", f"name={name}", "--out", str(tmp_path / "out")))
+    err = one_line(run_cli("run", str(write_config(TINY)), "--set", f"name={name}", "--out", str(tmp_path / "out")))
     assert err.startswith("simbench: name: ") and "must be one directory name" in err
     assert not any(tmp_path.parent.glob("escape*")) and list(tmp_path.iterdir()) == [tmp_path / "cfg.yaml"]
 
 
 def test_a_matrix_named_dotdot_is_refused(tmp_path, write_config):
     matrix = write_config({"name": "..", "base": TINY, "axes": {"seed": [0, 1]}}, "m.yaml")
-    err = one_line(cli("matrix", str(matrix), "--out", str(tmp_path / "out")))
+    err = one_line(run_cli("matrix", str(matrix), "--out", str(tmp_path / "out")))
     assert err.startswith("simbench: name: the matrix needs a name that is one directory name")
 
 
@@ -165,9 +165,9 @@ def test_unsafe_or_empty_yaml_is_one_line(text, message, tmp_path, write_config)
 
 
 def test_topology_show_refuses_what_it_cannot_draw(tmp_path):
-    err = one_line(cli("topology", "show", "ring", "-n", "0", cwd=tmp_path))
+    err = one_line(run_cli("topology", "show", "ring", "-n", "0", cwd=tmp_path))
     assert err == "simbench: ring: parameter `n` (nodes) must be an integer >= 2, got 0"
-    proc = cli("topology", "show", "complete", "-n", "1500", cwd=tmp_path)
+    proc = run_cli("topology", "show", "complete", "-n", "1500", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == ("simbench: topology show: 1500 nodes and 1124250 edges are too many to draw; at "
                                    "most 1000 nodes and 20000 edges")
@@ -179,21 +179,21 @@ def test_non_utf8_files_and_directories_are_one_line(command, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"nodes: 4\nname: caf\xe9\n")
     args = {"run": ["run"], "matrix": ["matrix"], "topology": ["topology", "show"]}[command]
-    err = one_line(cli(*args, str(bad)))
+    err = one_line(run_cli(*args, str(bad)))
     assert "is not UTF-8 text (byte 0xe9 at offset 18)" in err
-    err = one_line(cli(*args, str(tmp_path)) if command != "topology" else cli(*args, str(tmp_path / "d.yaml")))
+    err = one_line(run_cli(*args, str(tmp_path)) if command != "topology" else run_cli(*args, str(tmp_path / "d.yaml")))
     assert "is a directory" in err or "not found" in err
 
 
 def test_a_hosts_file_that_is_not_utf8_is_one_line(tmp_path, write_config):
     hosts = tmp_path / "hosts.yaml"
     hosts.write_bytes(b"nodes:\n  0: \xff\n")
-    err = one_line(cli("node", str(write_config(TINY)), "--hosts", str(hosts), "--node-id", "0", "--insecure"))
+    err = one_line(run_cli("node", str(write_config(TINY)), "--hosts", str(hosts), "--node-id", "0", "--insecure"))
     assert "is not UTF-8 text" in err
 
 
 def test_invalid_yaml_in_set_is_one_line(write_config):
-    err = one_line(cli("run", str(write_config(TINY)), "--set", "train={epochs: [1"))
+    err = one_line(run_cli("run", str(write_config(TINY)), "--set", "train={epochs: [1"))
     assert err.startswith("simbench: --set train is not valid YAML")
 
 
@@ -206,14 +206,14 @@ def test_a_pickled_snapshot_is_not_loaded_and_merge_says_so(tmp_path, write_conf
         (d / "status.json").write_text(json.dumps({"node": k, "status": "finished"}))
         (d / "epochs.csv").write_text("run_id,node,time_s,epoch,test_acc\nx,%d,0,0,0.1\n" % k)
         np.save(d / "params" / "epoch0.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
-    err = one_line(cli("merge", str(run_dir), str(write_config(TINY))))
+    err = one_line(run_cli("merge", str(run_dir), str(write_config(TINY))))
     assert "merge: " in err and "epoch0.npy is not a parameter snapshot" in err
 
 
 def test_an_unwritable_output_stops_before_any_compute(tmp_path, write_config):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    err = one_line(cli("run", str(write_config(TINY)), "--out", str(blocker / "out")))
+    err = one_line(run_cli("run", str(write_config(TINY)), "--out", str(blocker / "out")))
     assert err.startswith(f"simbench: output: {blocker}/out/st/") and "cannot be written" in err
 
 
@@ -239,9 +239,9 @@ def test_faults_after_the_end_neither_count_nor_move_the_clock(tmp_path):
 
 # -- 6. real mode ----------------------------------------------------------------------------------------
 def test_launch_refuses_impossible_launches_with_one_line(write_config):
-    err = one_line(cli("launch", str(write_config(TINY)), "--local", "1", "--insecure"))
+    err = one_line(run_cli("launch", str(write_config(TINY)), "--local", "1", "--insecure"))
     assert err == "simbench launch: topology: ring: parameter `n` (nodes) must be an integer >= 2, got 1"
-    err = one_line(cli("launch", str(write_config(TINY)), "--local", "2", "--timeout", "-1"))
+    err = one_line(run_cli("launch", str(write_config(TINY)), "--local", "2", "--timeout", "-1"))
     assert "--timeout: expected a number of seconds > 0, got '-1'" in err
 
 
