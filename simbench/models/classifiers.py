@@ -20,6 +20,26 @@ def _rate(name: str, value) -> float:
     return value
 
 
+INITS = ("torch", "tf_tutorial")
+"""Initial weights of ``mlp`` and ``cnn_fedavg``: ``torch`` is PyTorch's default (weights and
+biases uniform within 1/sqrt(fan_in)); ``tf_tutorial`` is TensorFlow's MNIST tutorials of
+McMahan et al.'s time ("Deep MNIST for Experts": ``weight_variable`` draws
+``tf.truncated_normal(stddev=0.1)``, cut at two standard deviations, ``bias_variable`` is
+``tf.constant(0.1)``). McMahan et al. 2017 do not state their initialisation."""
+
+
+def _initialise(model: nn.Module, init: str) -> nn.Module:
+    if init not in INITS:
+        raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
+    if init == "tf_tutorial":
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d)):
+                    nn.init.trunc_normal_(m.weight, std=0.1, a=-0.2, b=0.2)
+                    nn.init.constant_(m.bias, 0.1)
+    return model
+
+
 def logistic(input_shape, num_classes):
     """Seed 003's ``logistics``: flatten + one linear layer (multinomial logistic regression).
 
@@ -32,7 +52,7 @@ def logistic(input_shape, num_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(_flat_dim(input_shape), num_classes))
 
 
-def mlp(input_shape, num_classes, hidden=(128,), drop_rate=0.0):
+def mlp(input_shape, num_classes, hidden=(128,), drop_rate=0.0, init="torch"):
     """Flatten, then ``Linear + ReLU (+ Dropout)`` per hidden size, then a linear classifier.
 
     Parameters
@@ -43,6 +63,8 @@ def mlp(input_shape, num_classes, hidden=(128,), drop_rate=0.0):
         Hidden layer widths.
     drop_rate : float
         Dropout after each hidden layer (0 = none).
+    init : str
+        Initial weights, one of :data:`INITS`.
     """
     hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden) if isinstance(hidden, (list, tuple)) else None
     if hidden is None or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 2**20 for h in hidden):
@@ -56,7 +78,7 @@ def mlp(input_shape, num_classes, hidden=(128,), drop_rate=0.0):
             layers.append(nn.Dropout(drop_rate))
         width = int(h)
     layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
+    return _initialise(nn.Sequential(*layers), init)
 
 
 def cnn(input_shape, num_classes, drop_rate=0.25, last_drop_rate=0.5):
@@ -86,7 +108,7 @@ def cnn(input_shape, num_classes, drop_rate=0.25, last_drop_rate=0.5):
     )
 
 
-def cnn_fedavg(input_shape, num_classes):
+def cnn_fedavg(input_shape, num_classes, init="torch"):
     """McMahan et al. 2017's MNIST CNN: conv 5x5 32, maxpool 2, conv 5x5 64, maxpool 2, fc 512, fc.
 
     "A CNN with two 5x5 convolution layers (the first with 32 channels, the second with 64,
@@ -101,15 +123,17 @@ def cnn_fedavg(input_shape, num_classes):
     input_shape : tuple
         ``(C, H, W)`` with ``H, W >= 4``.
     num_classes : int
+    init : str
+        Initial weights, one of :data:`INITS`.
     """
     if len(input_shape) != 3 or min(input_shape[1:]) < 4:
         raise ValueError(f"cnn_fedavg needs (C, H, W) input with H, W >= 4, got {tuple(input_shape)}")
     c, h, w = input_shape
-    return nn.Sequential(
+    return _initialise(nn.Sequential(
         nn.Conv2d(c, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 512), nn.ReLU(), nn.Linear(512, num_classes),
-    )
+    ), init)
 
 
 def _gn(channels: int, group_channels: int) -> nn.GroupNorm:

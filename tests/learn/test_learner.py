@@ -189,7 +189,8 @@ def test_resnet_gn_and_model_errors():
     assert deep(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     errors = [
         (dict(name="vgg"), "unknown model 'vgg'; allowed: logistic, mlp, cnn, cnn_fedavg, resnet_gn"),
-        (dict(name="mlp", depth=3), "model mlp has no option 'depth'; allowed: hidden, drop_rate"),
+        (dict(name="mlp", depth=3), "model mlp has no option 'depth'; allowed: hidden, drop_rate, init$"),
+        (dict(name="mlp", init="xavier"), "^init: expected one of torch, tf_tutorial, got 'xavier'$"),
         (dict(name="resnet_gn", depth=34), "depth must be 18 or 50, got 34"),
         (dict(name="cnn", drop_rate=1.5), r"drop_rate must be in \[0, 1\), got 1.5"),
     ]
@@ -198,6 +199,25 @@ def test_resnet_gn_and_model_errors():
         with pytest.raises(ValueError, match=message) as err:
             build_model(name, (1, 8, 8), 10, **kw)
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_fedavg"])
+def test_tf_tutorial_init_draws_weights_from_a_normal_cut_at_two_deviations_and_biases_of_0_1(name):
+    """TensorFlow's MNIST tutorials of McMahan et al.'s time: weights from a normal of standard
+    deviation 0.1 cut at 0.2 (whose deviation is 0.0880), biases 0.1, in every linear and
+    convolution layer; the same seed gives the same weights, and PyTorch's stays the default."""
+    tf = build_model(name, (1, 28, 28), 10, seed=0, init="tf_tutorial")
+    layers = [m for m in tf.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    assert len(layers) == {"mlp": 2, "cnn_fedavg": 4}[name]
+    for m in layers:
+        assert m.weight.abs().max() <= 0.2 and torch.all(m.bias == 0.1)
+    widest = max(layers, key=lambda m: m.weight.numel())
+    assert widest.weight.std().item() == pytest.approx(0.0880, abs=0.001)
+    again = build_model(name, (1, 28, 28), 10, seed=0, init="tf_tutorial")
+    assert all(torch.equal(p, q) for p, q in zip(tf.parameters(), again.parameters()))
+    default = [m for m in build_model(name, (1, 28, 28), 10, seed=0).modules() if isinstance(m, torch.nn.Linear)]
+    fan_in = default[0].weight.shape[1]  # PyTorch: uniform within 1/sqrt(fan_in), biases too
+    assert default[0].weight.abs().max() <= fan_in ** -0.5 and default[0].bias.abs().max() <= fan_in ** -0.5
 
 
 def test_same_seed_same_init_without_touching_global_rng():
