@@ -6,7 +6,8 @@ model (the server's rows) reaches the row's target (97% for the 2NN, 99% for the
 the test images the run evaluates), and per table row (model, split, E, B) picks the
 learning rate with the fewest rounds averaged over seeds (a seed that never reaches the
 target counts as not reached), as the paper reports the best rate of its grid. Writes a
-Markdown table with the paper's numbers beside ours and the ratio of the two.
+Markdown table with the paper's numbers beside ours and the ratio of the two; runs started
+from other initial weights than PyTorch's (``model.options.init``) get an ``init`` column.
 
     python benchmarks/fedavg_mcmahan_table.py results/fedavg_mcmahan_quick results/fedavg_mcmahan/table.md
 """
@@ -50,7 +51,8 @@ def run_rows(results: Path) -> pd.DataFrame:
         target = TARGET[model]
         hit = server[server["test_acc"] >= target]
         algo = cfg["algorithm"]
-        out.append({"model": model, "split": cfg["dataset"]["partition"], "E": algo.get("local_epochs") or 1,
+        out.append({"model": model, "init": cfg["model"].get("options", {}).get("init", "torch"),
+                    "split": cfg["dataset"]["partition"], "E": algo.get("local_epochs") or 1,
                     "B": cfg["train"]["batch_size"], "lr": cfg["train"]["lr"], "seed": cfg["seed"],
                     "rounds_run": int(server["epoch"].max()), "cap": algo.get("rounds"),
                     "rounds": int(hit["epoch"].iloc[0]) if len(hit) else math.nan,
@@ -62,13 +64,14 @@ def run_rows(results: Path) -> pd.DataFrame:
 def table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per table row: the best lr (fewest mean rounds over seeds, all seeds reaching the target)."""
     rows = []
-    keys = ["model", "split", "E", "B"]
+    keys = ["model", "init", "split", "E", "B"] if (runs["init"] != "torch").any() else ["model", "split", "E", "B"]
     for key, g in runs.groupby(keys):
         per_lr = g.groupby("lr").agg(seeds=("seed", "nunique"), reached=("rounds", "count"),
                                      mean=("rounds", "mean"), lo=("rounds", "min"), hi=("rounds", "max"),
                                      best_acc=("best_acc", "mean"), cap=("cap", "max")).reset_index()
         full = per_lr[per_lr["reached"] == per_lr["seeds"]]
-        paper = PAPER.get(tuple(key))
+        named = dict(zip(keys, key))
+        paper = PAPER.get((named["model"], named["split"], named["E"], named["B"]))
         grid = ", ".join(f"{lr:g}: " + (f"{m:.1f}" if r == n else f"{r}/{n} reached")
                          for lr, m, r, n in sorted(zip(per_lr["lr"], per_lr["mean"], per_lr["reached"], per_lr["seeds"])))
         if len(full):
@@ -94,12 +97,13 @@ def figure(runs: pd.DataFrame, best: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for i, row in enumerate(best.itertuples(index=False)):
-        key = (runs["model"] == row.model) & (runs["split"] == row.split) & (runs["E"] == row.E) & \
-              (runs["lr"] == float(row._5))
+    for i, row in enumerate(best.to_dict("records")):
+        key = (runs["model"] == row["model"]) & (runs["split"] == row["split"]) & (runs["E"] == row["E"]) & \
+              (runs["lr"] == float(row["best lr"])) & (runs["init"] == row.get("init", "torch"))
+        init = f" init={row['init']}" if "init" in row else ""
         for j, curve in enumerate(runs[key]["curve"]):
             ax.plot(curve[:, 0], curve[:, 1], color=f"C{i}", lw=0.9,
-                    label=f"{row.model} {row.split} E={row.E} lr={row._5}" if j == 0 else None)
+                    label=f"{row['model']}{init} {row['split']} E={row['E']} lr={row['best lr']}" if j == 0 else None)
     for target in sorted(set(TARGET[m] for m in best["model"])):
         ax.axhline(target, color="0.4", ls="--", lw=0.8)
     ax.set_xscale("log")
