@@ -72,9 +72,10 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
             try:
                 code = main(list(args))
             except SystemExit as stop:  # argparse's own exits (--version, a bad flag)
-                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-                if stop.code is not None and not isinstance(stop.code, int):
-                    print(stop.code, file=err)
+                code = 0 if stop.code is None else stop.code
+                if not isinstance(code, int):  # SystemExit("message"): Python prints it, exit 1
+                    print(code, file=err)
+                    code = 1
             except Exception:
                 traceback.print_exc(file=err)
                 code = 1
