@@ -4,7 +4,10 @@ An executor has one job: ``imap_unordered(fn, items)`` yields ``(item, outcome)`
 finish, where ``outcome`` is ``fn(item)`` or the exception that kept it from returning
 (a worker that died, a lost cluster node). ``fn`` is :func:`simbench.experiment.matrix.run_cell`,
 which already turns a crashing cell into a ``failed`` summary, so such exceptions are rare.
-Closing the generator (Ctrl-C in the caller) stops the work that is still running.
+Closing the generator (Ctrl-C in the caller) stops the work that is still running: a local
+worker in the middle of a cell gets SIGTERM, which stops its run as Ctrl-C stops ``simbench
+run`` (the run's rows are written and its manifest says ``interrupted``), and the pool waits
+a few seconds for that before it kills what is left.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -20,6 +24,13 @@ from typing import Any, Callable, Iterable, Iterator
 from ..core.schema import ConfigError
 
 EXECUTORS = ("local", "serial", "dask")
+
+
+STOP_GRACE_S = 10.0
+"""How long a stopped pool waits for its workers to record their runs as interrupted."""
+
+_in_cell = False
+"""In a local worker: whether a cell is running (SIGTERM then interrupts it)."""
 
 
 class WorkerLost(RuntimeError):
@@ -31,12 +42,32 @@ def _init_worker() -> None:
     # workers do not print a traceback each. Die with the parent (even on kill -9), so an
     # orphan can never write into a cell directory that a rerun is redoing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+
+
+def _on_sigterm(signum, frame) -> None:
+    """A worker told to stop: a running cell stops as on Ctrl-C (its run writes what it
+    recorded, status ``interrupted``); an idle worker has nothing to write and exits."""
+    if _in_cell:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
+
+
+def _call_in_worker(fn: Callable, item: Any) -> Any:
+    global _in_cell
+    _in_cell = True
+    try:
+        return fn(item)
+    except KeyboardInterrupt:  # SIGTERM mid-cell: the run has written what it recorded
+        os._exit(130)  # the pool is being stopped: no result is awaited, and exiting ends its wait
+    finally:
+        _in_cell = False
 
 
 class SerialExecutor:
@@ -78,7 +109,7 @@ class LocalExecutor:
                 # exactly the cells being run, which is what a dead worker takes down.
                 while pending and len(running) < self.workers:
                     item = pending.popleft()
-                    running[pool.submit(fn, item)] = item
+                    running[pool.submit(_call_in_worker, fn, item)] = item
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 broken = False
                 for fut in done:
@@ -100,14 +131,17 @@ class LocalExecutor:
                 pool.shutdown(wait=True)
 
 
-def _kill(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool now: its workers may be minutes into a cell."""
-    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
-    if terminate is not None:
-        terminate()
-        return
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+def _kill(pool: ProcessPoolExecutor, grace: float = STOP_GRACE_S) -> None:
+    """Stop a pool now: its workers may be minutes into a cell. SIGTERM first, so each run
+    records itself as interrupted; after ``grace`` seconds, SIGKILL for what is left."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
         proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
     pool.shutdown(wait=False, cancel_futures=True)
 
 

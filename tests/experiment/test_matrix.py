@@ -270,6 +270,35 @@ def test_kill_9_mid_matrix_then_rerun_redoes_only_the_partial_cell(tmp_path):
     assert (acc > 0.25).all()  # they learned (chance is 0.1; D-SGD swaps once per round of round_cnt steps)
 
 
+def test_sigterm_mid_cell_records_the_run_as_interrupted_not_running(tmp_path):
+    """A matrix stopped with SIGTERM (or Ctrl-C) while a worker is minutes into a cell: the
+    worker's run writes its rows and says ``interrupted``; it gets no cell.json (a rerun redoes
+    it) and the command exits 130 within the stop's grace period."""
+    long = {**BASE, "train": {**BASE["train"], "epochs": 5000}}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"name": "long", "base": long, "axes": {"seed": [0]}}, sort_keys=False))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "simbench.cli", "matrix", str(path), "--out", str(out),
+                             "--workers", "1", "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    manifests = out / "long" / "runs" / "long"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        events = list(manifests.glob("*/events.csv"))
+        if events and events[0].stat().st_size > 200:  # the run is under way: rows are written
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    stopped = time.time()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert time.time() - stopped < 15
+    (run_dir,) = manifests.iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and "SIGTERM" in manifest["error"]
+    assert not (run_dir / "cell.json").exists()
+    assert len(pd.read_csv(run_dir / "events.csv")) > 2
+
+
 def test_dask_local_cluster_gives_the_same_table_as_the_local_pool(tmp_path):
     distributed = pytest.importorskip("distributed")
     from simbench.experiment.executors import DaskExecutor
