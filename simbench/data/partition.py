@@ -13,14 +13,19 @@ easy to test alone. Each scheme's docstring names the paper or code it follows:
   (per-class split over nodes ~ Dir(alpha), Yurochkin et al. 2019 / NIID-Bench);
 * ``file_order``: seed 002's layout (the data set in file order, cut into files);
 * ``fegan``: FeGAN's overlapping, skewed sampling (seed 001);
-* ``parity``: DEGAN's even and odd digits (seed 000).
+* ``parity``: DEGAN's even and odd digits (seed 000);
+* ``flwr``: any partitioner of Flower Datasets (``flwr_datasets.partitioner``, optional
+  dependency ``simbench[flwr]``), run on the label array.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
+
 import numpy as np
 
-SCHEMES = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan", "parity")
+SCHEMES = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan", "parity", "flwr")
 
 DIRICHLET_VARIANTS = ("hsu", "per_class")
 
@@ -33,7 +38,11 @@ _PARAMS = {
     "file_order": {"shard_size": 50},
     "fegan": {"magic_num": 5000},
     "parity": {},
+    "flwr": {"partitioner": None},
 }
+
+FLWR_SET_BY_SIMBENCH = ("num_partitions", "partition_by", "seed")
+"""Arguments of a Flower Datasets partitioner that simbench fills in (see :func:`flwr`)."""
 
 
 def _check_nodes(n_nodes: int) -> None:
@@ -421,6 +430,56 @@ def parity(labels: np.ndarray, n_nodes: int) -> list[np.ndarray]:
     return [even.copy() if i in (0, 2) else odd.copy() for i in range(int(n_nodes))]
 
 
+def flwr(labels: np.ndarray, n_nodes: int, rng: np.random.Generator, partitioner: dict | None) -> list[np.ndarray]:
+    """A Flower Datasets partitioner (``flwr_datasets.partitioner``) run on the labels.
+
+    ``partitioner`` is ``{"name": <class name>, **its keyword arguments}``, e.g. ``{"name":
+    "DirichletPartitioner", "alpha": 0.3}`` or ``{"name": "PathologicalPartitioner",
+    "num_classes_per_partition": 2}``. simbench sets ``num_partitions`` (the data holders),
+    ``partition_by`` (the label column) and ``seed`` (drawn from ``rng``, so the run's seed
+    decides the split) where the class takes them. The labels become a ``datasets.Dataset``
+    with a ``label`` and an ``index`` column; partition i is node i's ``index`` values.
+    Flower's partitioners are the reference for their own rules (flwr-datasets,
+    ``flwr_datasets/partitioner/*.py``); some may repeat or leave out samples.
+
+    Raises
+    ------
+    ValueError
+        flwr-datasets not installed, no or an unknown partitioner name, an argument simbench
+        sets, or the partitioner's own complaint, each in one line.
+    """
+    _check_nodes(n_nodes)
+    spec = dict(partitioner or {})
+    name = spec.pop("name", None)
+    try:
+        import datasets
+        from flwr_datasets import partitioner as flp
+    except ImportError:
+        raise ValueError("partition flwr needs Flower Datasets: pip install 'simbench[flwr]'") from None
+    known = sorted(n for n in dir(flp) if n.endswith("Partitioner") and n != "Partitioner"
+                   and isinstance(getattr(flp, n), type) and issubclass(getattr(flp, n), flp.Partitioner))
+    if name not in known:
+        raise ValueError(f"flwr: name must be one of {', '.join(known)}, got {name!r}")
+    taken = sorted(set(spec) & set(FLWR_SET_BY_SIMBENCH))
+    if taken:
+        raise ValueError(f"flwr: {', '.join(taken)}: set by simbench (num_partitions: the data holders, "
+                         f"partition_by: the label column, seed: from the run's seed)")
+    cls = getattr(flp, name)
+    accepts = inspect.signature(cls.__init__).parameters
+    given = {"num_partitions": int(n_nodes), "partition_by": "label", "seed": int(rng.integers(2**31))}
+    kwargs = {k: v for k, v in given.items() if k in accepts} | spec
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Flower's retries and notes; data_split.txt shows the outcome
+            part = cls(**kwargs)
+            part.dataset = datasets.Dataset.from_dict({"label": np.asarray(labels).tolist(),
+                                                       "index": np.arange(len(labels)).tolist()})
+            return [np.sort(np.asarray(part.load_partition(i)["index"], dtype=np.int64)) for i in range(int(n_nodes))]
+    except (TypeError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"flwr: {name}: {first}") from None
+
+
 def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Generator, **params) -> list[np.ndarray]:
     """Split ``labels``' indices over ``n_nodes`` nodes with a named scheme.
 
@@ -434,7 +493,8 @@ def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Gene
     **params
         ``shards``: ``shards_per_client`` (2); ``k_classes``: ``k`` (2); ``dirichlet``:
         ``alpha`` (0.5), ``variant`` (hsu), ``min_size`` (1); ``file_order``: ``shard_size``
-        (50); ``fegan``: ``magic_num`` (5000); ``iid``, ``parity``: none.
+        (50); ``fegan``: ``magic_num`` (5000); ``flwr``: ``partitioner`` (a dict, see
+        :func:`flwr`); ``iid``, ``parity``: none.
 
     Returns
     -------
@@ -465,6 +525,8 @@ def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Gene
         return fegan(labels, n_nodes, rng, kw["magic_num"])
     if scheme == "parity":
         return parity(labels, n_nodes)
+    if scheme == "flwr":
+        return flwr(labels, n_nodes, rng, kw["partitioner"])
     return file_order(labels, kw["shard_size"], n_nodes)
 
 

@@ -93,7 +93,7 @@ def split_data(cfg: ExperimentConfig, data: Dataset, holders: list[int], rng: np
           "k_classes": {"k": spec.classes_per_node}, "shards": {"shards_per_client": spec.shards_per_client},
           "file_order": {"shard_size": spec.shard_size},
           "fegan": {} if spec.max_per_class is None else {"magic_num": spec.max_per_class},
-          "parity": {}}[spec.partition]
+          "parity": {}, "flwr": {"partitioner": spec.flwr}}[spec.partition]
     try:
         if cfg.algorithm_class().whole_data(cfg.algorithm_params):
             shards = [np.arange(len(labels), dtype=np.int64) for _ in holders]
@@ -120,7 +120,8 @@ def data_summary(cfg: ExperimentConfig, data: Dataset, split: dict[int, NodeData
     trains = [np.asarray(split[i].train) for i in nodes]
     d = cfg.dataset
     how = {"shards": f"shards_per_client {d.shards_per_client}", "k_classes": f"classes_per_node {d.classes_per_node}",
-           "dirichlet": f"alpha {d.alpha}, {d.dirichlet}", "file_order": f"shard_size {d.shard_size}"}.get(d.partition, "")
+           "dirichlet": f"alpha {d.alpha}, {d.dirichlet}", "file_order": f"shard_size {d.shard_size}",
+           "flwr": ", ".join(f"{k} {v}" for k, v in d.flwr.items())}.get(d.partition, "")
     title = (f"{d.name}: {len(labels)} training samples, {len(data.y_test)} test samples, partition {d.partition}"
              f"{' (' + how + ')' if how else ''}, val_fraction {d.val_fraction} "
              f"({sum(len(split[i].val) for i in nodes)} validation samples), normalize {d.normalize}; training samples:")

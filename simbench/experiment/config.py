@@ -35,7 +35,7 @@ from ..core.schema import ConfigError, above, at_least, from_dict, path_componen
 from ..core.units import parse_duration
 from ..core.yamlio import load_yaml_file, parse_override
 
-PARTITIONS = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan", "parity")
+PARTITIONS = ("iid", "shards", "k_classes", "dirichlet", "file_order", "fegan", "parity", "flwr")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class DatasetSpec:
     classes drawn at random per node, NIID-Bench); dirichlet (Hsu et al. 2019, alpha); file_order
     (seed 002: the file order cut into shard_size files); fegan (FeGAN's skewed, overlapping
     sampling); parity (seed 000's DEGAN: nodes 0 and 2 every even digit, the others every odd
-    one). Sources in simbench.data.partition."""
+    one); flwr (a Flower Datasets partitioner, dataset.flwr). Sources in simbench.data.partition."""
     shards_per_client: int = field(default=2, metadata={"check": at_least(1)})
     """Shards per node (partition: shards; McMahan et al.: 2 of 300 MNIST images)."""
     alpha: float = field(default=0.5, metadata={"check": above(0)})
@@ -65,6 +65,10 @@ class DatasetSpec:
     """Classes on each node (partition: k_classes)."""
     shard_size: int = field(default=50, metadata={"check": at_least(1)})
     """Samples per file (partition: file_order, seed 002's layout)."""
+    flwr: dict = field(default_factory=dict)
+    """partition: flwr: the Flower Datasets partitioner and its arguments, e.g. {name:
+    DirichletPartitioner, alpha: 0.3} (simbench sets num_partitions, partition_by and seed;
+    needs pip install 'simbench[flwr]')."""
     max_per_class: Optional[int] = field(default=None, metadata={"check": at_least(1)})
     """Cap of samples per class on each node (FeGAN's magic_num; partition fegan: its magic_num, default 5000)."""
     val_fraction: float = field(default=0.0, metadata={"check": (lambda x: 0 <= x < 1, "must be in [0, 1)")})

@@ -317,3 +317,51 @@ def test_config_offers_every_partition_the_dispatcher_knows():
     from simbench.experiment.config import PARTITIONS
 
     assert PARTITIONS == P.SCHEMES
+
+
+# -- Flower Datasets' partitioners (partition: flwr) ---------------------------------------------
+def test_flwr_pathological_partitioner_gives_two_classes_per_node_from_the_runs_seed():
+    pytest.importorskip("flwr_datasets")
+    labels = np.repeat(np.arange(10), 40)
+    spec = {"name": "PathologicalPartitioner", "num_classes_per_partition": 2}
+    parts = P.partition(labels, 10, "flwr", np.random.default_rng(0), partitioner=spec)
+    _check_disjoint(parts, len(labels))
+    assert len(parts) == 10 and all(len(c) == 2 for c in _class_sets(parts, labels))
+    again = P.partition(labels, 10, "flwr", np.random.default_rng(0), partitioner=spec)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    other = P.partition(labels, 10, "flwr", np.random.default_rng(1), partitioner=spec)
+    assert _class_sets(other, labels) != _class_sets(parts, labels)  # the seed comes from rng
+
+
+def test_flwr_dirichlet_partitioner_uses_every_sample_once_and_alpha_sets_the_skew():
+    pytest.importorskip("flwr_datasets")
+    labels = np.repeat(np.arange(10), 100)
+    classes = {}
+    for alpha in (0.1, 100.0):
+        parts = P.partition(labels, 8, "flwr", np.random.default_rng(3),
+                            partitioner={"name": "DirichletPartitioner", "alpha": alpha, "min_partition_size": 5})
+        _check_disjoint(parts, len(labels))
+        assert sorted(np.concatenate(parts).tolist()) == list(range(len(labels)))
+        classes[alpha] = np.mean([len(c) for c in _class_sets(parts, labels)])
+    assert classes[100.0] == 10 and classes[0.1] < 6
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({}, "flwr: name must be one of .*DirichletPartitioner.*, got None"),
+    ({"name": "Nope"}, "flwr: name must be one of .*PathologicalPartitioner.*, got 'Nope'"),
+    ({"name": "DirichletPartitioner", "alpha": 1.0, "seed": 3}, "flwr: seed: set by simbench"),
+    ({"name": "IidPartitioner", "num_partitions": 3}, "flwr: num_partitions: set by simbench"),
+    ({"name": "DirichletPartitioner"}, "flwr: DirichletPartitioner: .*alpha"),
+])
+def test_flwr_partitioner_errors_are_one_line(spec, message):
+    pytest.importorskip("flwr_datasets")
+    with pytest.raises(ValueError, match=message) as err:
+        P.partition(np.repeat(np.arange(4), 10), 4, "flwr", np.random.default_rng(0), partitioner=spec)
+    assert "\n" not in str(err.value)
+
+
+def test_flwr_partition_without_flower_datasets_says_what_to_install(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "flwr_datasets", None)  # import fails as if not installed
+    with pytest.raises(ValueError, match=r"pip install 'simbench\[flwr\]'"):
+        P.partition(np.arange(10) % 2, 2, "flwr", np.random.default_rng(0), partitioner={"name": "IidPartitioner"})

@@ -130,3 +130,18 @@ def test_fedavg_stops_at_the_target_accuracy(tmp_path):
     server = res.epochs[res.epochs["node"] == "0"]
     acc = server["test_acc"].to_numpy()
     assert acc[-1] >= 0.5 and (acc[:-1] < 0.5).all() and len(acc) < 51
+
+
+def test_a_flower_partitioner_splits_a_run_and_its_summary_names_it(tmp_path):
+    pytest.importorskip("flwr_datasets")
+    cfg = parse_config({**FEDAVG, "dataset": {**FEDAVG["dataset"], "partition": "flwr",
+                                              "flwr": {"name": "PathologicalPartitioner", "num_classes_per_partition": 2}},
+                        "algorithm": {"name": "fedavg", "rounds": 1}})
+    res = run_experiment(cfg, tmp_path)
+    lines = (res.run_dir / "data_split.txt").read_text().splitlines()
+    assert "partition flwr (name PathologicalPartitioner, num_classes_per_partition 2)" in lines[0]
+    rows = [ln.split() for ln in lines[2:-1]]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"] and all(r[2] == "2" for r in rows)
+    assert res.status == "finished"
+    with pytest.raises(ConfigError, match="dataset.partition: flwr: name must be one of"):
+        run_experiment(parse_config({**FEDAVG, "dataset": {**FEDAVG["dataset"], "partition": "flwr"}}), tmp_path / "x")
