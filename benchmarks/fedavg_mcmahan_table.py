@@ -5,7 +5,8 @@ run's ``manifest.json`` and ``epochs.csv``), takes per run the first round whose
 model (the server's rows) reaches the row's target (97% for the 2NN, 99% for the CNN, on
 the test images the run evaluates), and per table row (model, split, E, B) picks the
 learning rate with the fewest rounds averaged over seeds (a seed that never reaches the
-target counts as not reached), as the paper reports the best rate of its grid. Writes a
+target counts as not reached; a rate run with fewer seeds than the row's others is listed
+with its seed count but not picked), as the paper reports the best rate of its grid. Writes a
 Markdown table with the paper's numbers beside ours and the ratio of the two; runs started
 from other initial weights than PyTorch's (``model.options.init``) get an ``init`` column.
 
@@ -69,10 +70,14 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
         per_lr = g.groupby("lr").agg(seeds=("seed", "nunique"), reached=("rounds", "count"),
                                      mean=("rounds", "mean"), lo=("rounds", "min"), hi=("rounds", "max"),
                                      best_acc=("best_acc", "mean"), cap=("cap", "max")).reset_index()
-        full = per_lr[per_lr["reached"] == per_lr["seeds"]]
+        # a rate is a candidate when every seed reached the target and it ran as many seeds as
+        # the row's best-covered rate (a rate cut short by fewer seeds is listed, not picked)
+        full = per_lr[(per_lr["reached"] == per_lr["seeds"]) & (per_lr["seeds"] == per_lr["seeds"].max())]
         named = dict(zip(keys, key))
         paper = PAPER.get((named["model"], named["split"], named["E"], named["B"]))
+        most = per_lr["seeds"].max()
         grid = ", ".join(f"{lr:g}: " + (f"{m:.1f}" if r == n else f"{r}/{n} reached")
+                         + ("" if n == most else f" ({n} seed{'s' if n > 1 else ''})")
                          for lr, m, r, n in sorted(zip(per_lr["lr"], per_lr["mean"], per_lr["reached"], per_lr["seeds"])))
         if len(full):
             best = full.sort_values("mean").iloc[0]
