@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = pd.concat([run_rows(Path(r)) for r in args.results], ignore_index=True)
     if runs.empty:
         raise SystemExit("no finished runs found")
-    runs.drop(columns="curve").sort_values(["model", "split", "E", "lr", "seed"]).to_csv(
+    runs.drop(columns="curve").astype({"rounds": "Int64"}).sort_values(["model", "split", "E", "lr", "seed"]).to_csv(
         Path(args.out).with_suffix(".runs.csv"), index=False)
     best = table(runs)
     if args.figure:
