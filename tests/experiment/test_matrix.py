@@ -282,12 +282,10 @@ def test_sigterm_mid_cell_records_the_run_as_interrupted_not_running(tmp_path):
                              "--workers", "1", "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     manifests = out / "long" / "runs" / "long"
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        events = list(manifests.glob("*/events.csv"))
-        if events and events[0].stat().st_size > 200:  # the run is under way: rows are written
-            break
-        time.sleep(0.1)
-    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    while time.time() < deadline and proc.poll() is None and not list(manifests.glob("*/manifest.json")):
+        time.sleep(0.1)  # the manifest says running just before the simulation starts
+    time.sleep(1.0)  # a second into 5000 epochs: the run is simulating
+    assert proc.poll() is None and list(manifests.glob("*/manifest.json")), proc.stderr.read().decode()[-2000:]
     stopped = time.time()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
