@@ -60,6 +60,13 @@ def cell_files(root):
     return sorted(Path(root).glob("runs/*/*/cell.json"))
 
 
+def matrix_process(path, out):
+    """``simbench matrix PATH --out OUT`` as a real process with one worker, for stories that
+    signal it; stderr is kept for the failure message."""
+    return subprocess.Popen([sys.executable, "-m", "simbench.cli", "matrix", str(path), "--out", str(out),
+                             "--workers", "1", "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 # -- expansion ---------------------------------------------------------------------------------
 def test_product_minus_exclude_in_axis_order():
     m = parse_matrix(TINY)
@@ -243,8 +250,7 @@ def test_kill_9_mid_matrix_then_rerun_redoes_only_the_partial_cell(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(TINY, sort_keys=False))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "simbench.cli", "matrix", str(path), "--out", str(out),
-                             "--workers", "1", "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = matrix_process(path, out)
     deadline = time.time() + 60
     while not cell_files(out / "tiny") and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -278,8 +284,7 @@ def test_sigterm_mid_cell_records_the_run_as_interrupted_not_running(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump({"name": "long", "base": long, "axes": {"seed": [0]}}, sort_keys=False))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "simbench.cli", "matrix", str(path), "--out", str(out),
-                             "--workers", "1", "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = matrix_process(path, out)
     manifests = out / "long" / "runs" / "long"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not list(manifests.glob("*/manifest.json")):

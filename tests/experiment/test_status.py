@@ -44,8 +44,6 @@ class Broken(DSGD):
 '''
 
 
-
-
 def one_line(proc) -> str:
     err = proc.stderr.strip()
     assert proc.returncode == 2, (proc.returncode, err[-500:])
