@@ -2,9 +2,12 @@
 
 ``events`` rows are ``(time_s, wall_s, node, metric, value)``; the run id is added when
 the table is written. With :meth:`Recorder.stream_to` the rows go to ``events.csv`` as
-they come, in batches of ``flush_rows`` (and ``epochs.csv`` is rewritten with each batch),
-so a run that fails or is killed keeps what it recorded up to its last batch, and a full or
-read-only disk stops a run early instead of losing it at the end. ``wall_s`` is the only wall-clock reading in a run (seconds since
+they come, in batches of ``flush_rows`` or every ``flush_secs`` of wall time, whichever
+comes first (and ``epochs.csv`` is rewritten with each batch): a run that fails or is
+killed keeps what it recorded up to its last batch, a long run can be watched as it goes
+(``tail -f events.csv``, or ``epochs.csv`` read every half minute), and a full or read-only
+disk stops a run early instead of losing it at the end. When a batch is written never
+changes what is written. ``wall_s`` is the only wall-clock reading in a run (seconds since
 the recorder started) and is left at 0.0 with ``wall_clock=False`` so that two runs of
 one config give byte-identical files. Rows logged with an ``epoch`` also fill the
 per-epoch table (one row per node and epoch, one column per metric), whose columns start
@@ -32,13 +35,16 @@ EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "test_loss", "train_acc", "v
 class Recorder:
     """Collects events in memory; tables are built once at the end of a run."""
 
-    def __init__(self, run_id: str, *, wall_clock: bool = True, flush_rows: int = 20_000) -> None:
+    def __init__(self, run_id: str, *, wall_clock: bool = True, flush_rows: int = 20_000,
+                 flush_secs: float = 30.0) -> None:
         self.run_id = run_id
         self.wall_clock = wall_clock
         self._t0 = time.perf_counter()
         self.events: list[tuple[float, float, Any, str, float]] = []
         self.epochs: dict[tuple[Any, int], dict[str, float]] = {}
         self.flush_rows = flush_rows
+        self.flush_secs = flush_secs
+        self._flush_due = math.inf
         self._sink: Path | None = None
         self._written = 0
         self._next_flush = math.inf
@@ -57,7 +63,7 @@ class Recorder:
             row = self.epochs.setdefault((node, int(epoch)), {"time_s": time_s})
             row[metric] = float(value)
             row["time_s"] = max(row["time_s"], time_s)
-        if len(self.events) >= self._next_flush:
+        if len(self.events) >= self._next_flush or time.monotonic() >= self._flush_due:
             self.flush()
 
     def close(self) -> None:
@@ -90,6 +96,7 @@ class Recorder:
             write_atomic(self._sink / "epochs.csv", lambda tmp: self.epochs_frame().to_csv(tmp, index=False,
                                                                                              float_format="%.6g"))
         self._next_flush = len(self.events) + self.flush_rows
+        self._flush_due = time.monotonic() + self.flush_secs
 
     # -- tables ---------------------------------------------------------------------
     def events_frame(self) -> pd.DataFrame:
