@@ -360,6 +360,14 @@ def test_flwr_partitioner_errors_are_one_line(spec, message):
     assert "\n" not in str(err.value)
 
 
+def test_flwr_names_the_partitioner_classes_not_their_abstract_base():
+    pytest.importorskip("flwr_datasets")
+    with pytest.raises(ValueError) as err:
+        P.partition(np.repeat(np.arange(4), 10), 4, "flwr", np.random.default_rng(0), partitioner={"name": "Partitioner"})
+    names = str(err.value).split("one of ", 1)[1].split(", got", 1)[0].split(", ")
+    assert "Partitioner" not in names and {"IidPartitioner", "DirichletPartitioner"} <= set(names)
+
+
 def test_flwr_partition_without_flower_datasets_says_what_to_install(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "flwr_datasets", None)  # import fails as if not installed
