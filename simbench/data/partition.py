@@ -446,7 +446,8 @@ def flwr(labels: np.ndarray, n_nodes: int, rng: np.random.Generator, partitioner
     ------
     ValueError
         flwr-datasets not installed, no or an unknown partitioner name, an argument simbench
-        sets, or the partitioner's own complaint, each in one line.
+        sets, or the partitioner's own failure (any exception it raises, its first line, with
+        the number of partitions asked for), each in one line.
     """
     _check_nodes(n_nodes)
     spec = dict(partitioner or {})
@@ -475,9 +476,11 @@ def flwr(labels: np.ndarray, n_nodes: int, rng: np.random.Generator, partitioner
             part.dataset = datasets.Dataset.from_dict({"label": np.asarray(labels).tolist(),
                                                        "index": np.arange(len(labels)).tolist()})
             return [np.sort(np.asarray(part.load_partition(i)["index"], dtype=np.int64)) for i in range(int(n_nodes))]
-    except (TypeError, ValueError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"flwr: {name}: {first}") from None
+    except Exception as exc:  # whatever a third-party partitioner raises comes from the config
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if not isinstance(exc, (TypeError, ValueError)) or not first:
+            first = f"{type(exc).__name__}: {first}".rstrip(": ")
+        raise ValueError(f"flwr: {name} ({int(n_nodes)} partitions, one per data holder): {first}") from None
 
 
 def partition(labels: np.ndarray, n_nodes: int, scheme: str, rng: np.random.Generator, **params) -> list[np.ndarray]:

@@ -351,13 +351,32 @@ def test_flwr_dirichlet_partitioner_uses_every_sample_once_and_alpha_sets_the_sk
     ({"name": "Nope"}, "flwr: name must be one of .*PathologicalPartitioner.*, got 'Nope'"),
     ({"name": "DirichletPartitioner", "alpha": 1.0, "seed": 3}, "flwr: seed: set by simbench"),
     ({"name": "IidPartitioner", "num_partitions": 3}, "flwr: num_partitions: set by simbench"),
-    ({"name": "DirichletPartitioner"}, "flwr: DirichletPartitioner: .*alpha"),
+    ({"name": "DirichletPartitioner"}, r"flwr: DirichletPartitioner \(4 partitions, one per data holder\): .*alpha"),
+    ({"name": "ShardPartitioner", "num_shards_per_partition": 50}, "flwr: ShardPartitioner .*: ZeroDivisionError"),
+    ({"name": "SizePartitioner", "partition_sizes": [1, 2]}, r"flwr: SizePartitioner \(4 partitions.*KeyError"),
 ])
 def test_flwr_partitioner_errors_are_one_line(spec, message):
     pytest.importorskip("flwr_datasets")
     with pytest.raises(ValueError, match=message) as err:
         P.partition(np.repeat(np.arange(4), 10), 4, "flwr", np.random.default_rng(0), partitioner=spec)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("exc, reason", [
+    (RuntimeError("the first line\n  and a second one"), "RuntimeError: the first line"),
+    (ValueError("sizes do not add up\n  details"), "sizes do not add up"),
+    (ValueError(""), "ValueError"),
+])
+def test_flwr_partitioner_failure_is_reported_by_its_first_line(monkeypatch, exc, reason):
+    flp = pytest.importorskip("flwr_datasets.partitioner")
+
+    def fail(self, partition_id):
+        raise exc
+
+    monkeypatch.setattr(flp.IidPartitioner, "load_partition", fail)
+    with pytest.raises(ValueError) as err:
+        P.partition(np.arange(10) % 2, 2, "flwr", np.random.default_rng(0), partitioner={"name": "IidPartitioner"})
+    assert str(err.value) == f"flwr: IidPartitioner (2 partitions, one per data holder): {reason}"
 
 
 def test_flwr_names_the_partitioner_classes_not_their_abstract_base():
