@@ -11,6 +11,13 @@ Markdown table with the paper's numbers beside ours and the ratio of the two; ru
 from other initial weights than PyTorch's (``model.options.init``) get an ``init`` column.
 
     python benchmarks/fedavg_mcmahan_table.py results/fedavg_mcmahan_quick results/fedavg_mcmahan/table.md
+
+Beside the table it writes ``<table>.runs.csv``, one line per run. Such a file can stand in
+for the matrix directory it came from, so new rates can be added to a table whose runs are
+no longer on disk (``--figure`` draws only the runs read from directories):
+
+    python benchmarks/fedavg_mcmahan_table.py results/fedavg_mcmahan/table_shards_e1.runs.csv \
+        results/fedavg_mcmahan_shards_e1 results/fedavg_mcmahan/table_shards_e1.md
 """
 
 from __future__ import annotations
@@ -62,6 +69,24 @@ def run_rows(results: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+RUN_COLUMNS = ["model", "init", "split", "E", "B", "lr", "seed", "rounds_run", "cap", "rounds", "best_acc"]
+
+
+def read_runs(source: Path) -> pd.DataFrame:
+    """The runs of a matrix directory, or of a ``*.runs.csv`` this script wrote (no curves)."""
+    if source.is_dir():
+        return run_rows(source)
+    if source.suffix != ".csv" or not source.is_file():
+        raise SystemExit(f"{source}: not a matrix results directory or a .runs.csv file")
+    runs = pd.read_csv(source)
+    if "init" not in runs.columns:  # written before model.options.init existed: PyTorch's init
+        runs.insert(1, "init", "torch")
+    missing = [c for c in RUN_COLUMNS if c not in runs.columns]
+    if missing:
+        raise SystemExit(f"{source}: not a runs file of this script (no column {', '.join(missing)})")
+    return runs[RUN_COLUMNS].assign(curve=None)
+
+
 def table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per table row: the best lr (fewest mean rounds over seeds, all seeds reaching the target)."""
     rows = []
@@ -106,7 +131,7 @@ def figure(runs: pd.DataFrame, best: pd.DataFrame, path: Path) -> None:
         key = (runs["model"] == row["model"]) & (runs["split"] == row["split"]) & (runs["E"] == row["E"]) & \
               (runs["lr"] == float(row["best lr"])) & (runs["init"] == row.get("init", "torch"))
         init = f" init={row['init']}" if "init" in row else ""
-        for j, curve in enumerate(runs[key]["curve"]):
+        for j, curve in enumerate(c for c in runs[key]["curve"] if c is not None):
             ax.plot(curve[:, 0], curve[:, 1], color=f"C{i}", lw=0.9,
                     label=f"{row['model']}{init} {row['split']} E={row['E']} lr={row['best lr']}" if j == 0 else None)
     for target in sorted(set(TARGET[m] for m in best["model"])):
@@ -129,11 +154,16 @@ def markdown(frame: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="+", help="matrix results directories (with runs/)")
+    ap.add_argument("results", nargs="+", help="matrix results directories (with runs/) or *.runs.csv files")
     ap.add_argument("out", help="the Markdown table to write")
     ap.add_argument("--figure", default=None, help="also draw the accuracy curves of each row's best lr (PNG)")
     args = ap.parse_args(argv)
-    runs = pd.concat([run_rows(Path(r)) for r in args.results], ignore_index=True)
+    runs = pd.concat([read_runs(Path(r)) for r in args.results], ignore_index=True)
+    repeated = runs[runs.duplicated(["model", "init", "split", "E", "B", "lr", "seed"], keep=False)]
+    if len(repeated):
+        first = repeated.iloc[0]
+        raise SystemExit(f"the run {first['model']} {first['split']} E={first['E']} lr={first['lr']:g} "
+                         f"seed={first['seed']} is given twice; pass each run once")
     if runs.empty:
         raise SystemExit("no finished runs found")
     runs.drop(columns="curve").astype({"rounds": "Int64"}).sort_values(["model", "split", "E", "lr", "seed"]).to_csv(

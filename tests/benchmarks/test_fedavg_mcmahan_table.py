@@ -5,6 +5,7 @@ import importlib.util
 import json
 
 import pandas as pd
+import pytest
 
 from simhelpers import REPO
 
@@ -46,3 +47,26 @@ def test_a_row_where_no_rate_reaches_the_target_says_so(tmp_path):
     (row,) = table.table(table.run_rows(tmp_path)).to_dict("records")
     assert row["model"] == "cnn" and row["rounds (mean)"] == "not reached in 50"  # 99% for the CNN
     assert row["paper"] == 350 and row["ours / paper"] == f"> {50 / 350:.2f}"
+
+
+def test_a_runs_csv_stands_in_for_its_matrix_directory_when_rates_are_added(tmp_path):
+    first, later = tmp_path / "first", tmp_path / "later"
+    for seed in (0, 1, 2):
+        fake_run(first, f"a{seed}", lr=0.1, seed=seed, accs=[0.9] * (2 + seed) + [0.97])  # 3, 4, 5 rounds
+        fake_run(later, f"b{seed}", lr=0.5, seed=seed, accs=[0.9, 0.97])                    # 2 rounds
+    assert table.main([str(first), str(tmp_path / "t1.md")]) == 0
+    assert table.main([str(tmp_path / "t1.runs.csv"), str(later), str(tmp_path / "t2.md")]) == 0
+    runs = pd.read_csv(tmp_path / "t2.runs.csv")
+    assert sorted(zip(runs["lr"], runs["rounds"])) == [(0.1, 3), (0.1, 4), (0.1, 5), (0.5, 2), (0.5, 2), (0.5, 2)]
+    assert "| 0.1: 4.0, 0.5: 2.0 | 0.5 | 3 | 2.0 | 2-2 | 92 |" in (tmp_path / "t2.md").read_text()
+
+
+def test_a_run_given_twice_or_a_foreign_file_is_refused(tmp_path):
+    for seed in (0, 1, 2):
+        fake_run(tmp_path / "m", f"a{seed}", lr=0.1, seed=seed, accs=[0.97])
+    table.main([str(tmp_path / "m"), str(tmp_path / "t.md")])
+    with pytest.raises(SystemExit, match="lr=0.1 seed=0 is given twice"):
+        table.main([str(tmp_path / "t.runs.csv"), str(tmp_path / "m"), str(tmp_path / "u.md")])
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit, match="other.csv: not a runs file of this script"):
+        table.main([str(tmp_path / "other.csv"), str(tmp_path / "u.md")])
