@@ -159,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figure", default=None, help="also draw the accuracy curves of each row's best lr (PNG)")
     args = ap.parse_args(argv)
     runs = pd.concat([read_runs(Path(r)) for r in args.results], ignore_index=True)
+    if runs.empty:
+        raise SystemExit("no finished runs found")
     repeated = runs[runs.duplicated(["model", "init", "split", "E", "B", "lr", "seed"], keep=False)]
     if len(repeated):
         first = repeated.iloc[0]
         raise SystemExit(f"the run {first['model']} {first['split']} E={first['E']} lr={first['lr']:g} "
                          f"seed={first['seed']} is given twice; pass each run once")
-    if runs.empty:
-        raise SystemExit("no finished runs found")
     runs.drop(columns="curve").astype({"rounds": "Int64"}).sort_values(["model", "split", "E", "lr", "seed"]).to_csv(
         Path(args.out).with_suffix(".runs.csv"), index=False)
     best = table(runs)

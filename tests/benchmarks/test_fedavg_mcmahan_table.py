@@ -67,6 +67,9 @@ def test_a_run_given_twice_or_a_foreign_file_is_refused(tmp_path):
     table.main([str(tmp_path / "m"), str(tmp_path / "t.md")])
     with pytest.raises(SystemExit, match="lr=0.1 seed=0 is given twice"):
         table.main([str(tmp_path / "t.runs.csv"), str(tmp_path / "m"), str(tmp_path / "u.md")])
+    fake_run(tmp_path / "r", "a0", lr=0.1, seed=0, accs=[0.97], status="running")
+    with pytest.raises(SystemExit, match="no finished runs found"):
+        table.main([str(tmp_path / "r"), str(tmp_path / "u.md")])
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit, match="other.csv: not a runs file of this script"):
         table.main([str(tmp_path / "other.csv"), str(tmp_path / "u.md")])
