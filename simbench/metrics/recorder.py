@@ -2,12 +2,12 @@
 
 ``events`` rows are ``(time_s, wall_s, node, metric, value)``; the run id is added when
 the table is written. With :meth:`Recorder.stream_to` the rows go to ``events.csv`` as
-they come, in batches of ``flush_rows`` or every ``flush_secs`` of wall time, whichever
-comes first (and ``epochs.csv`` is rewritten with each batch): a run that fails or is
-killed keeps what it recorded up to its last batch, a long run can be watched as it goes
-(``tail -f events.csv``, or ``epochs.csv`` read every half minute), and a full or read-only
-disk stops a run early instead of losing it at the end. When a batch is written never
-changes what is written. ``wall_s`` is the only wall-clock reading in a run (seconds since
+they come, in batches: every ``flush_rows`` rows, and with the first row recorded
+``flush_secs`` of wall time after the last batch (``epochs.csv`` is rewritten with each
+batch). A run that fails or is killed keeps what it recorded up to its last batch, a long
+run can be watched as it goes (``tail -f events.csv``, or ``epochs.csv``), and a full or
+read-only disk stops a run early instead of losing it at the end. When a batch is written
+never changes what is written. ``wall_s`` is the only wall-clock reading in a run (seconds since
 the recorder started) and is left at 0.0 with ``wall_clock=False`` so that two runs of
 one config give byte-identical files. Rows logged with an ``epoch`` also fill the
 per-epoch table (one row per node and epoch, one column per metric), whose columns start
