@@ -69,7 +69,8 @@ def run_rows(results: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-RUN_COLUMNS = ["model", "init", "split", "E", "B", "lr", "seed", "rounds_run", "cap", "rounds", "best_acc"]
+ROW_KEYS = ["model", "init", "split", "E", "B"]  # one row of the paper's table
+RUN_COLUMNS = [*ROW_KEYS, "lr", "seed", "rounds_run", "cap", "rounds", "best_acc"]
 
 
 def read_runs(source: Path) -> pd.DataFrame:
@@ -90,17 +91,17 @@ def read_runs(source: Path) -> pd.DataFrame:
 def table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per table row: the best lr (fewest mean rounds over seeds, all seeds reaching the target)."""
     rows = []
-    keys = ["model", "init", "split", "E", "B"] if (runs["init"] != "torch").any() else ["model", "split", "E", "B"]
+    keys = ROW_KEYS if (runs["init"] != "torch").any() else [k for k in ROW_KEYS if k != "init"]
     for key, g in runs.groupby(keys):
         per_lr = g.groupby("lr").agg(seeds=("seed", "nunique"), reached=("rounds", "count"),
                                      mean=("rounds", "mean"), lo=("rounds", "min"), hi=("rounds", "max"),
                                      best_acc=("best_acc", "mean"), cap=("cap", "max")).reset_index()
         # a rate is a candidate when every seed reached the target and it ran as many seeds as
         # the row's best-covered rate (a rate cut short by fewer seeds is listed, not picked)
-        full = per_lr[(per_lr["reached"] == per_lr["seeds"]) & (per_lr["seeds"] == per_lr["seeds"].max())]
+        most = per_lr["seeds"].max()
+        full = per_lr[(per_lr["reached"] == per_lr["seeds"]) & (per_lr["seeds"] == most)]
         named = dict(zip(keys, key))
         paper = PAPER.get((named["model"], named["split"], named["E"], named["B"]))
-        most = per_lr["seeds"].max()
         grid = ", ".join(f"{lr:g}: " + (f"{m:.1f}" if r == n else f"{r}/{n} reached")
                          + ("" if n == most else f" ({n} seed{'s' if n > 1 else ''})")
                          for lr, m, r, n in sorted(zip(per_lr["lr"], per_lr["mean"], per_lr["reached"], per_lr["seeds"])))
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = pd.concat([read_runs(Path(r)) for r in args.results], ignore_index=True)
     if runs.empty:
         raise SystemExit("no finished runs found")
-    repeated = runs[runs.duplicated(["model", "init", "split", "E", "B", "lr", "seed"], keep=False)]
+    repeated = runs[runs.duplicated([*ROW_KEYS, "lr", "seed"], keep=False)]
     if len(repeated):
         first = repeated.iloc[0]
         raise SystemExit(f"the run {first['model']} {first['split']} E={first['E']} lr={first['lr']:g} "
